@@ -1,0 +1,289 @@
+//! Who is calling, and what they may do.
+//!
+//! Every RPC handler reads the verified [`Principal`] that the gRPC stack put into the request
+//! ([`principal`]) and checks one [`Permission`] ([`Principal::require`]). Tenant isolation and
+//! visibility (agent: own conversations, supervisor: own teams, admin: tenant, auditor:
+//! read-only) are decided from the principal by each service's domain code.
+//!
+//! Layout:
+//! - [`Principal`], [`Role`], [`Permission`] and the role → permission table.
+//! - [`DevTokenAuthenticator`]: the laptop-only credential scheme `giao dev` uses until
+//!   signed tokens from the auth service verify through this same hook.
+
+use std::collections::BTreeSet;
+
+use futures::future::BoxFuture;
+use giao_platform::grpc::Authenticator;
+use serde::{Deserialize, Serialize};
+
+/// Staff roles; the service role is for internal callers with an API key or service token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Supervisor,
+    Agent,
+    Auditor,
+    Service,
+}
+
+impl Role {
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "admin" => Some(Role::Admin),
+            "supervisor" => Some(Role::Supervisor),
+            "agent" => Some(Role::Agent),
+            "auditor" => Some(Role::Auditor),
+            "service" => Some(Role::Service),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Supervisor => "supervisor",
+            Role::Agent => "agent",
+            Role::Auditor => "auditor",
+            Role::Service => "service",
+        }
+    }
+}
+
+/// A permission an RPC requires, named `<area>.<action>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Permission(pub &'static str);
+
+impl Permission {
+    pub const MESSAGES_READ: Permission = Permission("messages.read");
+    pub const MESSAGES_WRITE: Permission = Permission("messages.write");
+    pub const MESSAGES_INGEST: Permission = Permission("messages.ingest");
+    pub const CONTACTS_READ: Permission = Permission("contacts.read");
+    pub const CONTACTS_WRITE: Permission = Permission("contacts.write");
+    pub const EXPORT: Permission = Permission("history.export");
+    pub const ACCOUNTS_READ: Permission = Permission("accounts.read");
+    pub const ACCOUNTS_MANAGE: Permission = Permission("accounts.manage");
+    pub const SIMULATOR_DRIVE: Permission = Permission("simulator.drive");
+    pub const ASSIGNMENT_READ: Permission = Permission("assignment.read");
+    pub const ASSIGNMENT_MANAGE: Permission = Permission("assignment.manage");
+    pub const REPORTS_READ: Permission = Permission("reports.read");
+    pub const USERS_MANAGE: Permission = Permission("users.manage");
+    pub const AUDIT_READ: Permission = Permission("audit.read");
+}
+
+/// The role → permission table (documented in docs/api/permissions.md). Visibility narrows
+/// what a permission reaches: an agent's `messages.read` covers only their own conversations.
+pub fn role_permissions(role: Role) -> &'static [Permission] {
+    use Permission as P;
+    match role {
+        Role::Admin => &[
+            P::MESSAGES_READ,
+            P::MESSAGES_WRITE,
+            P::CONTACTS_READ,
+            P::CONTACTS_WRITE,
+            P::EXPORT,
+            P::ACCOUNTS_READ,
+            P::ACCOUNTS_MANAGE,
+            P::SIMULATOR_DRIVE,
+            P::ASSIGNMENT_READ,
+            P::ASSIGNMENT_MANAGE,
+            P::REPORTS_READ,
+            P::USERS_MANAGE,
+            P::AUDIT_READ,
+        ],
+        Role::Supervisor => &[
+            P::MESSAGES_READ,
+            P::MESSAGES_WRITE,
+            P::CONTACTS_READ,
+            P::CONTACTS_WRITE,
+            P::EXPORT,
+            P::ACCOUNTS_READ,
+            P::ASSIGNMENT_READ,
+            P::ASSIGNMENT_MANAGE,
+            P::REPORTS_READ,
+        ],
+        Role::Agent => &[
+            P::MESSAGES_READ,
+            P::MESSAGES_WRITE,
+            P::CONTACTS_READ,
+            P::CONTACTS_WRITE,
+            P::ASSIGNMENT_READ,
+            P::REPORTS_READ,
+        ],
+        Role::Auditor => &[
+            P::MESSAGES_READ,
+            P::CONTACTS_READ,
+            P::ACCOUNTS_READ,
+            P::ASSIGNMENT_READ,
+            P::REPORTS_READ,
+            P::AUDIT_READ,
+        ],
+        // Internal callers get exactly the scopes of their key, never a role's blanket set.
+        Role::Service => &[],
+    }
+}
+
+/// The verified caller of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub tenant_id: String,
+    pub user_id: String,
+    pub role: Role,
+    /// Teams the user belongs to (supervisors see their teams' conversations).
+    pub team_ids: Vec<String>,
+    /// Extra permissions of an API key (for `Role::Service`).
+    pub scopes: BTreeSet<String>,
+}
+
+impl Principal {
+    pub fn user(tenant_id: impl Into<String>, user_id: impl Into<String>, role: Role) -> Self {
+        Self {
+            tenant_id: tenant_id.into(),
+            user_id: user_id.into(),
+            role,
+            team_ids: Vec::new(),
+            scopes: BTreeSet::new(),
+        }
+    }
+
+    pub fn has(&self, permission: Permission) -> bool {
+        role_permissions(self.role).contains(&permission) || self.scopes.contains(permission.0)
+    }
+
+    /// PermissionDenied naming the permission when the caller lacks it.
+    pub fn require(&self, permission: Permission) -> Result<(), tonic::Status> {
+        if self.has(permission) {
+            Ok(())
+        } else {
+            Err(tonic::Status::permission_denied(format!(
+                "permission {} required",
+                permission.0
+            )))
+        }
+    }
+}
+
+/// The caller of `request`, or Unauthenticated when the stack did not verify one.
+pub fn principal<T>(request: &tonic::Request<T>) -> Result<Principal, tonic::Status> {
+    request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| tonic::Status::unauthenticated("missing or invalid credentials"))
+}
+
+/// Laptop-only credentials: `authorization: Bearer dev.<tenant>.<user>.<role>`. Enabled only
+/// by `auth.dev_tokens = true` (which `giao dev` sets and which logs a warning), so that the
+/// whole suite can be driven with grpcurl before signed tokens exist on a laptop. Anything
+/// else is Unauthenticated.
+#[derive(Debug, Default, Clone)]
+pub struct DevTokenAuthenticator;
+
+impl DevTokenAuthenticator {
+    pub fn parse(token: &str) -> Option<Principal> {
+        let mut parts = token.split('.');
+        let (Some("dev"), Some(tenant), Some(user), Some(role), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return None;
+        };
+        if tenant.is_empty() || user.is_empty() {
+            return None;
+        }
+        Some(Principal::user(tenant, user, Role::parse(role)?))
+    }
+}
+
+impl Authenticator for DevTokenAuthenticator {
+    fn authenticate(
+        &self,
+        _rpc_path: &str,
+        headers: &http::HeaderMap,
+    ) -> BoxFuture<'static, Result<http::Extensions, tonic::Status>> {
+        let outcome = bearer(headers)
+            .and_then(DevTokenAuthenticator::parse)
+            .map(|principal| {
+                let mut extensions = http::Extensions::new();
+                extensions.insert(principal);
+                extensions
+            })
+            .ok_or_else(|| tonic::Status::unauthenticated("missing or invalid credentials"));
+        Box::pin(async move { outcome })
+    }
+}
+
+/// How a service verifies its callers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Accept laptop-only `dev.<tenant>.<user>.<role>` bearer tokens. Never in production.
+    pub dev_tokens: bool,
+}
+
+impl AuthConfig {
+    /// The authenticator to install, or an error when none is configured: a service never
+    /// starts open to the world by accident.
+    pub fn authenticator(
+        &self,
+        service: &str,
+    ) -> Result<std::sync::Arc<dyn Authenticator>, String> {
+        if self.dev_tokens {
+            tracing::warn!(
+                service,
+                "auth.dev_tokens is on: unsigned developer tokens are accepted, never use this in production"
+            );
+            return Ok(std::sync::Arc::new(DevTokenAuthenticator));
+        }
+        Err(format!(
+            "no caller authentication configured for {service}: set auth.dev_tokens = true on a laptop \
+             (signed tokens from the auth service are verified once it is deployed)"
+        ))
+    }
+}
+
+fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    headers
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_tokens_parse_strictly() {
+        let principal = DevTokenAuthenticator::parse("dev.acme.u1.agent").expect("valid");
+        assert_eq!(principal.tenant_id, "acme");
+        assert_eq!(principal.role, Role::Agent);
+        assert!(DevTokenAuthenticator::parse("dev.acme.u1.root").is_none());
+        assert!(DevTokenAuthenticator::parse("dev.acme.u1").is_none());
+        assert!(DevTokenAuthenticator::parse("dev..u1.admin").is_none());
+        assert!(DevTokenAuthenticator::parse("jwt.acme.u1.admin").is_none());
+        assert!(DevTokenAuthenticator::parse("dev.acme.u1.admin.extra").is_none());
+    }
+
+    #[test]
+    fn auditors_read_but_never_write() {
+        let auditor = Principal::user("t", "u", Role::Auditor);
+        assert!(auditor.require(Permission::MESSAGES_READ).is_ok());
+        let denied = auditor.require(Permission::MESSAGES_WRITE).expect_err("denied");
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+        assert!(denied.message().contains("messages.write"));
+    }
+
+    #[test]
+    fn service_principals_have_only_their_scopes() {
+        let mut service = Principal::user("t", "svc", Role::Service);
+        assert!(!service.has(Permission::MESSAGES_INGEST));
+        service.scopes.insert("messages.ingest".into());
+        assert!(service.has(Permission::MESSAGES_INGEST));
+        assert!(!service.has(Permission::MESSAGES_READ));
+    }
+}

@@ -1,0 +1,1 @@
+//! giao-auth

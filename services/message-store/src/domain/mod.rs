@@ -1,0 +1,121 @@
+//! Plain types and rules of the message store, away from gRPC and SQL.
+//!
+//! - [`inbound`]: validation of a captured channel message into a [`inbound::NewInbound`].
+//! - [`cursor`]: opaque pagination cursors.
+//! - [`visibility`]: who may see which conversation.
+
+pub mod cursor;
+pub mod inbound;
+pub mod visibility;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// Largest text of one message, in characters.
+pub const MAX_TEXT_CHARS: usize = 8_000;
+/// Largest id or name we accept from a channel, in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+/// Largest batch of AppendInboundBatch.
+pub const MAX_BATCH: usize = 500;
+/// Default and largest page sizes.
+pub const DEFAULT_PAGE: u32 = 50;
+pub const MAX_PAGE: u32 = 500;
+
+/// A stored message as the database holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredMessage {
+    pub id: Uuid,
+    pub tenant_id: String,
+    pub conversation_id: Uuid,
+    pub channel_account_id: String,
+    pub external_message_id: Option<String>,
+    pub direction: i32,
+    pub sender_kind: i32,
+    pub sender_user_id: Option<String>,
+    pub sender_external_id: String,
+    pub content_type: i32,
+    pub text: String,
+    /// `giao.common.v1.MessageContent`, protobuf-encoded.
+    pub content: Vec<u8>,
+    pub quote_external_id: Option<String>,
+    pub delivery_status: i32,
+    pub sent_at: DateTime<Utc>,
+    pub stored_at: DateTime<Utc>,
+}
+
+/// A conversation as the database holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversationRecord {
+    pub id: Uuid,
+    pub tenant_id: String,
+    pub channel_account_id: String,
+    pub channel_kind: i32,
+    pub external_thread_id: String,
+    pub thread_kind: i32,
+    pub customer_external_id: String,
+    pub title: String,
+    pub status: i32,
+    pub owner_user_id: Option<String>,
+    pub team_id: Option<String>,
+    pub unread_count: i64,
+    pub last_inbound_at: Option<DateTime<Utc>>,
+    pub last_outbound_at: Option<DateTime<Utc>>,
+    pub last_activity_at: DateTime<Utc>,
+    pub last_message_preview: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl ConversationRecord {
+    /// The customer spoke last and nobody has answered yet.
+    pub fn waiting_for_reply(&self) -> bool {
+        match (self.last_inbound_at, self.last_outbound_at) {
+            (Some(inbound), Some(outbound)) => inbound > outbound,
+            (Some(_), None) => true,
+            _ => false,
+        }
+    }
+}
+
+/// What storing one inbound message did.
+#[derive(Debug, Clone)]
+pub struct AppendOutcome {
+    pub message: StoredMessage,
+    /// False when the same (channel account, external id) was already stored.
+    pub created: bool,
+    pub conversation: ConversationRecord,
+    pub conversation_created: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryOrder {
+    NewestFirst,
+    OldestFirst,
+}
+
+#[derive(Debug, Clone)]
+pub struct HistoryQuery {
+    pub order: HistoryOrder,
+    pub after: Option<cursor::Position>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ConversationFilter {
+    pub status: Option<i32>,
+    pub channel_account_id: Option<String>,
+    pub owner_user_id: Option<String>,
+    pub team_id: Option<String>,
+    /// Agents: only their own; supervisors: only their teams'.
+    pub visible_owner: Option<String>,
+    pub visible_teams: Option<Vec<String>>,
+    pub after: Option<cursor::Position>,
+    pub limit: u32,
+}
+
+/// Clamps a requested page size to the service's bounds.
+pub fn page_size(requested: u32) -> u32 {
+    match requested {
+        0 => DEFAULT_PAGE,
+        n => n.min(MAX_PAGE),
+    }
+}

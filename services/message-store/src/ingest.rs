@@ -1,0 +1,154 @@
+//! Ingestion: storing captured messages idempotently and announcing them on the bus.
+//!
+//! The bus consumer acks a `MessageReceived` only after the message is committed and its
+//! follow-up events are published; any failure before that leaves it unacked, so it comes
+//! back and is stored exactly once (the store dedupes on channel account + external id, and
+//! follow-up events carry deterministic ids that the bus dedupes).
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::Utc;
+use giao_bus::{
+    ConsumerSpec, Delivery, EventBus, HandlerOutcome,
+    envelope::{self, EventPublisher},
+};
+use giao_proto::{
+    events::{self, envelope::Payload},
+    messagestore::InboundMessage,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::{
+    api::timestamp,
+    domain::{AppendOutcome, inbound::{self, NewInbound}},
+    error::Error,
+    store::Store,
+};
+
+/// Durable consumer name shared by every message-store replica.
+pub const INBOUND_CONSUMER: &str = "message-store-inbound";
+
+#[derive(Clone)]
+pub struct Ingestor {
+    store: Arc<dyn Store>,
+    publisher: EventPublisher,
+}
+
+impl Ingestor {
+    pub fn new(store: Arc<dyn Store>, publisher: EventPublisher) -> Self {
+        Self { store, publisher }
+    }
+
+    /// Stores one message and publishes MessageStored (and ConversationOpened for a new
+    /// conversation). Safe to call again with the same message.
+    pub async fn store(&self, message: &NewInbound) -> Result<AppendOutcome, Error> {
+        let outcome = self.store.append_inbound(message, Utc::now()).await?;
+        // A redelivery after a crash between commit and publish must still announce the
+        // conversation; the first message of a conversation was stored in the same instant.
+        let opened = outcome.conversation_created
+            || (!outcome.created && outcome.conversation.created_at == outcome.message.stored_at);
+        if opened {
+            let conversation = &outcome.conversation;
+            self.publisher
+                .publish(
+                    &message.tenant_id,
+                    format!("conversation-opened-{}", conversation.id),
+                    Payload::ConversationOpened(events::ConversationOpened {
+                        conversation_id: conversation.id.to_string(),
+                        channel_account_id: conversation.channel_account_id.clone(),
+                        thread_kind: conversation.thread_kind,
+                        opened_at: Some(timestamp(conversation.created_at)),
+                        ..Default::default()
+                    }),
+                )
+                .await?;
+        }
+        let stored = &outcome.message;
+        self.publisher
+            .publish(
+                &message.tenant_id,
+                format!("message-stored-{}", stored.id),
+                Payload::MessageStored(events::MessageStored {
+                    message_id: stored.id.to_string(),
+                    conversation_id: stored.conversation_id.to_string(),
+                    channel_account_id: stored.channel_account_id.clone(),
+                    direction: stored.direction,
+                    sender_kind: stored.sender_kind,
+                    sender_user_id: stored.sender_user_id.clone().unwrap_or_default(),
+                    sent_at: Some(timestamp(stored.sent_at)),
+                    owner_user_id: outcome.conversation.owner_user_id.clone().unwrap_or_default(),
+                    team_id: outcome.conversation.team_id.clone().unwrap_or_default(),
+                    content_type: stored.content_type,
+                    text: stored.text.clone(),
+                    ..Default::default()
+                }),
+            )
+            .await?;
+        Ok(outcome)
+    }
+}
+
+/// Consumes `MessageReceived` from every tenant until `shutdown`.
+pub async fn consume(
+    bus: Arc<dyn EventBus>,
+    ingestor: Ingestor,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let spec = ConsumerSpec {
+        durable_name: INBOUND_CONSUMER.into(),
+        filter_subjects: vec![envelope::subject_filter("message_received")],
+        ack_wait: Duration::from_secs(30),
+        max_deliver: None,
+    };
+    giao_bus::run_consumer(bus, spec, shutdown, move |delivery: &Delivery| {
+        let ingestor = ingestor.clone();
+        let decoded = envelope::decode(delivery);
+        async move {
+            let (envelope, span) = match decoded {
+                Ok(decoded) => decoded,
+                Err(error) => return HandlerOutcome::Poison(format!("undecodable event: {error}")),
+            };
+            handle(&ingestor, envelope).instrument(span).await
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+async fn handle(ingestor: &Ingestor, envelope: events::Envelope) -> HandlerOutcome {
+    let Some(Payload::MessageReceived(received)) = envelope.payload else {
+        return HandlerOutcome::Poison("not a message_received event".into());
+    };
+    let message = InboundMessage {
+        channel_account_id: received.channel_account_id,
+        channel_kind: received.channel_kind,
+        external_message_id: received.external_message_id,
+        external_thread_id: received.external_thread_id,
+        thread_kind: received.thread_kind,
+        customer: received.customer,
+        direction: received.direction,
+        sender_kind: received.sender_kind,
+        sender_external_id: received.sender_external_id,
+        content: received.content,
+        quote_external_id: received.quote_external_id,
+        sent_at: received.sent_at,
+        group_name: received.group_name,
+    };
+    let inbound = match inbound::validate(&envelope.tenant_id, message, "message_received.", Utc::now()) {
+        Ok(inbound) => inbound,
+        // Kept on the stream for inspection; retrying cannot fix it.
+        Err(reason) => return HandlerOutcome::Poison(reason),
+    };
+    match ingestor.store(&inbound).await {
+        Ok(outcome) => {
+            tracing::debug!(
+                message_id = %outcome.message.id,
+                created = outcome.created,
+                "inbound message stored"
+            );
+            HandlerOutcome::Done
+        }
+        Err(error) => HandlerOutcome::Retry(error.to_string()),
+    }
+}

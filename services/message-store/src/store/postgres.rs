@@ -1,0 +1,406 @@
+use chrono::{DateTime, Datelike, Months, NaiveDate, Utc};
+use futures::future::BoxFuture;
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::Store;
+use crate::{
+    domain::{
+        AppendOutcome, ConversationFilter, ConversationRecord, HistoryOrder, HistoryQuery,
+        StoredMessage, inbound::NewInbound,
+    },
+    error::Error,
+};
+
+/// How many months of partitions exist ahead of the current one.
+const MONTHS_AHEAD: u32 = 3;
+
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct MessageRow {
+    id: Uuid,
+    tenant_id: String,
+    conversation_id: Uuid,
+    channel_account_id: String,
+    external_message_id: Option<String>,
+    direction: i16,
+    sender_kind: i16,
+    sender_user_id: Option<String>,
+    sender_external_id: String,
+    content_type: i16,
+    text: String,
+    content: Vec<u8>,
+    quote_external_id: Option<String>,
+    delivery_status: i16,
+    sent_at: DateTime<Utc>,
+    stored_at: DateTime<Utc>,
+}
+
+impl From<MessageRow> for StoredMessage {
+    fn from(row: MessageRow) -> Self {
+        StoredMessage {
+            id: row.id,
+            tenant_id: row.tenant_id,
+            conversation_id: row.conversation_id,
+            channel_account_id: row.channel_account_id,
+            external_message_id: row.external_message_id,
+            direction: row.direction.into(),
+            sender_kind: row.sender_kind.into(),
+            sender_user_id: row.sender_user_id,
+            sender_external_id: row.sender_external_id,
+            content_type: row.content_type.into(),
+            text: row.text,
+            content: row.content,
+            quote_external_id: row.quote_external_id,
+            delivery_status: row.delivery_status.into(),
+            sent_at: row.sent_at,
+            stored_at: row.stored_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ConversationRow {
+    id: Uuid,
+    tenant_id: String,
+    channel_account_id: String,
+    channel_kind: i16,
+    external_thread_id: String,
+    thread_kind: i16,
+    customer_external_id: String,
+    title: String,
+    status: i16,
+    owner_user_id: Option<String>,
+    team_id: Option<String>,
+    unread_count: i32,
+    last_inbound_at: Option<DateTime<Utc>>,
+    last_outbound_at: Option<DateTime<Utc>>,
+    last_activity_at: DateTime<Utc>,
+    last_message_preview: String,
+    created_at: DateTime<Utc>,
+}
+
+impl From<ConversationRow> for ConversationRecord {
+    fn from(row: ConversationRow) -> Self {
+        ConversationRecord {
+            id: row.id,
+            tenant_id: row.tenant_id,
+            channel_account_id: row.channel_account_id,
+            channel_kind: row.channel_kind.into(),
+            external_thread_id: row.external_thread_id,
+            thread_kind: row.thread_kind.into(),
+            customer_external_id: row.customer_external_id,
+            title: row.title,
+            status: row.status.into(),
+            owner_user_id: row.owner_user_id,
+            team_id: row.team_id,
+            unread_count: row.unread_count.into(),
+            last_inbound_at: row.last_inbound_at,
+            last_outbound_at: row.last_outbound_at,
+            last_activity_at: row.last_activity_at,
+            last_message_preview: row.last_message_preview,
+            created_at: row.created_at,
+        }
+    }
+}
+
+const CONVERSATION_COLUMNS: &str = "id, tenant_id, channel_account_id, channel_kind, external_thread_id, thread_kind, \
+     customer_external_id, title, status, owner_user_id, team_id, unread_count, last_inbound_at, \
+     last_outbound_at, last_activity_at, last_message_preview, created_at";
+
+const MESSAGE_COLUMNS: &str = "id, tenant_id, conversation_id, channel_account_id, external_message_id, direction, \
+     sender_kind, sender_user_id, sender_external_id, content_type, text, content, quote_external_id, \
+     delivery_status, sent_at, stored_at";
+
+fn small(value: i32) -> i16 {
+    i16::try_from(value).unwrap_or(i16::MAX)
+}
+
+impl PostgresStore {
+    async fn append(&self, message: &NewInbound, now: DateTime<Utc>) -> Result<AppendOutcome, Error> {
+        let mut tx = self.pool.begin().await?;
+        let inbound = message.direction == giao_proto::common::Direction::Inbound as i32;
+
+        let conversation_id = Uuid::now_v7();
+        let title = if message.group_name.is_empty() {
+            message.customer.display_name.clone()
+        } else {
+            message.group_name.clone()
+        };
+        let inserted = sqlx::query_scalar::<_, Uuid>(
+            "INSERT INTO conversations (id, tenant_id, channel_account_id, channel_kind, external_thread_id, \
+             thread_kind, customer_external_id, title, status, last_activity_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10) \
+             ON CONFLICT ON CONSTRAINT conversations_thread_key DO NOTHING RETURNING id",
+        )
+        .bind(conversation_id)
+        .bind(&message.tenant_id)
+        .bind(&message.channel_account_id)
+        .bind(small(message.channel_kind))
+        .bind(&message.external_thread_id)
+        .bind(small(message.thread_kind))
+        .bind(&message.customer.external_user_id)
+        .bind(&title)
+        .bind(message.sent_at)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let conversation_created = inserted.is_some();
+
+        let message_id = Uuid::now_v7();
+        let key = sqlx::query_scalar::<_, Uuid>(
+            "INSERT INTO message_keys (tenant_id, channel_account_id, external_message_id, message_id, sent_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING message_id",
+        )
+        .bind(&message.tenant_id)
+        .bind(&message.channel_account_id)
+        .bind(&message.external_message_id)
+        .bind(message_id)
+        .bind(message.sent_at)
+        .fetch_optional(&mut *tx)
+        .await?;
+
+        if key.is_none() {
+            // Already stored: answer with what is there, change nothing.
+            tx.rollback().await?;
+            let existing = self.existing(message).await?;
+            let conversation = self
+                .fetch_conversation(&message.tenant_id, existing.conversation_id)
+                .await?
+                .ok_or_else(|| Error::Inconsistent("conversation of a stored message is missing".into()))?;
+            return Ok(AppendOutcome {
+                message: existing,
+                created: false,
+                conversation,
+                conversation_created: false,
+            });
+        }
+
+        let conversation = update_conversation(&mut tx, message, inbound).await?;
+        let content = prost::Message::encode_to_vec(&message.content);
+        let row = sqlx::query_as::<_, MessageRow>(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $10, $11, $12, $13, $14, $15) \
+             RETURNING {MESSAGE_COLUMNS}"
+        )))
+        .bind(message_id)
+        .bind(&message.tenant_id)
+        .bind(conversation.id)
+        .bind(&message.channel_account_id)
+        .bind(&message.external_message_id)
+        .bind(small(message.direction))
+        .bind(small(message.sender_kind))
+        .bind(&message.sender_external_id)
+        .bind(small(message.content.r#type))
+        .bind(&message.content.text)
+        .bind(content)
+        .bind(&message.quote_external_id)
+        .bind(small(delivered_status(inbound)))
+        .bind(message.sent_at)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(AppendOutcome {
+            message: row.into(),
+            created: true,
+            conversation,
+            conversation_created,
+        })
+    }
+
+    async fn existing(&self, message: &NewInbound) -> Result<StoredMessage, Error> {
+        let row = sqlx::query_as::<_, MessageRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE (m.id, m.sent_at) = \
+             (SELECT message_id, sent_at FROM message_keys WHERE tenant_id = $1 AND channel_account_id = $2 \
+              AND external_message_id = $3)"
+        )))
+        .bind(&message.tenant_id)
+        .bind(&message.channel_account_id)
+        .bind(&message.external_message_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(Into::into)
+            .ok_or_else(|| Error::Inconsistent("message key without a message".into()))
+    }
+
+    async fn fetch_conversation(
+        &self,
+        tenant_id: &str,
+        id: Uuid,
+    ) -> Result<Option<ConversationRecord>, Error> {
+        let row = sqlx::query_as::<_, ConversationRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE tenant_id = $1 AND id = $2"
+        )))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn fetch_history(
+        &self,
+        tenant_id: &str,
+        conversation_id: Uuid,
+        query: &HistoryQuery,
+    ) -> Result<Vec<StoredMessage>, Error> {
+        let (comparison, order) = match query.order {
+            HistoryOrder::NewestFirst => ("<", "DESC"),
+            HistoryOrder::OldestFirst => (">", "ASC"),
+        };
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE tenant_id = $1 AND conversation_id = $2 \
+             AND ($3::timestamptz IS NULL OR (sent_at, id) {comparison} ($3, $4)) \
+             ORDER BY sent_at {order}, id {order} LIMIT $5"
+        );
+        let rows = sqlx::query_as::<_, MessageRow>(sqlx::AssertSqlSafe(sql))
+            .bind(tenant_id)
+            .bind(conversation_id)
+            .bind(query.after.map(|p| p.at))
+            .bind(query.after.map(|p| p.id))
+            .bind(i64::from(query.limit))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn fetch_conversations(
+        &self,
+        tenant_id: &str,
+        filter: &ConversationFilter,
+    ) -> Result<Vec<ConversationRecord>, Error> {
+        let sql = format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE tenant_id = $1 \
+             AND ($2::smallint IS NULL OR status = $2) \
+             AND ($3::text IS NULL OR channel_account_id = $3) \
+             AND ($4::text IS NULL OR owner_user_id = $4) \
+             AND ($5::text IS NULL OR team_id = $5) \
+             AND (($6::text IS NULL AND $7::text[] IS NULL) OR owner_user_id = $6 OR team_id = ANY($7)) \
+             AND ($8::timestamptz IS NULL OR (last_activity_at, id) < ($8, $9)) \
+             ORDER BY last_activity_at DESC, id DESC LIMIT $10"
+        );
+        let rows = sqlx::query_as::<_, ConversationRow>(sqlx::AssertSqlSafe(sql))
+            .bind(tenant_id)
+            .bind(filter.status.map(small))
+            .bind(&filter.channel_account_id)
+            .bind(&filter.owner_user_id)
+            .bind(&filter.team_id)
+            .bind(&filter.visible_owner)
+            .bind(&filter.visible_teams)
+            .bind(filter.after.map(|p| p.at))
+            .bind(filter.after.map(|p| p.id))
+            .bind(i64::from(filter.limit))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn ensure_partitions(&self, now: DateTime<Utc>) -> Result<(), Error> {
+        let first = NaiveDate::from_ymd_opt(now.year(), now.month(), 1)
+            .ok_or_else(|| Error::Inconsistent("bad calendar date".into()))?;
+        for offset in 0..=MONTHS_AHEAD {
+            let Some(start) = first.checked_add_months(Months::new(offset)) else {
+                continue;
+            };
+            let Some(end) = start.checked_add_months(Months::new(1)) else {
+                continue;
+            };
+            let name = format!("messages_{}", start.format("%Y_%m"));
+            let sql = format!(
+                "CREATE TABLE IF NOT EXISTS {name} PARTITION OF messages FOR VALUES FROM ('{start}') TO ('{end}')"
+            );
+            if let Err(error) = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&self.pool).await {
+                // Typically rows for that month already sit in the default partition; they
+                // stay readable there. Logged so an operator can move them.
+                tracing::warn!(partition = %name, %error, "cannot create message partition");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn delivered_status(inbound: bool) -> i32 {
+    if inbound {
+        giao_proto::common::DeliveryStatus::Delivered as i32
+    } else {
+        giao_proto::common::DeliveryStatus::Sent as i32
+    }
+}
+
+async fn update_conversation(
+    tx: &mut Transaction<'_, Postgres>,
+    message: &NewInbound,
+    inbound: bool,
+) -> Result<ConversationRecord, Error> {
+    // A customer writing again reopens a closed conversation; times only move forward so
+    // late-arriving messages do not rewind the inbox.
+    let row = sqlx::query_as::<_, ConversationRow>(sqlx::AssertSqlSafe(format!(
+        "UPDATE conversations SET \
+           last_activity_at = GREATEST(last_activity_at, $4), \
+           last_inbound_at = CASE WHEN $5 THEN GREATEST(COALESCE(last_inbound_at, $4), $4) ELSE last_inbound_at END, \
+           last_outbound_at = CASE WHEN $5 THEN last_outbound_at ELSE GREATEST(COALESCE(last_outbound_at, $4), $4) END, \
+           unread_count = CASE WHEN $5 THEN unread_count + 1 ELSE 0 END, \
+           status = CASE WHEN $5 AND status = 3 THEN 1 ELSE status END, \
+           last_message_preview = CASE WHEN $4 >= last_activity_at THEN $6 ELSE last_message_preview END \
+         WHERE tenant_id = $1 AND channel_account_id = $2 AND external_thread_id = $3 \
+         RETURNING {CONVERSATION_COLUMNS}"
+    )))
+    .bind(&message.tenant_id)
+    .bind(&message.channel_account_id)
+    .bind(&message.external_thread_id)
+    .bind(message.sent_at)
+    .bind(inbound)
+    .bind(message.preview())
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(row.into())
+}
+
+impl Store for PostgresStore {
+    fn append_inbound<'a>(
+        &'a self,
+        message: &'a NewInbound,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<AppendOutcome, Error>> {
+        Box::pin(self.append(message, now))
+    }
+
+    fn conversation<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        id: Uuid,
+    ) -> BoxFuture<'a, Result<Option<ConversationRecord>, Error>> {
+        Box::pin(self.fetch_conversation(tenant_id, id))
+    }
+
+    fn history<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        conversation_id: Uuid,
+        query: &'a HistoryQuery,
+    ) -> BoxFuture<'a, Result<Vec<StoredMessage>, Error>> {
+        Box::pin(self.fetch_history(tenant_id, conversation_id, query))
+    }
+
+    fn list_conversations<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        filter: &'a ConversationFilter,
+    ) -> BoxFuture<'a, Result<Vec<ConversationRecord>, Error>> {
+        Box::pin(self.fetch_conversations(tenant_id, filter))
+    }
+
+    fn maintain(&self, now: DateTime<Utc>) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(self.ensure_partitions(now))
+    }
+}
