@@ -222,6 +222,15 @@ pub async fn connect(config: &BusConfig) -> Result<Arc<dyn EventBus>, BusError> 
     }
 }
 
+/// A health probe for [`giao_platform::health::watch`].
+pub fn probe(bus: &Arc<dyn EventBus>) -> giao_platform::health::Probe {
+    let bus = bus.clone();
+    giao_platform::health::Probe::new("bus", move || {
+        let bus = bus.clone();
+        async move { bus.check().await.map_err(|error| error.to_string()) }
+    })
+}
+
 /// What a handler made of a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HandlerOutcome {

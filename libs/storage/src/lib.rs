@@ -171,6 +171,15 @@ impl Database {
         }
     }
 
+    /// A health probe for [`giao_platform::health::watch`].
+    pub fn probe(&self) -> giao_platform::health::Probe {
+        let database = self.clone();
+        giao_platform::health::Probe::new("database", move || {
+            let database = database.clone();
+            async move { database.ping().await.map_err(|error| error.to_string()) }
+        })
+    }
+
     fn describe(&self) -> String {
         match self {
             Database::Postgres(pool) => {

@@ -20,7 +20,6 @@ use giao_bus::{BusConfig, EventBus, envelope::EventPublisher};
 use giao_platform::{
     config::{GrpcConfig, MetricsConfig, Validate},
     grpc::GrpcServer,
-    health::Probe,
     metrics::Metrics,
     service::{BackgroundTask, Listeners, ServiceConfig, ServiceParts},
     telemetry::TelemetryConfig,
@@ -164,22 +163,7 @@ impl MessageStore {
             )
             .with_authenticator(authenticator);
 
-        let probes = vec![
-            Probe::new("database", {
-                let database = database.clone();
-                move || {
-                    let database = database.clone();
-                    async move { database.ping().await.map_err(|error| error.to_string()) }
-                }
-            }),
-            Probe::new("bus", {
-                let bus = bus.clone();
-                move || {
-                    let bus = bus.clone();
-                    async move { bus.check().await.map_err(|error| error.to_string()) }
-                }
-            }),
-        ];
+        let probes = vec![database.probe(), giao_bus::probe(&bus)];
         let consumer: BackgroundTask = {
             let bus = bus.clone();
             Box::new(move |stop| Box::pin(ingest::consume(bus, ingestor, stop)))

@@ -1,0 +1,10 @@
+//! The gRPC surface. Every RPC answers Unimplemented until its issue builds it; the
+//! generated default methods say so with the RPC's name.
+
+use giao_proto::assignment::assignment_service_server::AssignmentService;
+
+#[derive(Debug, Clone, Default)]
+pub struct Api;
+
+#[tonic::async_trait]
+impl AssignmentService for Api {}

@@ -1,0 +1,10 @@
+//! The gRPC surface. Every RPC answers Unimplemented until its issue builds it; the
+//! generated default methods say so with the RPC's name.
+
+use giao_proto::auth::auth_service_server::AuthService;
+
+#[derive(Debug, Clone, Default)]
+pub struct Api;
+
+#[tonic::async_trait]
+impl AuthService for Api {}

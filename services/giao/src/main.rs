@@ -1,0 +1,215 @@
+//! `giao`: run one service (`giao serve message-store`) or the whole suite in one process on
+//! a laptop (`giao dev`). In dev mode the five services still talk to each other through
+//! gRPC on loopback and through the (embedded) bus, so the same code paths run as in a
+//! cluster.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use giao_platform::{
+    config::MetricsConfig,
+    telemetry::{self, LogFormat, TelemetryConfig},
+};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "giao", version, about = "Company-owned home for every Zalo customer conversation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one service; settings from --config and GIAO_* variables.
+    Serve {
+        service: Service,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run all five services in this process with SQLite files under --data and the embedded
+    /// bus, plus the simulator feeding demo conversations.
+    Dev {
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
+        /// Do not feed demo conversations.
+        #[arg(long)]
+        no_demo: bool,
+        /// Pause between demo messages, in milliseconds.
+        #[arg(long, default_value_t = 3000)]
+        demo_interval_ms: u64,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Service {
+    Connector,
+    MessageStore,
+    Assignment,
+    Reporting,
+    Auth,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        // `service::main` reads `--config` from the arguments itself.
+        Command::Serve { service, config: _ } => serve_one(service),
+        Command::Dev {
+            data,
+            no_demo,
+            demo_interval_ms,
+        } => run_dev(data, !no_demo, demo_interval_ms),
+    }
+}
+
+fn serve_one(service: Service) -> ExitCode {
+    match service {
+        Service::Connector => giao_platform::service::main(giao_connector::SERVICE, giao_connector::serve),
+        Service::MessageStore => {
+            giao_platform::service::main(giao_message_store::SERVICE, giao_message_store::serve)
+        }
+        Service::Assignment => {
+            giao_platform::service::main(giao_assignment::SERVICE, giao_assignment::serve)
+        }
+        Service::Reporting => giao_platform::service::main(giao_reporting::SERVICE, giao_reporting::serve),
+        Service::Auth => giao_platform::service::main(giao_auth::SERVICE, giao_auth::serve),
+    }
+}
+
+/// Local ports of `giao dev`: gRPC 7101–7105, metrics 9101–9105.
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn run_dev(data: PathBuf, demo: bool, demo_interval_ms: u64) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("giao dev: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let telemetry_config = TelemetryConfig {
+            log_format: LogFormat::Pretty,
+            log_level: "info,sqlx=warn".into(),
+            otlp_endpoint: std::env::var("GIAO_TELEMETRY__OTLP_ENDPOINT").ok(),
+        };
+        let _guard = match telemetry::init("giao-dev", &telemetry_config) {
+            Ok(guard) => guard,
+            Err(error) => {
+                eprintln!("giao dev: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match dev(data, demo, demo_interval_ms, giao_platform::shutdown::on_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("giao dev: {error:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+async fn dev(
+    data: PathBuf,
+    demo: bool,
+    demo_interval_ms: u64,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&data)?;
+    let database = |name: &str| giao_storage::DatabaseConfig {
+        url: format!("sqlite://{}/{name}.db", data.display()),
+        ..Default::default()
+    };
+    let bus = giao_bus::BusConfig {
+        kind: giao_bus::BusKind::Embedded,
+        embedded_path: data.join("bus.db").display().to_string(),
+        ..Default::default()
+    };
+    let auth = giao_authz_dev();
+
+    let connector = giao_connector::bind(giao_connector::Config {
+        grpc: giao_platform::config::GrpcConfig::with_listen(local(giao_connector::DEFAULT_PORT)),
+        metrics: MetricsConfig { listen: Some(local(9101)) },
+        database: database("connector"),
+        bus: bus.clone(),
+        auth: auth.clone(),
+        simulator: giao_connector::SimulatorConfig {
+            demo,
+            demo_tenant: "demo".into(),
+            demo_interval_ms,
+            demo_messages: 0,
+        },
+        ..Default::default()
+    })
+    .await?;
+    let message_store = giao_message_store::bind(giao_message_store::Config {
+        grpc: giao_platform::config::GrpcConfig::with_listen(local(giao_message_store::DEFAULT_PORT)),
+        metrics: MetricsConfig { listen: Some(local(9102)) },
+        database: database("message-store"),
+        bus: bus.clone(),
+        auth: auth.clone(),
+        ..Default::default()
+    })
+    .await?;
+    let assignment = giao_assignment::bind(giao_assignment::Config {
+        grpc: giao_platform::config::GrpcConfig::with_listen(local(giao_assignment::DEFAULT_PORT)),
+        metrics: MetricsConfig { listen: Some(local(9103)) },
+        database: database("assignment"),
+        bus: bus.clone(),
+        auth: auth.clone(),
+        ..Default::default()
+    })
+    .await?;
+    let reporting = giao_reporting::bind(giao_reporting::Config {
+        grpc: giao_platform::config::GrpcConfig::with_listen(local(giao_reporting::DEFAULT_PORT)),
+        metrics: MetricsConfig { listen: Some(local(9104)) },
+        database: database("reporting"),
+        bus: bus.clone(),
+        auth: auth.clone(),
+        ..Default::default()
+    })
+    .await?;
+    let auth_service = giao_auth::bind(giao_auth::Config {
+        grpc: giao_platform::config::GrpcConfig::with_listen(local(giao_auth::DEFAULT_PORT)),
+        metrics: MetricsConfig { listen: Some(local(9105)) },
+        database: database("auth"),
+        bus,
+        auth,
+        ..Default::default()
+    })
+    .await?;
+
+    println!("giao dev is running (data in {}):", data.display());
+    println!("  connector      grpc {}  metrics http://127.0.0.1:9101/metrics", connector.grpc_addr());
+    println!("  message-store  grpc {}  metrics http://127.0.0.1:9102/metrics", message_store.grpc_addr());
+    println!("  assignment     grpc {}  metrics http://127.0.0.1:9103/metrics", assignment.grpc_addr());
+    println!("  reporting      grpc {}  metrics http://127.0.0.1:9104/metrics", reporting.grpc_addr());
+    println!("  auth           grpc {}  metrics http://127.0.0.1:9105/metrics", auth_service.grpc_addr());
+    println!("Demo tenant \"demo\"; laptop-only tokens: Bearer dev.demo.<user>.<admin|supervisor|agent|auditor>");
+    println!("  grpcurl -plaintext -H 'authorization: Bearer dev.demo.u-admin.admin' 127.0.0.1:7102 giao.messagestore.v1.MessageStoreService/ListConversations");
+
+    let mut services = tokio::task::JoinSet::new();
+    services.spawn(connector.run(shutdown.clone()));
+    services.spawn(message_store.run(shutdown.clone()));
+    services.spawn(assignment.run(shutdown.clone()));
+    services.spawn(reporting.run(shutdown.clone()));
+    services.spawn(auth_service.run(shutdown.clone()));
+    let mut outcome = Ok(());
+    while let Some(joined) = services.join_next().await {
+        let result = joined.map_err(anyhow::Error::from).and_then(|result| result);
+        if let Err(error) = result {
+            outcome = Err(error);
+        }
+        // One service ending ends the suite.
+        shutdown.cancel();
+    }
+    outcome
+}
+
+fn giao_authz_dev() -> giao_authz::AuthConfig {
+    giao_authz::AuthConfig { dev_tokens: true }
+}
