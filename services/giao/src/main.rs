@@ -38,6 +38,12 @@ enum Command {
         /// Pause between demo messages, in milliseconds.
         #[arg(long, default_value_t = 3000)]
         demo_interval_ms: u64,
+        /// gRPC ports are this + 1..=5 (connector, message-store, assignment, reporting, auth).
+        #[arg(long, default_value_t = 7100)]
+        grpc_port_base: u16,
+        /// Metrics ports are this + 1..=5.
+        #[arg(long, default_value_t = 9100)]
+        metrics_port_base: u16,
     },
 }
 
@@ -59,7 +65,15 @@ fn main() -> ExitCode {
             data,
             no_demo,
             demo_interval_ms,
-        } => run_dev(data, !no_demo, demo_interval_ms),
+            grpc_port_base,
+            metrics_port_base,
+        } => run_dev(DevOptions {
+            data,
+            demo: !no_demo,
+            demo_interval_ms,
+            grpc_port_base,
+            metrics_port_base,
+        }),
     }
 }
 
@@ -77,12 +91,20 @@ fn serve_one(service: Service) -> ExitCode {
     }
 }
 
-/// Local ports of `giao dev`: gRPC 7101–7105, metrics 9101–9105.
+/// Local ports of `giao dev`: by default gRPC 7101–7105, metrics 9101–9105.
 fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-fn run_dev(data: PathBuf, demo: bool, demo_interval_ms: u64) -> ExitCode {
+struct DevOptions {
+    data: PathBuf,
+    demo: bool,
+    demo_interval_ms: u64,
+    grpc_port_base: u16,
+    metrics_port_base: u16,
+}
+
+fn run_dev(options: DevOptions) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -103,7 +125,7 @@ fn run_dev(data: PathBuf, demo: bool, demo_interval_ms: u64) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        match dev(data, demo, demo_interval_ms, giao_platform::shutdown::on_signal()).await {
+        match dev(options, giao_platform::shutdown::on_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("giao dev: {error:#}");
@@ -113,12 +135,14 @@ fn run_dev(data: PathBuf, demo: bool, demo_interval_ms: u64) -> ExitCode {
     })
 }
 
-async fn dev(
-    data: PathBuf,
-    demo: bool,
-    demo_interval_ms: u64,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+async fn dev(options: DevOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let DevOptions {
+        data,
+        demo,
+        demo_interval_ms,
+        grpc_port_base: grpc,
+        metrics_port_base: metrics,
+    } = options;
     std::fs::create_dir_all(&data)?;
     let database = |name: &str| giao_storage::DatabaseConfig {
         url: format!("sqlite://{}/{name}.db", data.display()),
@@ -132,8 +156,8 @@ async fn dev(
     let auth = giao_authz_dev();
 
     let connector = giao_connector::bind(giao_connector::Config {
-        grpc: giao_platform::config::GrpcConfig::with_listen(local(giao_connector::DEFAULT_PORT)),
-        metrics: MetricsConfig { listen: Some(local(9101)) },
+        grpc: giao_platform::config::GrpcConfig::with_listen(local(grpc + 1)),
+        metrics: MetricsConfig { listen: Some(local(metrics + 1)) },
         database: database("connector"),
         bus: bus.clone(),
         auth: auth.clone(),
@@ -147,8 +171,8 @@ async fn dev(
     })
     .await?;
     let message_store = giao_message_store::bind(giao_message_store::Config {
-        grpc: giao_platform::config::GrpcConfig::with_listen(local(giao_message_store::DEFAULT_PORT)),
-        metrics: MetricsConfig { listen: Some(local(9102)) },
+        grpc: giao_platform::config::GrpcConfig::with_listen(local(grpc + 2)),
+        metrics: MetricsConfig { listen: Some(local(metrics + 2)) },
         database: database("message-store"),
         bus: bus.clone(),
         auth: auth.clone(),
@@ -156,8 +180,8 @@ async fn dev(
     })
     .await?;
     let assignment = giao_assignment::bind(giao_assignment::Config {
-        grpc: giao_platform::config::GrpcConfig::with_listen(local(giao_assignment::DEFAULT_PORT)),
-        metrics: MetricsConfig { listen: Some(local(9103)) },
+        grpc: giao_platform::config::GrpcConfig::with_listen(local(grpc + 3)),
+        metrics: MetricsConfig { listen: Some(local(metrics + 3)) },
         database: database("assignment"),
         bus: bus.clone(),
         auth: auth.clone(),
@@ -165,8 +189,8 @@ async fn dev(
     })
     .await?;
     let reporting = giao_reporting::bind(giao_reporting::Config {
-        grpc: giao_platform::config::GrpcConfig::with_listen(local(giao_reporting::DEFAULT_PORT)),
-        metrics: MetricsConfig { listen: Some(local(9104)) },
+        grpc: giao_platform::config::GrpcConfig::with_listen(local(grpc + 4)),
+        metrics: MetricsConfig { listen: Some(local(metrics + 4)) },
         database: database("reporting"),
         bus: bus.clone(),
         auth: auth.clone(),
@@ -174,8 +198,8 @@ async fn dev(
     })
     .await?;
     let auth_service = giao_auth::bind(giao_auth::Config {
-        grpc: giao_platform::config::GrpcConfig::with_listen(local(giao_auth::DEFAULT_PORT)),
-        metrics: MetricsConfig { listen: Some(local(9105)) },
+        grpc: giao_platform::config::GrpcConfig::with_listen(local(grpc + 5)),
+        metrics: MetricsConfig { listen: Some(local(metrics + 5)) },
         database: database("auth"),
         bus,
         auth,
@@ -184,13 +208,13 @@ async fn dev(
     .await?;
 
     println!("giao dev is running (data in {}):", data.display());
-    println!("  connector      grpc {}  metrics http://127.0.0.1:9101/metrics", connector.grpc_addr());
-    println!("  message-store  grpc {}  metrics http://127.0.0.1:9102/metrics", message_store.grpc_addr());
-    println!("  assignment     grpc {}  metrics http://127.0.0.1:9103/metrics", assignment.grpc_addr());
-    println!("  reporting      grpc {}  metrics http://127.0.0.1:9104/metrics", reporting.grpc_addr());
-    println!("  auth           grpc {}  metrics http://127.0.0.1:9105/metrics", auth_service.grpc_addr());
+    println!("  connector      grpc {}  metrics http://127.0.0.1:{}/metrics", connector.grpc_addr(), metrics + 1);
+    println!("  message-store  grpc {}  metrics http://127.0.0.1:{}/metrics", message_store.grpc_addr(), metrics + 2);
+    println!("  assignment     grpc {}  metrics http://127.0.0.1:{}/metrics", assignment.grpc_addr(), metrics + 3);
+    println!("  reporting      grpc {}  metrics http://127.0.0.1:{}/metrics", reporting.grpc_addr(), metrics + 4);
+    println!("  auth           grpc {}  metrics http://127.0.0.1:{}/metrics", auth_service.grpc_addr(), metrics + 5);
     println!("Demo tenant \"demo\"; laptop-only tokens: Bearer dev.demo.<user>.<admin|supervisor|agent|auditor>");
-    println!("  grpcurl -plaintext -H 'authorization: Bearer dev.demo.u-admin.admin' 127.0.0.1:7102 giao.messagestore.v1.MessageStoreService/ListConversations");
+    println!("  grpcurl -plaintext -H 'authorization: Bearer dev.demo.u-admin.admin' {} giao.messagestore.v1.MessageStoreService/ListConversations", message_store.grpc_addr());
 
     let mut services = tokio::task::JoinSet::new();
     services.spawn(connector.run(shutdown.clone()));
