@@ -73,7 +73,7 @@ async fn trace_crosses_grpc_and_bus(kind: BackendKind) {
     }
     store.stop().await.expect("stops");
     connector.stop().await.expect("stops");
-    drop(guard); // flushes the batch processor
+    guard.flush();
 
     let spans = exporter.get_finished_spans().expect("spans");
     let traced: Vec<String> = spans

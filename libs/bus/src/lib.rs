@@ -275,7 +275,10 @@ where
         };
         loop {
             let next = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
+                _ = shutdown.cancelled() => {
+                    release_prefetched(&mut stream, &spec.durable_name).await;
+                    return Ok(());
+                }
                 next = stream.next() => next,
             };
             let delivery = match next {
@@ -312,6 +315,29 @@ where
                 tracing::warn!(consumer = %spec.durable_name, %msg_id, %error, "cannot settle delivery");
             }
         }
+    }
+}
+
+/// Hands back deliveries already pulled but not handled, so another replica (or this one
+/// after a restart) gets them now rather than after `ack_wait`.
+async fn release_prefetched(stream: &mut DeliveryStream, consumer: &str) {
+    // Bounded: a bus that keeps handing out backlog must not keep a stopping service busy.
+    let mut seen = std::collections::HashSet::new();
+    let mut released = 0u32;
+    while seen.len() < 256
+        && let Ok(Some(Ok(delivery))) =
+            tokio::time::timeout(Duration::from_millis(20), stream.next()).await
+    {
+        if !seen.insert(delivery.msg_id.clone()) {
+            let _ = delivery.nak(None).await;
+            break;
+        }
+        if delivery.nak(None).await.is_ok() {
+            released += 1;
+        }
+    }
+    if released > 0 {
+        tracing::debug!(consumer, released, "released prefetched deliveries on shutdown");
     }
 }
 

@@ -66,6 +66,15 @@ impl std::fmt::Debug for TelemetryGuard {
     }
 }
 
+impl TelemetryGuard {
+    /// Exports every finished span now (tests read their exporter after this).
+    pub fn flush(&self) {
+        if let Err(error) = self.provider.force_flush() {
+            eprintln!("trace pipeline flush failed: {error}");
+        }
+    }
+}
+
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
         if let Err(error) = self.provider.shutdown() {
