@@ -76,8 +76,38 @@ struct State {
     last_prune: Option<Instant>,
 }
 
+/// Buses open in this process, by file: every `open` of one file shares one bookkeeping, so
+/// replicas in one process compete for messages exactly as JetStream consumers do. The
+/// embedded bus serves one process; several processes on one file are not supported.
+static OPEN: std::sync::Mutex<Vec<(String, std::sync::Weak<Inner>)>> = std::sync::Mutex::new(Vec::new());
+
 impl EmbeddedBus {
     pub async fn open(config: &BusConfig) -> Result<Self, BusError> {
+        let key = if config.embedded_path == ":memory:" {
+            None
+        } else {
+            let path = std::path::Path::new(&config.embedded_path);
+            let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+            Some(absolute.display().to_string())
+        };
+        if let Some(key) = &key
+            && let Some(inner) = OPEN.lock().ok().and_then(|open| {
+                open.iter()
+                    .find(|(path, _)| path == key)
+                    .and_then(|(_, inner)| inner.upgrade())
+            })
+        {
+            return Ok(Self { inner });
+        }
+        let bus = Self::open_new(config).await?;
+        if let (Some(key), Ok(mut open)) = (key, OPEN.lock()) {
+            open.retain(|(_, inner)| inner.strong_count() > 0);
+            open.push((key, Arc::downgrade(&bus.inner)));
+        }
+        Ok(bus)
+    }
+
+    async fn open_new(config: &BusConfig) -> Result<Self, BusError> {
         let open_error = |cause: String| BusError::Connect {
             what: "the embedded bus",
             url: config.embedded_path.clone(),

@@ -111,13 +111,22 @@ impl EventBus for NatsBus {
 
     fn subscribe(&self, spec: ConsumerSpec) -> BoxFuture<'_, Result<DeliveryStream, BusError>> {
         Box::pin(async move {
+            let mut filters: Vec<String> = spec
+                .filter_subjects
+                .iter()
+                .map(|subject| self.absolute(subject))
+                .collect();
+            // One filter goes in `filter_subject`, which NATS 2.9 understands too; several
+            // need NATS 2.10 or later.
+            let (filter_subject, filter_subjects) = if filters.len() == 1 {
+                (filters.pop().unwrap_or_default(), Vec::new())
+            } else {
+                (String::new(), filters)
+            };
             let config = pull::Config {
                 durable_name: Some(spec.durable_name.clone()),
-                filter_subjects: spec
-                    .filter_subjects
-                    .iter()
-                    .map(|subject| self.absolute(subject))
-                    .collect(),
+                filter_subject,
+                filter_subjects,
                 ack_policy: AckPolicy::Explicit,
                 ack_wait: spec.ack_wait,
                 max_deliver: spec.max_deliver.map(i64::from).unwrap_or(-1),
