@@ -6,9 +6,9 @@ use std::time::Duration;
 use giao_bus::envelope::EventPublisher;
 use giao_proto::{
     common::{ChannelUser, ContentType, MessageContent, PageRequest},
+    connector::SimulateInboundRequest,
     events::{self, envelope::Payload},
     messagestore::{GetHistoryRequest, ListConversationsRequest, Message},
-    connector::SimulateInboundRequest,
 };
 use giao_tests::{
     Backend, BackendKind, Running, connector_client, connector_config, message_store_client,
@@ -103,7 +103,10 @@ async fn simulated_message_reaches_history(kind: BackendKind) {
         message.content.as_ref().map(|c| c.text.as_str()),
         Some("Chào shop, còn hàng không ạ?")
     );
-    assert_eq!(message.channel_account_id, giao_connector::simulator::DEMO_ACCOUNT);
+    assert_eq!(
+        message.channel_account_id,
+        giao_connector::simulator::DEMO_ACCOUNT
+    );
 
     // Another tenant sees nothing of it.
     let mut other = message_store_client(&store, "other-co", "admin").await;
@@ -222,7 +225,10 @@ async fn restart_mid_stream_loses_and_duplicates_nothing(kind: BackendKind) {
     }
     let store = start_message_store(store_config).await;
     let messages = wait_for_messages(&store, TOTAL).await;
-    let mut ids: Vec<_> = messages.iter().map(|m| m.external_message_id.clone()).collect();
+    let mut ids: Vec<_> = messages
+        .iter()
+        .map(|m| m.external_message_id.clone())
+        .collect();
     ids.sort();
     let before = ids.len();
     ids.dedup();

@@ -5,9 +5,7 @@
 use std::time::Duration;
 
 use giao_proto::{
-    connector::SimulateInboundRequest,
-    messagestore::GetHistoryRequest,
-    service_names,
+    connector::SimulateInboundRequest, messagestore::GetHistoryRequest, service_names,
 };
 use giao_tests::{
     Backend, BackendKind, Running, connector_client, connector_config, dev_auth, ephemeral_grpc,
@@ -28,7 +26,6 @@ async fn channel_to(addr: std::net::SocketAddr) -> tonic::transport::Channel {
         .await
         .expect("connects")
 }
-
 
 async fn health_at(addr: std::net::SocketAddr, service: &str) -> Option<ServingStatus> {
     let mut client = HealthClient::new(channel_to(addr).await);
@@ -77,9 +74,11 @@ async fn reflected_services(addr: std::net::SocketAddr) -> Vec<String> {
         .expect("reflection stream")
         .expect("one response");
     match response.message_response {
-        Some(MessageResponse::ListServicesResponse(list)) => {
-            list.service.into_iter().map(|service| service.name).collect()
-        }
+        Some(MessageResponse::ListServicesResponse(list)) => list
+            .service
+            .into_iter()
+            .map(|service| service.name)
+            .collect(),
         other => panic!("unexpected reflection answer {other:?}"),
     }
 }
@@ -126,11 +125,19 @@ async fn every_service_serves_health_and_reflection() {
         wait_for_health_at(addr, name, ServingStatus::Serving).await;
         wait_for_health_at(addr, "", ServingStatus::Serving).await;
         let listed = reflected_services(addr).await;
-        assert!(listed.contains(&name.to_string()), "{name} not in {listed:?}");
-        assert!(listed.contains(&"grpc.health.v1.Health".to_string()), "{listed:?}");
+        assert!(
+            listed.contains(&name.to_string()),
+            "{name} not in {listed:?}"
+        );
+        assert!(
+            listed.contains(&"grpc.health.v1.Health".to_string()),
+            "{listed:?}"
+        );
         // Reflection shows what this process serves, not the whole suite.
         assert!(
-            !listed.iter().any(|other| other.starts_with("giao.") && other != name),
+            !listed
+                .iter()
+                .any(|other| other.starts_with("giao.") && other != name),
             "{listed:?}"
         );
     }
@@ -157,7 +164,10 @@ async fn malformed_requests_name_the_field() {
         .await
         .expect_err("not a UUID");
     assert_eq!(error.code(), tonic::Code::InvalidArgument);
-    assert_eq!(error.message(), "invalid conversation_id \"abc\": expected a UUID");
+    assert_eq!(
+        error.message(),
+        "invalid conversation_id \"abc\": expected a UUID"
+    );
 
     let error = client
         .get_history(GetHistoryRequest::default())
@@ -175,12 +185,17 @@ async fn malformed_requests_name_the_field() {
         .await
         .expect_err("no customer");
     assert_eq!(error.code(), tonic::Code::InvalidArgument);
-    assert!(error.message().contains("customer.external_user_id"), "{}", error.message());
+    assert!(
+        error.message().contains("customer.external_user_id"),
+        "{}",
+        error.message()
+    );
 
     // No credentials at all, and a role without the permission.
-    let mut anonymous = giao_proto::messagestore::message_store_service_client::MessageStoreServiceClient::new(
-        store.channel().await,
-    );
+    let mut anonymous =
+        giao_proto::messagestore::message_store_service_client::MessageStoreServiceClient::new(
+            store.channel().await,
+        );
     let error = anonymous
         .get_history(GetHistoryRequest::default())
         .await
@@ -207,7 +222,10 @@ async fn unreachable_dependencies_fail_the_start_clearly() {
         .await
         .expect_err("no database on port 1");
     let message = format!("{error:#}");
-    assert!(message.contains("cannot connect to database postgres://giao:***@127.0.0.1:1/missing"), "{message}");
+    assert!(
+        message.contains("cannot connect to database postgres://giao:***@127.0.0.1:1/missing"),
+        "{message}"
+    );
     assert!(!message.contains("secret"), "{message}");
 
     let mut config = message_store_config(&mut backend).await;
@@ -217,7 +235,10 @@ async fn unreachable_dependencies_fail_the_start_clearly() {
         .await
         .expect_err("no NATS on port 1");
     let message = format!("{error:#}");
-    assert!(message.contains("cannot reach NATS at nats://127.0.0.1:1"), "{message}");
+    assert!(
+        message.contains("cannot reach NATS at nats://127.0.0.1:1"),
+        "{message}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -68,7 +68,10 @@ async fn trace_crosses_grpc_and_bus(kind: BackendKind) {
         if !listed.conversations.is_empty() {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "message never stored");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "message never stored"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     store.stop().await.expect("stops");
@@ -82,7 +85,9 @@ async fn trace_crosses_grpc_and_bus(kind: BackendKind) {
         .map(|span| span.name.to_string())
         .collect();
     assert!(
-        traced.iter().any(|name| name == "giao.connector.v1.ConnectorService/SimulateInbound"),
+        traced
+            .iter()
+            .any(|name| name == "giao.connector.v1.ConnectorService/SimulateInbound"),
         "connector RPC span not in the caller's trace: {traced:?}"
     );
     assert!(

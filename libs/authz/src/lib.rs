@@ -273,7 +273,9 @@ mod tests {
     fn auditors_read_but_never_write() {
         let auditor = Principal::user("t", "u", Role::Auditor);
         assert!(auditor.require(Permission::MESSAGES_READ).is_ok());
-        let denied = auditor.require(Permission::MESSAGES_WRITE).expect_err("denied");
+        let denied = auditor
+            .require(Permission::MESSAGES_WRITE)
+            .expect_err("denied");
         assert_eq!(denied.code(), tonic::Code::PermissionDenied);
         assert!(denied.message().contains("messages.write"));
     }

@@ -79,7 +79,8 @@ struct State {
 /// Buses open in this process, by file: every `open` of one file shares one bookkeeping, so
 /// replicas in one process compete for messages exactly as JetStream consumers do. The
 /// embedded bus serves one process; several processes on one file are not supported.
-static OPEN: std::sync::Mutex<Vec<(String, std::sync::Weak<Inner>)>> = std::sync::Mutex::new(Vec::new());
+static OPEN: std::sync::Mutex<Vec<(String, std::sync::Weak<Inner>)>> =
+    std::sync::Mutex::new(Vec::new());
 
 impl EmbeddedBus {
     pub async fn open(config: &BusConfig) -> Result<Self, BusError> {
@@ -132,7 +133,11 @@ impl EmbeddedBus {
         let pool = SqlitePoolOptions::new()
             .max_connections(if in_memory { 1 } else { 4 })
             .min_connections(if in_memory { 1 } else { 0 })
-            .idle_timeout(if in_memory { None } else { Some(Duration::from_secs(600)) })
+            .idle_timeout(if in_memory {
+                None
+            } else {
+                Some(Duration::from_secs(600))
+            })
             .max_lifetime(None)
             .connect_with(options)
             .await
@@ -185,11 +190,12 @@ impl EventBus for EmbeddedBus {
                     duplicate: false,
                 },
                 None => {
-                    let seq: i64 = sqlx::query_scalar("SELECT seq FROM bus_messages WHERE msg_id = ?1")
-                        .bind(&message.msg_id)
-                        .fetch_one(&self.inner.pool)
-                        .await
-                        .map_err(|error| BusError::Publish(error.to_string()))?;
+                    let seq: i64 =
+                        sqlx::query_scalar("SELECT seq FROM bus_messages WHERE msg_id = ?1")
+                            .bind(&message.msg_id)
+                            .fetch_one(&self.inner.pool)
+                            .await
+                            .map_err(|error| BusError::Publish(error.to_string()))?;
                     PublishAck {
                         sequence: seq as u64,
                         duplicate: true,
@@ -203,11 +209,13 @@ impl EventBus for EmbeddedBus {
 
     fn subscribe(&self, spec: ConsumerSpec) -> BoxFuture<'_, Result<DeliveryStream, BusError>> {
         Box::pin(async move {
-            sqlx::query("INSERT INTO bus_consumers (name) VALUES (?1) ON CONFLICT (name) DO NOTHING")
-                .bind(&spec.durable_name)
-                .execute(&self.inner.pool)
-                .await
-                .map_err(|error| BusError::Subscribe(error.to_string()))?;
+            sqlx::query(
+                "INSERT INTO bus_consumers (name) VALUES (?1) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(&spec.durable_name)
+            .execute(&self.inner.pool)
+            .await
+            .map_err(|error| BusError::Subscribe(error.to_string()))?;
             let inner = self.inner.clone();
             let buffer: VecDeque<Delivery> = VecDeque::new();
             let stream = futures::stream::unfold(
@@ -250,7 +258,11 @@ impl EventBus for EmbeddedBus {
 
 /// Hands out up to `max` deliverable messages for the consumer, advancing its ack floor over
 /// everything settled or not matching its filter.
-async fn fetch(inner: &Arc<Inner>, spec: &ConsumerSpec, max: usize) -> Result<Vec<Delivery>, BusError> {
+async fn fetch(
+    inner: &Arc<Inner>,
+    spec: &ConsumerSpec,
+    max: usize,
+) -> Result<Vec<Delivery>, BusError> {
     let mut state = inner.state.lock().await;
     let floor: i64 = sqlx::query_scalar("SELECT ack_floor FROM bus_consumers WHERE name = ?1")
         .bind(&spec.durable_name)
@@ -279,7 +291,10 @@ async fn fetch(inner: &Arc<Inner>, spec: &ConsumerSpec, max: usize) -> Result<Ve
         let subject: String = row.get("subject");
         let delivered: i64 = row.get("delivered");
         let done: i64 = row.get("done");
-        let wanted = spec.filter_subjects.iter().any(|filter| subject::matches(filter, &subject));
+        let wanted = spec
+            .filter_subjects
+            .iter()
+            .any(|filter| subject::matches(filter, &subject));
         let exhausted = spec
             .max_deliver
             .is_some_and(|max| delivered >= i64::from(max));
@@ -307,7 +322,8 @@ async fn fetch(inner: &Arc<Inner>, spec: &ConsumerSpec, max: usize) -> Result<Ve
         .await
         .map_err(db_error)?;
         state.in_flight.insert(key, now + spec.ack_wait);
-        let headers: Headers = serde_json::from_str(row.get::<&str, _>("headers")).unwrap_or_default();
+        let headers: Headers =
+            serde_json::from_str(row.get::<&str, _>("headers")).unwrap_or_default();
         let payload: Vec<u8> = row.get("payload");
         out.push(Delivery::new(
             subject,
@@ -319,6 +335,7 @@ async fn fetch(inner: &Arc<Inner>, spec: &ConsumerSpec, max: usize) -> Result<Ve
                 inner: inner.clone(),
                 consumer: spec.durable_name.clone(),
                 seq,
+                settled: false,
             }),
         ));
     }
@@ -340,7 +357,10 @@ async fn fetch(inner: &Arc<Inner>, spec: &ConsumerSpec, max: usize) -> Result<Ve
             .in_flight
             .retain(|(name, seq), _| name != consumer || *seq > new_floor);
     }
-    if state.last_prune.is_none_or(|at| now.duration_since(at) > Duration::from_secs(600)) {
+    if state
+        .last_prune
+        .is_none_or(|at| now.duration_since(at) > Duration::from_secs(600))
+    {
         state.last_prune = Some(now);
         prune(inner).await?;
     }
@@ -365,10 +385,34 @@ struct EmbeddedAcker {
     inner: Arc<Inner>,
     consumer: String,
     seq: i64,
+    settled: bool,
+}
+
+/// A delivery dropped without being settled (its handler or stream was cancelled) is handed
+/// out again at once instead of after ack_wait: in one process we know it is abandoned.
+impl Drop for EmbeddedAcker {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let key = (self.consumer.clone(), self.seq);
+        let inner = self.inner.clone();
+        if let Ok(mut state) = inner.state.try_lock() {
+            state.in_flight.remove(&key);
+            drop(state);
+            inner.notify.notify_waiters();
+        } else if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                inner.state.lock().await.in_flight.remove(&key);
+                inner.notify.notify_waiters();
+            });
+        }
+    }
 }
 
 impl Acker for EmbeddedAcker {
-    fn settle(self: Box<Self>, how: Settle) -> BoxFuture<'static, Result<(), BusError>> {
+    fn settle(mut self: Box<Self>, how: Settle) -> BoxFuture<'static, Result<(), BusError>> {
+        self.settled = true;
         Box::pin(async move {
             let mut state = self.inner.state.lock().await;
             let key = (self.consumer.clone(), self.seq);

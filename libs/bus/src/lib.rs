@@ -206,7 +206,9 @@ impl BusConfig {
             )));
         }
         if self.duplicate_window_secs == 0 {
-            return Err(BusError::Config("bus.duplicate_window_secs must be at least 1".into()));
+            return Err(BusError::Config(
+                "bus.duplicate_window_secs must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -337,7 +339,11 @@ async fn release_prefetched(stream: &mut DeliveryStream, consumer: &str) {
         }
     }
     if released > 0 {
-        tracing::debug!(consumer, released, "released prefetched deliveries on shutdown");
+        tracing::debug!(
+            consumer,
+            released,
+            "released prefetched deliveries on shutdown"
+        );
     }
 }
 

@@ -59,7 +59,9 @@ impl NatsBus {
                 ..Default::default()
             })
             .await
-            .map_err(|error| connect_error(format!("JetStream stream {}: {error}", config.stream)))?;
+            .map_err(|error| {
+                connect_error(format!("JetStream stream {}: {error}", config.stream))
+            })?;
         Ok(Self {
             client,
             jetstream,
@@ -157,7 +159,10 @@ impl EventBus for NatsBus {
     fn check(&self) -> BoxFuture<'_, Result<(), BusError>> {
         Box::pin(async move {
             if self.client.connection_state() != async_nats::connection::State::Connected {
-                return Err(BusError::Unavailable(format!("not connected to {}", self.url)));
+                return Err(BusError::Unavailable(format!(
+                    "not connected to {}",
+                    self.url
+                )));
             }
             tokio::time::timeout(Duration::from_secs(2), self.client.flush())
                 .await
@@ -178,7 +183,9 @@ fn to_delivery(prefix: &str, message: jetstream::Message) -> Delivery {
     let mut msg_id = String::new();
     if let Some(map) = &message.headers {
         for (name, values) in map.iter() {
-            let Some(value) = values.first() else { continue };
+            let Some(value) = values.first() else {
+                continue;
+            };
             let name: &str = name.as_ref();
             if name == MSG_ID_HEADER {
                 msg_id = value.as_str().to_string();

@@ -30,12 +30,18 @@ mod tests {
 
     #[test]
     fn wildcards_follow_nats() {
-        assert!(matches("events.message_received.>", "events.message_received.acme"));
+        assert!(matches(
+            "events.message_received.>",
+            "events.message_received.acme"
+        ));
         assert!(matches("events.*.acme", "events.contact_updated.acme"));
         assert!(matches("events.>", "events.a.b.c"));
         assert!(!matches("events.>", "events"));
         assert!(!matches("events.*", "events.a.b"));
-        assert!(!matches("events.message_received.>", "events.contact_updated.acme"));
+        assert!(!matches(
+            "events.message_received.>",
+            "events.contact_updated.acme"
+        ));
         assert!(matches("a.b", "a.b"));
         assert!(!matches("a.b", "a.b.c"));
     }

@@ -6,8 +6,7 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 use bytes::Bytes;
 use futures::StreamExt;
 use giao_bus::{
-    BusConfig, BusKind, ConsumerSpec, Delivery, EventBus, HandlerOutcome, Headers,
-    OutgoingMessage,
+    BusConfig, BusKind, ConsumerSpec, Delivery, EventBus, HandlerOutcome, Headers, OutgoingMessage,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -40,9 +39,9 @@ async fn fixture(kind: BusKind) -> Fixture {
         embedded_path: dir.path().join("bus.db").display().to_string(),
         ..Default::default()
     };
-    let bus = giao_bus::connect(&config)
-        .await
-        .unwrap_or_else(|error| panic!("the {kind:?} bus must be reachable for this test: {error}"));
+    let bus = giao_bus::connect(&config).await.unwrap_or_else(|error| {
+        panic!("the {kind:?} bus must be reachable for this test: {error}")
+    });
     Fixture {
         bus,
         config,
@@ -87,7 +86,11 @@ async fn delivers_in_order_with_headers(kind: BusKind) {
     for index in 0..3 {
         let ack = f
             .bus
-            .publish(message("events.a.acme", &format!("m{index}"), &format!("body {index}")))
+            .publish(message(
+                "events.a.acme",
+                &format!("m{index}"),
+                &format!("body {index}"),
+            ))
             .await
             .expect("published");
         assert!(!ack.duplicate);
@@ -102,7 +105,10 @@ async fn delivers_in_order_with_headers(kind: BusKind) {
         assert_eq!(delivery.subject, "events.a.acme");
         assert_eq!(delivery.msg_id, format!("m{index}"));
         assert_eq!(delivery.payload, Bytes::from(format!("body {index}")));
-        assert_eq!(delivery.headers.get("traceparent"), Some(&format!("trace-of-m{index}")));
+        assert_eq!(
+            delivery.headers.get("traceparent"),
+            Some(&format!("trace-of-m{index}"))
+        );
         assert_eq!(delivery.delivered_count, 1);
         delivery.ack().await.expect("acked");
     }
@@ -110,11 +116,22 @@ async fn delivers_in_order_with_headers(kind: BusKind) {
 
 async fn same_id_is_stored_once(kind: BusKind) {
     let f = fixture(kind).await;
-    let first = f.bus.publish(message("events.a.acme", "dup", "one")).await.expect("first");
-    let second = f.bus.publish(message("events.a.acme", "dup", "two")).await.expect("second");
+    let first = f
+        .bus
+        .publish(message("events.a.acme", "dup", "one"))
+        .await
+        .expect("first");
+    let second = f
+        .bus
+        .publish(message("events.a.acme", "dup", "two"))
+        .await
+        .expect("second");
     assert!(!first.duplicate);
     assert!(second.duplicate);
-    f.bus.publish(message("events.a.acme", "after", "x")).await.expect("after");
+    f.bus
+        .publish(message("events.a.acme", "after", "x"))
+        .await
+        .expect("after");
     let mut stream = f
         .bus
         .subscribe(spec("c1", "events.>", Duration::from_secs(5)))
@@ -128,7 +145,10 @@ async fn same_id_is_stored_once(kind: BusKind) {
 
 async fn unacked_nakked_and_termed(kind: BusKind) {
     let f = fixture(kind).await;
-    f.bus.publish(message("events.a.acme", "m1", "x")).await.expect("published");
+    f.bus
+        .publish(message("events.a.acme", "m1", "x"))
+        .await
+        .expect("published");
     let mut stream = f
         .bus
         .subscribe(spec("c1", "events.>", Duration::from_secs(1)))
@@ -140,11 +160,17 @@ async fn unacked_nakked_and_termed(kind: BusKind) {
     let second = next(&mut stream).await;
     assert_eq!(second.msg_id, "m1");
     assert_eq!(second.delivered_count, 2);
-    second.nak(Some(Duration::from_millis(200))).await.expect("nak");
+    second
+        .nak(Some(Duration::from_millis(200)))
+        .await
+        .expect("nak");
     let third = next(&mut stream).await;
     assert_eq!(third.delivered_count, 3);
     third.term().await.expect("term");
-    assert!(nothing_within(&mut stream, Duration::from_secs(2)).await, "termed message came back");
+    assert!(
+        nothing_within(&mut stream, Duration::from_secs(2)).await,
+        "termed message came back"
+    );
 }
 
 async fn acked_messages_stay_acked_across_resubscribe(kind: BusKind) {
@@ -194,7 +220,9 @@ async fn replicas_share_a_durable_consumer(kind: BusKind) {
     let handled = Arc::new(std::sync::Mutex::new(Vec::<(usize, String)>::new()));
     let mut replicas = Vec::new();
     for replica in 0..2 {
-        let bus = giao_bus::connect(&f.config).await.expect("replica connects");
+        let bus = giao_bus::connect(&f.config)
+            .await
+            .expect("replica connects");
         let handled = handled.clone();
         replicas.push(tokio::spawn(async move {
             let mut stream = bus
@@ -237,7 +265,11 @@ async fn filters_select_subjects(kind: BusKind) {
         .expect("published");
     let mut stream = f
         .bus
-        .subscribe(spec("c1", "events.message_received.>", Duration::from_secs(5)))
+        .subscribe(spec(
+            "c1",
+            "events.message_received.>",
+            Duration::from_secs(5),
+        ))
         .await
         .expect("subscribed");
     let delivery = next(&mut stream).await;
@@ -294,13 +326,21 @@ async fn run_consumer_retries_and_stops_cleanly(kind: BusKind) {
         if done {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "consumer stalled: {:?}", attempts.lock().expect("lock"));
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "consumer stalled: {:?}",
+            attempts.lock().expect("lock")
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     shutdown.cancel();
     runner.await.expect("joins").expect("returns cleanly");
     let attempts = attempts.lock().expect("lock").clone();
-    assert_eq!(attempts.iter().filter(|(id, _)| id == "m3").count(), 1, "poison not retried");
+    assert_eq!(
+        attempts.iter().filter(|(id, _)| id == "m3").count(),
+        1,
+        "poison not retried"
+    );
 
     // Everything was settled: a fresh subscriber on the same durable sees nothing.
     let mut stream = f
@@ -355,7 +395,12 @@ async fn unreachable_nats_fails_fast_naming_the_url() {
     let Err(error) = result else {
         panic!("nothing listens on port 1");
     };
-    assert!(error.to_string().starts_with("cannot reach NATS at nats://127.0.0.1:1"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .starts_with("cannot reach NATS at nats://127.0.0.1:1"),
+        "{error}"
+    );
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 

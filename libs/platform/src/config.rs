@@ -144,10 +144,16 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.set_env("GIAO_GRPC__REQUEST_TIMEOUT_SECS", "0");
             let error = load::<Sample>(None).expect_err("must fail");
-            assert!(error.to_string().contains("grpc.request_timeout_secs"), "{error}");
+            assert!(
+                error.to_string().contains("grpc.request_timeout_secs"),
+                "{error}"
+            );
             jail.set_env("GIAO_GRPC__LISTEN", "not-an-address");
             let error = load::<Sample>(None).expect_err("must fail");
-            assert!(error.to_string().to_lowercase().contains("grpc.listen"), "{error}");
+            assert!(
+                error.to_string().to_lowercase().contains("grpc.listen"),
+                "{error}"
+            );
             Ok(())
         });
     }

@@ -117,7 +117,8 @@ impl GrpcServer {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
         for descriptor in registered_descriptor_sets() {
             reflection_v1 = reflection_v1.register_encoded_file_descriptor_set(descriptor);
-            reflection_v1alpha = reflection_v1alpha.register_encoded_file_descriptor_set(descriptor);
+            reflection_v1alpha =
+                reflection_v1alpha.register_encoded_file_descriptor_set(descriptor);
         }
         for name in self
             .service_names
@@ -223,7 +224,8 @@ where
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -280,7 +282,9 @@ where
 
 fn finish(state: &StackState, path: &str, code: tonic::Code, started: Instant) {
     let elapsed = started.elapsed();
-    state.metrics.observe_grpc(path, code, elapsed.as_secs_f64());
+    state
+        .metrics
+        .observe_grpc(path, code, elapsed.as_secs_f64());
     tracing::Span::current().record("rpc.grpc.status_code", code as i32);
     let elapsed_ms = elapsed.as_millis() as u64;
     match code {
@@ -331,7 +335,10 @@ impl TraceInterceptor {
 }
 
 impl Interceptor for TraceInterceptor {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         let mut carrier = BTreeMap::new();
         telemetry::inject_into_map(&mut carrier);
         for (key, value) in carrier {

@@ -78,7 +78,8 @@ pub async fn watch(
     loop {
         let mut failure = None;
         for probe in &probes {
-            let outcome = tokio::time::timeout(interval.max(Duration::from_secs(1)), (probe.check)()).await;
+            let outcome =
+                tokio::time::timeout(interval.max(Duration::from_secs(1)), (probe.check)()).await;
             let result = match outcome {
                 Ok(result) => result,
                 Err(_) => Err("probe timed out".to_string()),

@@ -48,7 +48,8 @@ impl Listeners {
 
 /// A long-running task of a service; it must return once the token is cancelled, after
 /// finishing (and acking) what it was doing.
-pub type BackgroundTask = Box<dyn FnOnce(CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> + Send>;
+pub type BackgroundTask =
+    Box<dyn FnOnce(CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> + Send>;
 
 /// Everything a service runs.
 pub struct ServiceParts {
@@ -63,7 +64,9 @@ pub struct ServiceParts {
 
 impl std::fmt::Debug for ServiceParts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServiceParts").field("name", &self.name).finish()
+        f.debug_struct("ServiceParts")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -84,18 +87,16 @@ pub async fn run(parts: ServiceParts, shutdown: CancellationToken) -> anyhow::Re
     let stop = shutdown.child_token();
     let mut set = tokio::task::JoinSet::new();
 
-    set.spawn(
-        {
-            let reporter = server.health_reporter();
-            let services = server.service_names();
-            let readiness = readiness.clone();
-            let stop = stop.clone();
-            async move {
-                health::watch(reporter, services, probes, readiness, health_interval, stop).await;
-                Ok(())
-            }
-        },
-    );
+    set.spawn({
+        let reporter = server.health_reporter();
+        let services = server.service_names();
+        let readiness = readiness.clone();
+        let stop = stop.clone();
+        async move {
+            health::watch(reporter, services, probes, readiness, health_interval, stop).await;
+            Ok(())
+        }
+    });
     if let Some(listener) = listeners.metrics {
         let metrics = metrics.clone();
         let readiness = readiness.clone();
@@ -164,7 +165,10 @@ where
             return std::process::ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("{name}: cannot start the async runtime: {error}");

@@ -94,7 +94,10 @@ pub enum TelemetryError {
 }
 
 /// Installs the global subscriber for a process. Call once, from a binary's `main`.
-pub fn init(service_name: &str, config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
+pub fn init(
+    service_name: &str,
+    config: &TelemetryConfig,
+) -> Result<TelemetryGuard, TelemetryError> {
     let exporter = match &config.otlp_endpoint {
         Some(endpoint) => {
             use opentelemetry_otlp::WithExportConfig;

@@ -13,7 +13,8 @@
 include!(concat!(env!("OUT_DIR"), "/_includes.rs"));
 
 /// The encoded `FileDescriptorSet` of every giao proto, served by gRPC reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/giao_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/giao_descriptor.bin"));
 
 pub use giao::assignment::v1 as assignment;
 pub use giao::auth::v1 as auth;

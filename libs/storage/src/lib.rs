@@ -45,7 +45,9 @@ impl Backend {
         } else if url.starts_with("sqlite:") {
             Ok(Backend::Sqlite)
         } else if url.is_empty() {
-            Err(StorageError::Config("missing database.url: required".into()))
+            Err(StorageError::Config(
+                "missing database.url: required".into(),
+            ))
         } else {
             Err(StorageError::Config(format!(
                 "invalid database.url \"{}\": expected postgres://… or sqlite:…",
@@ -109,11 +111,14 @@ impl Database {
             Backend::Sqlite => {
                 let options = SqliteConnectOptions::from_str(&config.url)
                     .map_err(|error| connect_error(error.to_string()))?;
-                let in_memory = config.url.contains(":memory:") || config.url.contains("mode=memory");
-                if !in_memory && let Some(parent) = std::path::Path::new(options.get_filename()).parent()
+                let in_memory =
+                    config.url.contains(":memory:") || config.url.contains("mode=memory");
+                if !in_memory
+                    && let Some(parent) = std::path::Path::new(options.get_filename()).parent()
                     && !parent.as_os_str().is_empty()
                 {
-                    std::fs::create_dir_all(parent).map_err(|error| connect_error(error.to_string()))?;
+                    std::fs::create_dir_all(parent)
+                        .map_err(|error| connect_error(error.to_string()))?;
                 }
                 let options = options
                     .create_if_missing(true)
@@ -122,12 +127,24 @@ impl Database {
                     .foreign_keys(true)
                     .busy_timeout(Duration::from_secs(5));
                 // An in-memory database lives as long as one connection: keep exactly one.
-                let max = if in_memory { 1 } else { config.max_connections.max(1) };
+                let max = if in_memory {
+                    1
+                } else {
+                    config.max_connections.max(1)
+                };
                 let pool = SqlitePoolOptions::new()
                     .max_connections(max)
                     .min_connections(if in_memory { 1 } else { 0 })
-                    .idle_timeout(if in_memory { None } else { Some(Duration::from_secs(600)) })
-                    .max_lifetime(if in_memory { None } else { Some(Duration::from_secs(3600)) })
+                    .idle_timeout(if in_memory {
+                        None
+                    } else {
+                        Some(Duration::from_secs(600))
+                    })
+                    .max_lifetime(if in_memory {
+                        None
+                    } else {
+                        Some(Duration::from_secs(3600))
+                    })
                     .acquire_timeout(timeout)
                     .connect_with(options)
                     .await
@@ -192,7 +209,10 @@ impl Database {
                 )
             }
             Database::Sqlite(pool) => {
-                format!("sqlite://{}", pool.connect_options().get_filename().display())
+                format!(
+                    "sqlite://{}",
+                    pool.connect_options().get_filename().display()
+                )
             }
         }
     }
@@ -246,7 +266,9 @@ pub fn is_unique_violation(error: &sqlx::Error) -> bool {
 /// The name of the violated unique constraint, when the backend reports it.
 pub fn unique_violation_constraint(error: &sqlx::Error) -> Option<String> {
     match error {
-        sqlx::Error::Database(db) if db.is_unique_violation() => db.constraint().map(str::to_string),
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            db.constraint().map(str::to_string)
+        }
         _ => None,
     }
 }
@@ -265,7 +287,10 @@ mod tests {
             redact_url("postgres://db:5432/msg?user=a&password=s3cret"),
             "postgres://db:5432/msg?user=a&password=***"
         );
-        assert_eq!(redact_url("postgres://giao@db/msg"), "postgres://giao@db/msg");
+        assert_eq!(
+            redact_url("postgres://giao@db/msg"),
+            "postgres://giao@db/msg"
+        );
         assert_eq!(redact_url("sqlite://data/x.db"), "sqlite://data/x.db");
     }
 
@@ -302,7 +327,10 @@ mod tests {
         .await
         .expect_err("nothing listens on port 1");
         let message = error.to_string();
-        assert!(message.starts_with("cannot connect to database postgres://giao:***@127.0.0.1:1/none"), "{message}");
+        assert!(
+            message.starts_with("cannot connect to database postgres://giao:***@127.0.0.1:1/none"),
+            "{message}"
+        );
         assert!(!message.contains("pw"), "{message}");
         assert!(started.elapsed() < Duration::from_secs(10));
     }

@@ -57,9 +57,11 @@ pub struct TestDatabase {
 /// Creates an empty PostgreSQL database; panics with a clear message when PostgreSQL is down.
 pub async fn fresh_postgres() -> TestDatabase {
     let admin_url = postgres_admin_url();
-    let mut admin = PgConnection::connect(&admin_url).await.unwrap_or_else(|error| {
-        panic!("PostgreSQL must be running for this test ({admin_url}): {error}")
-    });
+    let mut admin = PgConnection::connect(&admin_url)
+        .await
+        .unwrap_or_else(|error| {
+            panic!("PostgreSQL must be running for this test ({admin_url}): {error}")
+        });
     sweep(&mut admin).await;
     let name = format!("giao_t_{}_{}", unix_secs(), unique_name(""));
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
@@ -175,15 +177,22 @@ impl FaultProxy {
                         _ = stop.cancelled() => return,
                         accepted = listener.accept() => accepted,
                     };
-                    let Ok((mut inbound, _)) = accepted else { continue };
+                    let Ok((mut inbound, _)) = accepted else {
+                        continue;
+                    };
                     if !open.load(Ordering::SeqCst) {
                         drop(inbound);
                         continue;
                     }
-                    let cut = generation.lock().map(|token| token.clone()).unwrap_or_default();
+                    let cut = generation
+                        .lock()
+                        .map(|token| token.clone())
+                        .unwrap_or_default();
                     let stop = stop.clone();
                     tokio::spawn(async move {
-                        let Ok(mut outbound) = TcpStream::connect(target).await else { return };
+                        let Ok(mut outbound) = TcpStream::connect(target).await else {
+                            return;
+                        };
                         tokio::select! {
                             _ = cut.cancelled() => {}
                             _ = stop.cancelled() => {}
@@ -234,17 +243,27 @@ mod tests {
     async fn fault_proxy_cuts_and_restores_postgres() {
         let proxy = FaultProxy::start("127.0.0.1:5432".parse().expect("addr")).await;
         let url = postgres_admin_url().replace("127.0.0.1:5432", &proxy.addr().to_string());
-        let mut connection = PgConnection::connect(&url).await.expect("through the proxy");
+        let mut connection = PgConnection::connect(&url)
+            .await
+            .expect("through the proxy");
         sqlx::query("SELECT 1")
             .execute(&mut connection)
             .await
             .expect("query through the proxy");
         proxy.cut();
-        assert!(sqlx::query("SELECT 1").execute(&mut connection).await.is_err());
+        assert!(
+            sqlx::query("SELECT 1")
+                .execute(&mut connection)
+                .await
+                .is_err()
+        );
         assert!(PgConnection::connect(&url).await.is_err());
         proxy.restore();
         let mut again = PgConnection::connect(&url).await.expect("restored");
-        sqlx::query("SELECT 1").execute(&mut again).await.expect("works again");
+        sqlx::query("SELECT 1")
+            .execute(&mut again)
+            .await
+            .expect("works again");
     }
 
     #[tokio::test]

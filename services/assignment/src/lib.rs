@@ -119,7 +119,7 @@ impl Assignment {
     pub fn grpc_addr(&self) -> SocketAddr {
         self.listeners
             .grpc_addr()
-            .unwrap_or_else(|_| self.config.grpc.listen)
+            .unwrap_or(self.config.grpc.listen)
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {

@@ -68,12 +68,16 @@ impl ConnectorService for Api {
         caller.require(Permission::SIMULATOR_DRIVE)?;
         let request = request.into_inner();
         if request.channel_account_id.is_empty() {
-            return Err(Error::InvalidArgument("missing channel_account_id: required".into()).into());
+            return Err(
+                Error::InvalidArgument("missing channel_account_id: required".into()).into(),
+            );
         }
         let customer: ChannelUser = request
             .customer
             .filter(|customer| !customer.external_user_id.is_empty())
-            .ok_or_else(|| Error::InvalidArgument("missing customer.external_user_id: required".into()))?;
+            .ok_or_else(|| {
+                Error::InvalidArgument("missing customer.external_user_id: required".into())
+            })?;
         let content = request
             .content
             .ok_or_else(|| Error::InvalidArgument("missing content: required".into()))?;

@@ -126,7 +126,7 @@ impl Connector {
     pub fn grpc_addr(&self) -> SocketAddr {
         self.listeners
             .grpc_addr()
-            .unwrap_or_else(|_| self.config.grpc.listen)
+            .unwrap_or(self.config.grpc.listen)
     }
 
     /// The simulator of this connector, for demo seeding and tests.
@@ -150,7 +150,10 @@ impl Connector {
             .authenticator(SERVICE)
             .map_err(anyhow::Error::msg)?;
         giao_platform::grpc::register_descriptor_set(giao_proto::FILE_DESCRIPTOR_SET);
-        let api = api::Api::new(store::AccountStore::new(database.clone()), simulator.clone());
+        let api = api::Api::new(
+            store::AccountStore::new(database.clone()),
+            simulator.clone(),
+        );
         let server = GrpcServer::new(&config.grpc)
             .add_service(
                 ConnectorServiceServer::new(api)

@@ -59,7 +59,11 @@ impl AccountStore {
             .ok_or(sqlx::Error::RowNotFound)
     }
 
-    pub async fn get(&self, tenant_id: &str, id: &str) -> Result<Option<AccountRecord>, sqlx::Error> {
+    pub async fn get(
+        &self,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<Option<AccountRecord>, sqlx::Error> {
         Ok(self
             .list(tenant_id)
             .await?
@@ -69,18 +73,16 @@ impl AccountStore {
 
     pub async fn list(&self, tenant_id: &str) -> Result<Vec<AccountRecord>, sqlx::Error> {
         let rows: Vec<(String, String, i32, String, i32)> = match &self.database {
-            Database::Postgres(pool) => {
-                sqlx::query_as::<_, (String, String, i16, String, i16)>(
-                    "SELECT id, tenant_id, kind, display_name, status FROM channel_accounts \
+            Database::Postgres(pool) => sqlx::query_as::<_, (String, String, i16, String, i16)>(
+                "SELECT id, tenant_id, kind, display_name, status FROM channel_accounts \
                      WHERE tenant_id = $1 ORDER BY id",
-                )
-                .bind(tenant_id)
-                .fetch_all(pool)
-                .await?
-                .into_iter()
-                .map(|(id, tenant, kind, name, status)| (id, tenant, kind.into(), name, status.into()))
-                .collect()
-            }
+            )
+            .bind(tenant_id)
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|(id, tenant, kind, name, status)| (id, tenant, kind.into(), name, status.into()))
+            .collect(),
             Database::Sqlite(pool) => {
                 sqlx::query_as(
                     "SELECT id, tenant_id, kind, display_name, status FROM channel_accounts \
@@ -93,13 +95,15 @@ impl AccountStore {
         };
         Ok(rows
             .into_iter()
-            .map(|(id, tenant_id, kind, display_name, status)| AccountRecord {
-                id,
-                tenant_id,
-                kind,
-                display_name,
-                status,
-            })
+            .map(
+                |(id, tenant_id, kind, display_name, status)| AccountRecord {
+                    id,
+                    tenant_id,
+                    kind,
+                    display_name,
+                    status,
+                },
+            )
             .collect())
     }
 }

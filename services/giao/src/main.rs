@@ -13,7 +13,11 @@ use giao_platform::{
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "giao", version, about = "Company-owned home for every Zalo customer conversation")]
+#[command(
+    name = "giao",
+    version,
+    about = "Company-owned home for every Zalo customer conversation"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -79,14 +83,18 @@ fn main() -> ExitCode {
 
 fn serve_one(service: Service) -> ExitCode {
     match service {
-        Service::Connector => giao_platform::service::main(giao_connector::SERVICE, giao_connector::serve),
+        Service::Connector => {
+            giao_platform::service::main(giao_connector::SERVICE, giao_connector::serve)
+        }
         Service::MessageStore => {
             giao_platform::service::main(giao_message_store::SERVICE, giao_message_store::serve)
         }
         Service::Assignment => {
             giao_platform::service::main(giao_assignment::SERVICE, giao_assignment::serve)
         }
-        Service::Reporting => giao_platform::service::main(giao_reporting::SERVICE, giao_reporting::serve),
+        Service::Reporting => {
+            giao_platform::service::main(giao_reporting::SERVICE, giao_reporting::serve)
+        }
         Service::Auth => giao_platform::service::main(giao_auth::SERVICE, giao_auth::serve),
     }
 }
@@ -105,7 +113,10 @@ struct DevOptions {
 }
 
 fn run_dev(options: DevOptions) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("giao dev: cannot start the async runtime: {error}");
@@ -157,7 +168,9 @@ async fn dev(options: DevOptions, shutdown: CancellationToken) -> anyhow::Result
 
     let connector = giao_connector::bind(giao_connector::Config {
         grpc: giao_platform::config::GrpcConfig::with_listen(local(grpc + 1)),
-        metrics: MetricsConfig { listen: Some(local(metrics + 1)) },
+        metrics: MetricsConfig {
+            listen: Some(local(metrics + 1)),
+        },
         database: database("connector"),
         bus: bus.clone(),
         auth: auth.clone(),
@@ -172,7 +185,9 @@ async fn dev(options: DevOptions, shutdown: CancellationToken) -> anyhow::Result
     .await?;
     let message_store = giao_message_store::bind(giao_message_store::Config {
         grpc: giao_platform::config::GrpcConfig::with_listen(local(grpc + 2)),
-        metrics: MetricsConfig { listen: Some(local(metrics + 2)) },
+        metrics: MetricsConfig {
+            listen: Some(local(metrics + 2)),
+        },
         database: database("message-store"),
         bus: bus.clone(),
         auth: auth.clone(),
@@ -181,7 +196,9 @@ async fn dev(options: DevOptions, shutdown: CancellationToken) -> anyhow::Result
     .await?;
     let assignment = giao_assignment::bind(giao_assignment::Config {
         grpc: giao_platform::config::GrpcConfig::with_listen(local(grpc + 3)),
-        metrics: MetricsConfig { listen: Some(local(metrics + 3)) },
+        metrics: MetricsConfig {
+            listen: Some(local(metrics + 3)),
+        },
         database: database("assignment"),
         bus: bus.clone(),
         auth: auth.clone(),
@@ -190,7 +207,9 @@ async fn dev(options: DevOptions, shutdown: CancellationToken) -> anyhow::Result
     .await?;
     let reporting = giao_reporting::bind(giao_reporting::Config {
         grpc: giao_platform::config::GrpcConfig::with_listen(local(grpc + 4)),
-        metrics: MetricsConfig { listen: Some(local(metrics + 4)) },
+        metrics: MetricsConfig {
+            listen: Some(local(metrics + 4)),
+        },
         database: database("reporting"),
         bus: bus.clone(),
         auth: auth.clone(),
@@ -199,7 +218,9 @@ async fn dev(options: DevOptions, shutdown: CancellationToken) -> anyhow::Result
     .await?;
     let auth_service = giao_auth::bind(giao_auth::Config {
         grpc: giao_platform::config::GrpcConfig::with_listen(local(grpc + 5)),
-        metrics: MetricsConfig { listen: Some(local(metrics + 5)) },
+        metrics: MetricsConfig {
+            listen: Some(local(metrics + 5)),
+        },
         database: database("auth"),
         bus,
         auth,
@@ -208,13 +229,38 @@ async fn dev(options: DevOptions, shutdown: CancellationToken) -> anyhow::Result
     .await?;
 
     println!("giao dev is running (data in {}):", data.display());
-    println!("  connector      grpc {}  metrics http://127.0.0.1:{}/metrics", connector.grpc_addr(), metrics + 1);
-    println!("  message-store  grpc {}  metrics http://127.0.0.1:{}/metrics", message_store.grpc_addr(), metrics + 2);
-    println!("  assignment     grpc {}  metrics http://127.0.0.1:{}/metrics", assignment.grpc_addr(), metrics + 3);
-    println!("  reporting      grpc {}  metrics http://127.0.0.1:{}/metrics", reporting.grpc_addr(), metrics + 4);
-    println!("  auth           grpc {}  metrics http://127.0.0.1:{}/metrics", auth_service.grpc_addr(), metrics + 5);
-    println!("Demo tenant \"demo\"; laptop-only tokens: Bearer dev.demo.<user>.<admin|supervisor|agent|auditor>");
-    println!("  grpcurl -plaintext -H 'authorization: Bearer dev.demo.u-admin.admin' {} giao.messagestore.v1.MessageStoreService/ListConversations", message_store.grpc_addr());
+    println!(
+        "  connector      grpc {}  metrics http://127.0.0.1:{}/metrics",
+        connector.grpc_addr(),
+        metrics + 1
+    );
+    println!(
+        "  message-store  grpc {}  metrics http://127.0.0.1:{}/metrics",
+        message_store.grpc_addr(),
+        metrics + 2
+    );
+    println!(
+        "  assignment     grpc {}  metrics http://127.0.0.1:{}/metrics",
+        assignment.grpc_addr(),
+        metrics + 3
+    );
+    println!(
+        "  reporting      grpc {}  metrics http://127.0.0.1:{}/metrics",
+        reporting.grpc_addr(),
+        metrics + 4
+    );
+    println!(
+        "  auth           grpc {}  metrics http://127.0.0.1:{}/metrics",
+        auth_service.grpc_addr(),
+        metrics + 5
+    );
+    println!(
+        "Demo tenant \"demo\"; laptop-only tokens: Bearer dev.demo.<user>.<admin|supervisor|agent|auditor>"
+    );
+    println!(
+        "  grpcurl -plaintext -H 'authorization: Bearer dev.demo.u-admin.admin' {} giao.messagestore.v1.MessageStoreService/ListConversations",
+        message_store.grpc_addr()
+    );
 
     let mut services = tokio::task::JoinSet::new();
     services.spawn(connector.run(shutdown.clone()));
@@ -224,7 +270,9 @@ async fn dev(options: DevOptions, shutdown: CancellationToken) -> anyhow::Result
     services.spawn(auth_service.run(shutdown.clone()));
     let mut outcome = Ok(());
     while let Some(joined) = services.join_next().await {
-        let result = joined.map_err(anyhow::Error::from).and_then(|result| result);
+        let result = joined
+            .map_err(anyhow::Error::from)
+            .and_then(|result| result);
         if let Err(error) = result {
             outcome = Err(error);
         }

@@ -19,7 +19,10 @@ const GIAO: &str = env!("CARGO_BIN_EXE_giao");
 fn a_service_without_its_database_exits_non_zero_and_says_why() {
     let output = Command::new(GIAO)
         .args(["serve", "message-store"])
-        .env("GIAO_DATABASE__URL", "postgres://giao:hunter2@127.0.0.1:1/msg")
+        .env(
+            "GIAO_DATABASE__URL",
+            "postgres://giao:hunter2@127.0.0.1:1/msg",
+        )
         .env("GIAO_DATABASE__CONNECT_TIMEOUT_SECS", "2")
         .env("GIAO_GRPC__LISTEN", "127.0.0.1:0")
         .env("GIAO_METRICS__LISTEN", "127.0.0.1:0")
@@ -109,7 +112,10 @@ async fn dev_runs_the_suite_with_demo_conversations() {
             if status == Some(ServingStatus::Serving) {
                 break;
             }
-            assert!(Instant::now() < deadline, "{service} never SERVING ({status:?})");
+            assert!(
+                Instant::now() < deadline,
+                "{service} never SERVING ({status:?})"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -121,10 +127,15 @@ async fn dev_runs_the_suite_with_demo_conversations() {
         .expect("message-store");
     let token: tonic::metadata::MetadataValue<_> =
         "Bearer dev.demo.u-admin.admin".parse().expect("token");
-    let mut client = MessageStoreServiceClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
-        request.metadata_mut().insert("authorization", token.clone());
-        Ok(request)
-    });
+    let mut client = MessageStoreServiceClient::with_interceptor(
+        channel,
+        move |mut request: tonic::Request<()>| {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+            Ok(request)
+        },
+    );
     loop {
         let conversations = client
             .list_conversations(ListConversationsRequest::default())

@@ -106,7 +106,12 @@ impl MessageStoreService for Api {
             .into_iter()
             .enumerate()
             .map(|(index, message)| {
-                domain::inbound::validate(&caller.tenant_id, message, &format!("messages[{index}]."), now)
+                domain::inbound::validate(
+                    &caller.tenant_id,
+                    message,
+                    &format!("messages[{index}]."),
+                    now,
+                )
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(Error::InvalidArgument)?;
@@ -166,7 +171,11 @@ impl MessageStoreService for Api {
         let caller = principal(&request)?;
         caller.require(Permission::MESSAGES_READ)?;
         let conversation = self
-            .visible_conversation(&caller, "conversation_id", &request.get_ref().conversation_id)
+            .visible_conversation(
+                &caller,
+                "conversation_id",
+                &request.get_ref().conversation_id,
+            )
             .await?;
         Ok(Response::new(conversation_to_proto(conversation)))
     }
@@ -210,7 +219,10 @@ impl MessageStoreService for Api {
             id: c.id,
         });
         Ok(Response::new(ListConversationsResponse {
-            conversations: conversations.into_iter().map(conversation_to_proto).collect(),
+            conversations: conversations
+                .into_iter()
+                .map(conversation_to_proto)
+                .collect(),
             page: Some(PageResponse { next_cursor }),
         }))
     }
@@ -233,7 +245,11 @@ fn parse_id(field: &str, raw: &str) -> Result<Uuid, Error> {
         return Err(Error::InvalidArgument(format!("missing {field}: required")));
     }
     Uuid::parse_str(raw).map_err(|_| {
-        Error::InvalidArgument(giao_platform::error::invalid_field(field, raw, "expected a UUID"))
+        Error::InvalidArgument(giao_platform::error::invalid_field(
+            field,
+            raw,
+            "expected a UUID",
+        ))
     })
 }
 
@@ -241,9 +257,9 @@ fn parse_cursor(cursor: &str) -> Result<Option<Position>, Error> {
     if cursor.is_empty() {
         return Ok(None);
     }
-    Position::decode(cursor)
-        .map(Some)
-        .ok_or_else(|| Error::InvalidArgument("invalid page.cursor: not a cursor from this service".into()))
+    Position::decode(cursor).map(Some).ok_or_else(|| {
+        Error::InvalidArgument("invalid page.cursor: not a cursor from this service".into())
+    })
 }
 
 /// A full page may have more behind it; a short page is the end.

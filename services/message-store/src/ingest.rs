@@ -21,7 +21,10 @@ use tracing::Instrument;
 
 use crate::{
     api::timestamp,
-    domain::{AppendOutcome, inbound::{self, NewInbound}},
+    domain::{
+        AppendOutcome,
+        inbound::{self, NewInbound},
+    },
     error::Error,
     store::Store,
 };
@@ -77,7 +80,11 @@ impl Ingestor {
                     sender_kind: stored.sender_kind,
                     sender_user_id: stored.sender_user_id.clone().unwrap_or_default(),
                     sent_at: Some(timestamp(stored.sent_at)),
-                    owner_user_id: outcome.conversation.owner_user_id.clone().unwrap_or_default(),
+                    owner_user_id: outcome
+                        .conversation
+                        .owner_user_id
+                        .clone()
+                        .unwrap_or_default(),
                     team_id: outcome.conversation.team_id.clone().unwrap_or_default(),
                     content_type: stored.content_type,
                     text: stored.text.clone(),
@@ -135,7 +142,12 @@ async fn handle(ingestor: &Ingestor, envelope: events::Envelope) -> HandlerOutco
         sent_at: received.sent_at,
         group_name: received.group_name,
     };
-    let inbound = match inbound::validate(&envelope.tenant_id, message, "message_received.", Utc::now()) {
+    let inbound = match inbound::validate(
+        &envelope.tenant_id,
+        message,
+        "message_received.",
+        Utc::now(),
+    ) {
         Ok(inbound) => inbound,
         // Kept on the stream for inspection; retrying cannot fix it.
         Err(reason) => return HandlerOutcome::Poison(reason),

@@ -128,7 +128,7 @@ impl MessageStore {
     pub fn grpc_addr(&self) -> SocketAddr {
         self.listeners
             .grpc_addr()
-            .unwrap_or_else(|_| self.config.grpc.listen)
+            .unwrap_or(self.config.grpc.listen)
     }
 
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
@@ -153,7 +153,8 @@ impl MessageStore {
             .maintain(chrono::Utc::now())
             .await
             .context("message-store housekeeping failed")?;
-        let ingestor = ingest::Ingestor::new(store.clone(), EventPublisher::new(bus.clone(), SERVICE));
+        let ingestor =
+            ingest::Ingestor::new(store.clone(), EventPublisher::new(bus.clone(), SERVICE));
         let api = api::Api::new(store.clone(), ingestor.clone());
         let server = GrpcServer::new(&config.grpc)
             .add_service(

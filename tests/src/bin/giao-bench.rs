@@ -12,7 +12,9 @@ use giao_proto::{
     events::{self, envelope::Payload},
     messagestore::{GetHistoryRequest, ListConversationsRequest},
 };
-use giao_tests::{Backend, BackendKind, message_store_client, message_store_config, start_message_store};
+use giao_tests::{
+    Backend, BackendKind, message_store_client, message_store_config, start_message_store,
+};
 
 const MESSAGES: usize = 5_000;
 const CONVERSATIONS: usize = 50;
@@ -71,7 +73,10 @@ async fn inbound_path(kind: BackendKind, label: &str) -> anyhow::Result<()> {
         if stored as usize >= MESSAGES {
             break listed;
         }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "ingest did not finish");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "ingest did not finish"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let ingest = started.elapsed();

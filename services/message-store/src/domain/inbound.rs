@@ -32,7 +32,11 @@ impl NewInbound {
             return text;
         }
         let label = common::ContentType::try_from(self.content.r#type)
-            .map(|kind| kind.as_str_name().trim_start_matches("CONTENT_TYPE_").to_lowercase())
+            .map(|kind| {
+                kind.as_str_name()
+                    .trim_start_matches("CONTENT_TYPE_")
+                    .to_lowercase()
+            })
             .unwrap_or_else(|_| "message".into());
         format!("[{label}]")
     }
@@ -48,7 +52,8 @@ pub fn validate(
 ) -> Result<NewInbound, String> {
     let field = |name: &str| format!("{prefix}{name}");
     let channel_account_id = required_id(&field("channel_account_id"), message.channel_account_id)?;
-    let external_message_id = required_id(&field("external_message_id"), message.external_message_id)?;
+    let external_message_id =
+        required_id(&field("external_message_id"), message.external_message_id)?;
     let external_thread_id = required_id(&field("external_thread_id"), message.external_thread_id)?;
     let mut content = message
         .content
@@ -85,16 +90,28 @@ pub fn validate(
         }
         Ok(common::SenderKind::Unspecified) => common::SenderKind::AccountOwner as i32,
         Ok(kind) => kind as i32,
-        Err(_) => return Err(format!("invalid {}: unknown sender kind", field("sender_kind"))),
+        Err(_) => {
+            return Err(format!(
+                "invalid {}: unknown sender kind",
+                field("sender_kind")
+            ));
+        }
     };
     let thread_kind = match common::ThreadKind::try_from(message.thread_kind) {
         Ok(common::ThreadKind::Unspecified) => common::ThreadKind::Direct as i32,
         Ok(kind) => kind as i32,
-        Err(_) => return Err(format!("invalid {}: unknown thread kind", field("thread_kind"))),
+        Err(_) => {
+            return Err(format!(
+                "invalid {}: unknown thread kind",
+                field("thread_kind")
+            ));
+        }
     };
     let sent_at = match message.sent_at {
-        Some(timestamp) => DateTime::from_timestamp(timestamp.seconds, timestamp.nanos.max(0) as u32)
-            .ok_or_else(|| format!("invalid {}: out of range", field("sent_at")))?,
+        Some(timestamp) => {
+            DateTime::from_timestamp(timestamp.seconds, timestamp.nanos.max(0) as u32)
+                .ok_or_else(|| format!("invalid {}: out of range", field("sent_at")))?
+        }
         None => now,
     };
     let customer = message.customer.unwrap_or_default();
@@ -186,7 +203,10 @@ mod tests {
             ..Default::default()
         });
         let error = validate("t", long, "messages[2].", Utc::now()).expect_err("invalid");
-        assert!(error.starts_with("invalid messages[2].content.text"), "{error}");
+        assert!(
+            error.starts_with("invalid messages[2].content.text"),
+            "{error}"
+        );
 
         let mut no_content = sample();
         no_content.content = None;

@@ -127,7 +127,11 @@ fn small(value: i32) -> i16 {
 }
 
 impl PostgresStore {
-    async fn append(&self, message: &NewInbound, now: DateTime<Utc>) -> Result<AppendOutcome, Error> {
+    async fn append(
+        &self,
+        message: &NewInbound,
+        now: DateTime<Utc>,
+    ) -> Result<AppendOutcome, Error> {
         let mut tx = self.pool.begin().await?;
         let inbound = message.direction == giao_proto::common::Direction::Inbound as i32;
 
@@ -177,7 +181,9 @@ impl PostgresStore {
             let conversation = self
                 .fetch_conversation(&message.tenant_id, existing.conversation_id)
                 .await?
-                .ok_or_else(|| Error::Inconsistent("conversation of a stored message is missing".into()))?;
+                .ok_or_else(|| {
+                    Error::Inconsistent("conversation of a stored message is missing".into())
+                })?;
             return Ok(AppendOutcome {
                 message: existing,
                 created: false,
@@ -319,7 +325,10 @@ impl PostgresStore {
             let sql = format!(
                 "CREATE TABLE IF NOT EXISTS {name} PARTITION OF messages FOR VALUES FROM ('{start}') TO ('{end}')"
             );
-            if let Err(error) = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&self.pool).await {
+            if let Err(error) = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&self.pool)
+                .await
+            {
                 // Typically rows for that month already sit in the default partition; they
                 // stay readable there. Logged so an operator can move them.
                 tracing::warn!(partition = %name, %error, "cannot create message partition");

@@ -134,7 +134,11 @@ const MESSAGE_COLUMNS: &str = "id, tenant_id, conversation_id, channel_account_i
      delivery_status, sent_at, stored_at";
 
 impl SqliteStore {
-    async fn append(&self, message: &NewInbound, now: DateTime<Utc>) -> Result<AppendOutcome, Error> {
+    async fn append(
+        &self,
+        message: &NewInbound,
+        now: DateTime<Utc>,
+    ) -> Result<AppendOutcome, Error> {
         // IMMEDIATE takes the write lock up front, so two writers never deadlock on upgrade.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let inbound = message.direction == giao_proto::common::Direction::Inbound as i32;
@@ -199,7 +203,9 @@ impl SqliteStore {
             let conversation = self
                 .fetch_conversation(&message.tenant_id, existing.conversation_id)
                 .await?
-                .ok_or_else(|| Error::Inconsistent("conversation of a stored message is missing".into()))?;
+                .ok_or_else(|| {
+                    Error::Inconsistent("conversation of a stored message is missing".into())
+                })?;
             return Ok(AppendOutcome {
                 message: existing,
                 created: false,
