@@ -117,6 +117,8 @@ pub fn dev_auth() -> giao_authz::AuthConfig {
 /// A running service: its address and how to stop it.
 pub struct Running {
     pub addr: SocketAddr,
+    /// The Prometheus endpoint, when the config enabled one.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     handle: JoinHandle<anyhow::Result<()>>,
 }
@@ -154,10 +156,12 @@ pub async fn start_message_store(config: giao_message_store::Config) -> Running 
         .await
         .expect("message-store binds");
     let addr = service.grpc_addr();
+    let metrics_addr = service.metrics_addr();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(service.run(shutdown.clone()));
     Running {
         addr,
+        metrics_addr,
         shutdown,
         handle,
     }
@@ -175,6 +179,7 @@ pub async fn start_connector(config: giao_connector::Config) -> Running {
     let handle = tokio::spawn(service.run(shutdown.clone()));
     Running {
         addr,
+        metrics_addr: None,
         shutdown,
         handle,
     }

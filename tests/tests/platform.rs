@@ -269,3 +269,49 @@ async fn losing_the_database_or_bus_reports_not_serving_then_recovers() {
 
     store.stop().await.expect("stops");
 }
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connects");
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: giao\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("writes");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("reads");
+    response
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_by_method_and_code() {
+    let mut backend = Backend::new(BackendKind::Sqlite).await;
+    let mut config = message_store_config(&mut backend).await;
+    config.metrics.listen = Some("127.0.0.1:0".parse().expect("addr"));
+    let store = start_message_store(config).await;
+    let metrics = store.metrics_addr.expect("metrics enabled");
+    wait_for_health(&store, service_names::MESSAGE_STORE, ServingStatus::Serving).await;
+
+    let mut client = message_store_client(&store, "acme", "admin").await;
+    let _ = client
+        .get_history(GetHistoryRequest {
+            conversation_id: "nope".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("invalid id");
+
+    let body = http_get(metrics, "/metrics").await;
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    let line = body
+        .lines()
+        .find(|line| {
+            line.starts_with("giao_message_store_grpc_requests_total")
+                && line.contains("GetHistory")
+                && line.contains("code=\"InvalidArgument\"")
+        })
+        .unwrap_or_else(|| panic!("no request counter in {body}"));
+    assert!(line.ends_with(" 1"), "{line}");
+    assert!(http_get(metrics, "/readyz").await.starts_with("HTTP/1.1 200"));
+    assert!(http_get(metrics, "/livez").await.starts_with("HTTP/1.1 200"));
+    store.stop().await.expect("stops");
+}

@@ -3,9 +3,12 @@
 //! - [`inbound`]: validation of a captured channel message into a [`inbound::NewInbound`].
 //! - [`cursor`]: opaque pagination cursors.
 //! - [`visibility`]: who may see which conversation.
+//! - [`text`]: Vietnamese folding for search; [`phone`]: phone numbers to E.164.
 
 pub mod cursor;
 pub mod inbound;
+pub mod phone;
+pub mod text;
 pub mod visibility;
 
 use chrono::{DateTime, Utc};
