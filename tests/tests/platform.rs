@@ -272,9 +272,13 @@ async fn losing_the_database_or_bus_reports_not_serving_then_recovers() {
 
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connects");
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connects");
     stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: giao\r\nConnection: close\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: giao\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
         .await
         .expect("writes");
     let mut response = String::new();
@@ -311,7 +315,15 @@ async fn metrics_count_requests_by_method_and_code() {
         })
         .unwrap_or_else(|| panic!("no request counter in {body}"));
     assert!(line.ends_with(" 1"), "{line}");
-    assert!(http_get(metrics, "/readyz").await.starts_with("HTTP/1.1 200"));
-    assert!(http_get(metrics, "/livez").await.starts_with("HTTP/1.1 200"));
+    assert!(
+        http_get(metrics, "/readyz")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    assert!(
+        http_get(metrics, "/livez")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
     store.stop().await.expect("stops");
 }

@@ -79,6 +79,7 @@ pub fn role_permissions(role: Role) -> &'static [Permission] {
         Role::Admin => &[
             P::MESSAGES_READ,
             P::MESSAGES_WRITE,
+            P::MESSAGES_INGEST,
             P::CONTACTS_READ,
             P::CONTACTS_WRITE,
             P::EXPORT,

@@ -9,9 +9,12 @@ use giao_authz::{Permission, Principal, principal};
 use giao_proto::{
     common::{self, PageResponse},
     messagestore::{
-        self as pb, AppendInboundBatchRequest, AppendInboundBatchResponse, AppendInboundRequest,
-        AppendInboundResponse, GetConversationRequest, GetHistoryRequest, GetHistoryResponse,
-        ListConversationsRequest, ListConversationsResponse,
+        self as pb, AddTagsRequest, AppendInboundBatchRequest, AppendInboundBatchResponse,
+        AppendInboundRequest, AppendInboundResponse, GetCarePipelineRequest, GetContactRequest,
+        GetConversationRequest, GetHistoryRequest, GetHistoryResponse, ListContactsRequest,
+        ListContactsResponse, ListConversationsRequest, ListConversationsResponse, ListTagsRequest,
+        ListTagsResponse, RemoveTagsRequest, SearchRequest, SearchResponse, SetCarePipelineRequest,
+        SetConversationOwnerRequest, SetConversationOwnerResponse, TagCount, UpdateContactRequest,
         message_store_service_server::MessageStoreService,
     },
 };
@@ -21,12 +24,15 @@ use uuid::Uuid;
 
 use crate::{
     domain::{
-        self, ConversationFilter, ConversationRecord, HistoryOrder, HistoryQuery, MAX_BATCH,
-        StoredMessage, cursor::Position, visibility,
+        self, ContactChange, ContactFilter, ConversationFilter, ConversationRecord, HistoryOrder,
+        HistoryQuery, MAX_BATCH, SearchHit, SearchQuery, StoredMessage,
+        contact::{self, ContactRecord},
+        cursor::Position,
+        visibility,
     },
     error::Error,
     ingest::Ingestor,
-    store::Store,
+    store::{self, Store},
 };
 
 #[derive(Clone)]
@@ -60,6 +66,67 @@ impl Api {
             return Err(not_found());
         }
         Ok(conversation)
+    }
+
+    async fn visible_contact(
+        &self,
+        principal: &Principal,
+        raw_id: &str,
+    ) -> Result<ContactRecord, Error> {
+        let id = parse_id("contact_id", raw_id)?;
+        let not_found = || Error::NotFound {
+            what: "contact",
+            id: raw_id.to_string(),
+        };
+        let contact = self
+            .store
+            .contact(&principal.tenant_id, id)
+            .await?
+            .ok_or_else(not_found)?;
+        let (owner, teams) = visibility::scope(principal);
+        if !self
+            .store
+            .contact_visible(&principal.tenant_id, id, owner.as_deref(), teams.as_deref())
+            .await?
+        {
+            return Err(not_found());
+        }
+        Ok(contact)
+    }
+
+    async fn care_stages(&self, tenant_id: &str) -> Result<pb::CarePipeline, Error> {
+        Ok(match self.store.pipeline(tenant_id).await? {
+            Some(json) => store::pipeline_from_json(&json),
+            None => contact::default_pipeline(),
+        })
+    }
+
+    /// Applies a change after checking the caller may see and write the contact.
+    async fn change_contact(
+        &self,
+        caller: &Principal,
+        raw_id: &str,
+        change: ContactChange,
+    ) -> Result<ContactRecord, Error> {
+        let contact = self.visible_contact(caller, raw_id).await?;
+        if let Some(status) = &change.care_status {
+            let pipeline = self.care_stages(&caller.tenant_id).await?;
+            if !pipeline.stages.iter().any(|stage| &stage.key == status) {
+                return Err(Error::InvalidArgument(format!(
+                    "invalid care_status \"{status}\": not a stage of this tenant's pipeline"
+                )));
+            }
+        }
+        let (before, after) = self
+            .store
+            .update_contact(&caller.tenant_id, contact.id, &change, Utc::now())
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                what: "contact",
+                id: raw_id.to_string(),
+            })?;
+        self.ingestor.contact_changed(&before, &after).await?;
+        Ok(after)
     }
 }
 
@@ -205,6 +272,19 @@ impl MessageStoreService for Api {
             channel_account_id: non_empty(request.channel_account_id),
             owner_user_id: non_empty(request.owner_user_id),
             team_id: non_empty(request.team_id),
+            tag: non_empty(request.tag),
+            care_status: non_empty(request.care_status),
+            lead_source: non_empty(request.lead_source),
+            waiting_for_reply: request.waiting_for_reply,
+            unassigned: request.unassigned,
+            updated_since: request
+                .updated_since
+                .map(|at| {
+                    DateTime::from_timestamp(at.seconds, at.nanos.max(0) as u32).ok_or_else(|| {
+                        Error::InvalidArgument("invalid updated_since: out of range".into())
+                    })
+                })
+                .transpose()?,
             after: parse_cursor(&page.cursor)?,
             limit: domain::page_size(page.page_size),
             ..Default::default()
@@ -225,6 +305,385 @@ impl MessageStoreService for Api {
                 .collect(),
             page: Some(PageResponse { next_cursor }),
         }))
+    }
+    #[tracing::instrument(skip_all)]
+    async fn set_conversation_owner(
+        &self,
+        request: Request<SetConversationOwnerRequest>,
+    ) -> Result<Response<SetConversationOwnerResponse>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Permission::ASSIGNMENT_MANAGE)?;
+        let request = request.into_inner();
+        if request.conversation_ids.is_empty() {
+            return Err(
+                Error::InvalidArgument("missing conversation_ids: at least one".into()).into(),
+            );
+        }
+        if request.conversation_ids.len() > MAX_BATCH {
+            return Err(Error::InvalidArgument(format!(
+                "invalid conversation_ids: at most {MAX_BATCH} at once"
+            ))
+            .into());
+        }
+        let ids = request
+            .conversation_ids
+            .iter()
+            .enumerate()
+            .map(|(index, raw)| parse_id(&format!("conversation_ids[{index}]"), raw))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Unknown (or other tenants') ids change nothing and are reported, never half-applied.
+        for (index, id) in ids.iter().enumerate() {
+            if self
+                .store
+                .conversation(&caller.tenant_id, *id)
+                .await?
+                .is_none()
+            {
+                return Err(Error::NotFound {
+                    what: "conversation",
+                    id: request.conversation_ids[index].clone(),
+                }
+                .into());
+            }
+        }
+        let updated = self
+            .store
+            .set_owner(
+                &caller.tenant_id,
+                &ids,
+                Some(request.owner_user_id.as_str()).filter(|id| !id.is_empty()),
+                Some(request.team_id.as_str()).filter(|id| !id.is_empty()),
+            )
+            .await?;
+        Ok(Response::new(SetConversationOwnerResponse {
+            updated: u32::try_from(updated).unwrap_or(u32::MAX),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_contact(
+        &self,
+        request: Request<GetContactRequest>,
+    ) -> Result<Response<pb::Contact>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Permission::CONTACTS_READ)?;
+        let contact = self
+            .visible_contact(&caller, &request.get_ref().contact_id)
+            .await?;
+        Ok(Response::new(contact_to_proto(contact)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_contacts(
+        &self,
+        request: Request<ListContactsRequest>,
+    ) -> Result<Response<ListContactsResponse>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Permission::CONTACTS_READ)?;
+        let request = request.into_inner();
+        let page = request.page.unwrap_or_default();
+        let (visible_owner, visible_teams) = visibility::scope(&caller);
+        let filter = ContactFilter {
+            tag: non_empty(request.tag),
+            care_status: non_empty(request.care_status),
+            lead_source: non_empty(request.lead_source),
+            owner_user_id: non_empty(request.owner_user_id),
+            visible_owner,
+            visible_teams,
+            after: parse_cursor(&page.cursor)?,
+            limit: domain::page_size(page.page_size),
+        };
+        let contacts = self.store.list_contacts(&caller.tenant_id, &filter).await?;
+        let next_cursor = next_cursor(&contacts, filter.limit, |c| Position {
+            at: c.updated_at,
+            id: c.id,
+        });
+        Ok(Response::new(ListContactsResponse {
+            contacts: contacts.into_iter().map(contact_to_proto).collect(),
+            page: Some(PageResponse { next_cursor }),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn update_contact(
+        &self,
+        request: Request<UpdateContactRequest>,
+    ) -> Result<Response<pb::Contact>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Permission::CONTACTS_WRITE)?;
+        let request = request.into_inner();
+        if request.update_mask.is_empty() {
+            return Err(Error::InvalidArgument(
+                "missing update_mask: name the fields to change".into(),
+            )
+            .into());
+        }
+        let mut change = ContactChange::default();
+        for field in &request.update_mask {
+            match field.as_str() {
+                "display_name" => {
+                    let name = request.display_name.trim().to_string();
+                    let chars = name.chars().count();
+                    if chars > contact::MAX_NAME_CHARS {
+                        return Err(Error::InvalidArgument(format!(
+                            "invalid display_name: {chars} characters, at most {}",
+                            contact::MAX_NAME_CHARS
+                        ))
+                        .into());
+                    }
+                    change.display_name = Some(name);
+                }
+                "phones" => {
+                    change.phones = Some(
+                        contact::phones("phones", &request.phones)
+                            .map_err(Error::InvalidArgument)?,
+                    );
+                }
+                "care_status" => {
+                    change.care_status = Some(
+                        contact::label("care_status", &request.care_status)
+                            .map_err(Error::InvalidArgument)?,
+                    );
+                }
+                "lead_source" => {
+                    change.lead_source = Some(if request.lead_source.trim().is_empty() {
+                        String::new()
+                    } else {
+                        contact::label("lead_source", &request.lead_source)
+                            .map_err(Error::InvalidArgument)?
+                    });
+                }
+                "custom_fields" => {
+                    change.custom_fields = Some(
+                        contact::custom_fields(&request.custom_fields)
+                            .map_err(Error::InvalidArgument)?,
+                    );
+                }
+                other => {
+                    return Err(Error::InvalidArgument(format!(
+                        "invalid update_mask: unknown field \"{other}\""
+                    ))
+                    .into());
+                }
+            }
+        }
+        let contact = self
+            .change_contact(&caller, &request.contact_id, change)
+            .await?;
+        Ok(Response::new(contact_to_proto(contact)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn add_tags(
+        &self,
+        request: Request<AddTagsRequest>,
+    ) -> Result<Response<pb::Contact>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Permission::CONTACTS_WRITE)?;
+        let request = request.into_inner();
+        let change = ContactChange {
+            add_tags: tags(&request.tags)?,
+            ..Default::default()
+        };
+        let contact = self
+            .change_contact(&caller, &request.contact_id, change)
+            .await?;
+        if contact.tags.len() > contact::MAX_TAGS {
+            return Err(Error::InvalidArgument(format!(
+                "invalid tags: at most {} per contact",
+                contact::MAX_TAGS
+            ))
+            .into());
+        }
+        Ok(Response::new(contact_to_proto(contact)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn remove_tags(
+        &self,
+        request: Request<RemoveTagsRequest>,
+    ) -> Result<Response<pb::Contact>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Permission::CONTACTS_WRITE)?;
+        let request = request.into_inner();
+        let change = ContactChange {
+            remove_tags: tags(&request.tags)?,
+            ..Default::default()
+        };
+        let contact = self
+            .change_contact(&caller, &request.contact_id, change)
+            .await?;
+        Ok(Response::new(contact_to_proto(contact)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_tags(
+        &self,
+        request: Request<ListTagsRequest>,
+    ) -> Result<Response<ListTagsResponse>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Permission::CONTACTS_READ)?;
+        let tags = self.store.tag_counts(&caller.tenant_id).await?;
+        Ok(Response::new(ListTagsResponse {
+            tags: tags
+                .into_iter()
+                .map(|(tag, contacts)| TagCount {
+                    tag,
+                    contacts: u64::try_from(contacts).unwrap_or_default(),
+                })
+                .collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_care_pipeline(
+        &self,
+        request: Request<GetCarePipelineRequest>,
+    ) -> Result<Response<pb::CarePipeline>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Permission::CONTACTS_READ)?;
+        Ok(Response::new(self.care_stages(&caller.tenant_id).await?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn set_care_pipeline(
+        &self,
+        request: Request<SetCarePipelineRequest>,
+    ) -> Result<Response<pb::CarePipeline>, Status> {
+        let caller = principal(&request)?;
+        // The pipeline shapes every agent's work: an administrator's decision.
+        caller.require(Permission::USERS_MANAGE)?;
+        let pipeline = request
+            .into_inner()
+            .pipeline
+            .ok_or_else(|| Error::InvalidArgument("missing pipeline: required".into()))?;
+        contact::validate_pipeline(&pipeline).map_err(Error::InvalidArgument)?;
+        self.store
+            .set_pipeline(&caller.tenant_id, &store::pipeline_to_json(&pipeline))
+            .await?;
+        Ok(Response::new(self.care_stages(&caller.tenant_id).await?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn search(
+        &self,
+        request: Request<SearchRequest>,
+    ) -> Result<Response<SearchResponse>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Permission::MESSAGES_READ)?;
+        let request = request.into_inner();
+        let folded = domain::text::fold(&request.query);
+        let chars = folded.chars().count();
+        if chars == 0 {
+            return Err(Error::InvalidArgument("missing query: required".into()).into());
+        }
+        if chars > 200 {
+            return Err(Error::InvalidArgument(format!(
+                "invalid query: {chars} characters, at most 200"
+            ))
+            .into());
+        }
+        let scope = pb::SearchScope::try_from(request.scope).map_err(|_| {
+            Error::InvalidArgument(format!("invalid scope: unknown value {}", request.scope))
+        })?;
+        let page = request.page.unwrap_or_default();
+        let (visible_owner, visible_teams) = visibility::scope(&caller);
+        let conversation_id = match request.conversation_id.as_str() {
+            "" => None,
+            raw => Some(
+                self.visible_conversation(&caller, "conversation_id", raw)
+                    .await?
+                    .id,
+            ),
+        };
+        let query = SearchQuery {
+            phone: domain::phone::normalize(&request.query).ok(),
+            messages: matches!(scope, pb::SearchScope::All | pb::SearchScope::Messages),
+            contacts: matches!(scope, pb::SearchScope::All | pb::SearchScope::Contacts)
+                && conversation_id.is_none(),
+            folded,
+            conversation_id,
+            visible_owner,
+            visible_teams,
+            after: parse_cursor(&page.cursor)?,
+            limit: domain::page_size(page.page_size),
+        };
+        let hits = self.store.search(&caller.tenant_id, &query).await?;
+        let messages: Vec<&StoredMessage> = hits
+            .iter()
+            .filter_map(|hit| match hit {
+                SearchHit::Message(message) => Some(message),
+                SearchHit::Contact(_) => None,
+            })
+            .collect();
+        let next_cursor = next_cursor(&messages, query.limit, |m| Position {
+            at: m.sent_at,
+            id: m.id,
+        });
+        let hits = hits
+            .into_iter()
+            .map(|hit| match hit {
+                SearchHit::Message(message) => pb::SearchHit {
+                    snippet: domain::text::snippet(&message.text, &query.folded, 60),
+                    conversation_id: message.conversation_id.to_string(),
+                    hit: Some(pb::search_hit::Hit::Message(message_to_proto(message))),
+                },
+                SearchHit::Contact(contact) => pb::SearchHit {
+                    snippet: domain::text::snippet(&contact.display_name, &query.folded, 60),
+                    conversation_id: String::new(),
+                    hit: Some(pb::search_hit::Hit::Contact(contact_to_proto(contact))),
+                },
+            })
+            .collect();
+        Ok(Response::new(SearchResponse {
+            hits,
+            page: Some(PageResponse { next_cursor }),
+        }))
+    }
+}
+
+fn tags(raw: &[String]) -> Result<Vec<String>, Error> {
+    if raw.is_empty() {
+        return Err(Error::InvalidArgument("missing tags: at least one".into()));
+    }
+    if raw.len() > contact::MAX_TAGS {
+        return Err(Error::InvalidArgument(format!(
+            "invalid tags: at most {}",
+            contact::MAX_TAGS
+        )));
+    }
+    raw.iter()
+        .enumerate()
+        .map(|(index, tag)| {
+            contact::label(&format!("tags[{index}]"), tag).map_err(Error::InvalidArgument)
+        })
+        .collect()
+}
+
+pub(crate) fn contact_to_proto(contact: ContactRecord) -> pb::Contact {
+    pb::Contact {
+        contact_id: contact.id.to_string(),
+        customer_code: contact.customer_code,
+        display_name: contact.display_name,
+        phones: contact.phones,
+        identities: contact
+            .identities
+            .into_iter()
+            .map(|identity| pb::ChannelIdentity {
+                channel_account_id: identity.channel_account_id,
+                external_user_id: identity.external_user_id,
+                display_name: identity.display_name,
+                avatar_url: identity.avatar_url,
+            })
+            .collect(),
+        tags: contact.tags,
+        care_status: contact.care_status,
+        lead_source: contact.lead_source,
+        custom_fields: contact.custom_fields.into_iter().collect(),
+        created_at: Some(timestamp(contact.created_at)),
+        updated_at: Some(timestamp(contact.updated_at)),
+        owner_user_id: contact.owner_user_id.unwrap_or_default(),
+        merged_contact_ids: Vec::new(),
     }
 }
 
@@ -301,6 +760,10 @@ pub(crate) fn message_to_proto(message: StoredMessage) -> pb::Message {
         delivery_status: message.delivery_status,
         sent_at: Some(timestamp(message.sent_at)),
         stored_at: Some(timestamp(message.stored_at)),
+        recalled: message.recalled_at.is_some(),
+        recalled_at: message.recalled_at.map(timestamp),
+        recalled_by: message.recalled_by.unwrap_or_default(),
+        failure_reason: message.failure_reason.unwrap_or_default(),
         ..Default::default()
     }
 }
@@ -323,6 +786,9 @@ pub(crate) fn conversation_to_proto(conversation: ConversationRecord) -> pb::Con
         created_at: Some(timestamp(conversation.created_at)),
         waiting_for_reply,
         last_message_preview: conversation.last_message_preview,
-        ..Default::default()
+        contact_id: conversation
+            .contact_id
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
     }
 }

@@ -23,6 +23,7 @@ use crate::{
     api::timestamp,
     domain::{
         AppendOutcome,
+        contact::ContactRecord,
         inbound::{self, NewInbound},
     },
     error::Error,
@@ -67,6 +68,23 @@ impl Ingestor {
                 )
                 .await?;
         }
+        if let Some(contact_id) = outcome.contact_id
+            && (outcome.contact_created
+                || (!outcome.created
+                    && outcome.conversation.created_at == outcome.message.stored_at))
+        {
+            self.publisher
+                .publish(
+                    &message.tenant_id,
+                    format!("contact-created-{contact_id}"),
+                    Payload::ContactUpdated(events::ContactUpdated {
+                        contact_id: contact_id.to_string(),
+                        created: true,
+                        ..Default::default()
+                    }),
+                )
+                .await?;
+        }
         let stored = &outcome.message;
         self.publisher
             .publish(
@@ -93,6 +111,55 @@ impl Ingestor {
             )
             .await?;
         Ok(outcome)
+    }
+}
+
+impl Ingestor {
+    /// Announces a contact change: which fields changed and the care-status transition.
+    pub async fn contact_changed(
+        &self,
+        before: &ContactRecord,
+        after: &ContactRecord,
+    ) -> Result<(), Error> {
+        let mut changed = Vec::new();
+        if before.display_name != after.display_name {
+            changed.push("display_name");
+        }
+        if before.phones != after.phones {
+            changed.push("phones");
+        }
+        if before.care_status != after.care_status {
+            changed.push("care_status");
+        }
+        if before.lead_source != after.lead_source {
+            changed.push("lead_source");
+        }
+        if before.custom_fields != after.custom_fields {
+            changed.push("custom_fields");
+        }
+        if before.tags != after.tags {
+            changed.push("tags");
+        }
+        if changed.is_empty() {
+            return Ok(());
+        }
+        self.publisher
+            .publish(
+                &after.tenant_id,
+                format!("contact-updated-{}", uuid::Uuid::now_v7()),
+                Payload::ContactUpdated(events::ContactUpdated {
+                    contact_id: after.id.to_string(),
+                    customer_code: after.customer_code.clone(),
+                    changed_fields: changed.into_iter().map(str::to_string).collect(),
+                    care_status: after.care_status.clone(),
+                    previous_care_status: before.care_status.clone(),
+                    lead_source: after.lead_source.clone(),
+                    tags: after.tags.clone(),
+                    ..Default::default()
+                }),
+            )
+            .await?;
+        Ok(())
     }
 }
 

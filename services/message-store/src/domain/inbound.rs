@@ -25,6 +25,26 @@ pub struct NewInbound {
 }
 
 impl NewInbound {
+    /// The channel user whose contact this message belongs to: the customer who wrote it,
+    /// or, for what the account owner typed in a direct thread, the customer the thread is
+    /// with. Messages the owner typed in a group belong to no contact.
+    pub fn contact_key(&self) -> Option<String> {
+        let direct = self.thread_kind != common::ThreadKind::Group as i32;
+        let from_customer = self.sender_kind == common::SenderKind::Customer as i32;
+        if !direct && !from_customer {
+            return None;
+        }
+        [
+            Some(self.customer.external_user_id.as_str()),
+            from_customer.then_some(self.sender_external_id.as_str()),
+            direct.then_some(self.external_thread_id.as_str()),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|id| !id.is_empty())
+        .map(str::to_string)
+    }
+
     /// A short text for conversation lists.
     pub fn preview(&self) -> String {
         let text: String = self.content.text.chars().take(120).collect();

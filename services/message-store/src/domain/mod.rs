@@ -5,6 +5,7 @@
 //! - [`visibility`]: who may see which conversation.
 //! - [`text`]: Vietnamese folding for search; [`phone`]: phone numbers to E.164.
 
+pub mod contact;
 pub mod cursor;
 pub mod inbound;
 pub mod phone;
@@ -44,6 +45,10 @@ pub struct StoredMessage {
     pub delivery_status: i32,
     pub sent_at: DateTime<Utc>,
     pub stored_at: DateTime<Utc>,
+    /// Recalled or deleted on the channel: the content above stays, flagged.
+    pub recalled_at: Option<DateTime<Utc>>,
+    pub recalled_by: Option<String>,
+    pub failure_reason: Option<String>,
 }
 
 /// A conversation as the database holds it.
@@ -66,6 +71,7 @@ pub struct ConversationRecord {
     pub last_activity_at: DateTime<Utc>,
     pub last_message_preview: String,
     pub created_at: DateTime<Utc>,
+    pub contact_id: Option<Uuid>,
 }
 
 impl ConversationRecord {
@@ -87,6 +93,57 @@ pub struct AppendOutcome {
     pub created: bool,
     pub conversation: ConversationRecord,
     pub conversation_created: bool,
+    /// The customer's contact (none for messages the account owner typed in a group).
+    pub contact_id: Option<Uuid>,
+    pub contact_created: bool,
+}
+
+/// Filters of ListContacts, after visibility.
+#[derive(Debug, Clone, Default)]
+pub struct ContactFilter {
+    pub tag: Option<String>,
+    pub care_status: Option<String>,
+    pub lead_source: Option<String>,
+    pub owner_user_id: Option<String>,
+    /// Agents and supervisors: contacts of conversations they can see.
+    pub visible_owner: Option<String>,
+    pub visible_teams: Option<Vec<String>>,
+    pub after: Option<cursor::Position>,
+    pub limit: u32,
+}
+
+/// A change to a contact; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ContactChange {
+    pub display_name: Option<String>,
+    pub phones: Option<Vec<String>>,
+    pub care_status: Option<String>,
+    pub lead_source: Option<String>,
+    pub custom_fields: Option<std::collections::BTreeMap<String, String>>,
+    pub add_tags: Vec<String>,
+    pub remove_tags: Vec<String>,
+}
+
+/// One search hit.
+#[derive(Debug, Clone)]
+pub enum SearchHit {
+    Message(StoredMessage),
+    Contact(contact::ContactRecord),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SearchQuery {
+    /// Folded query text.
+    pub folded: String,
+    /// The query as a phone number, when it is one.
+    pub phone: Option<String>,
+    pub messages: bool,
+    pub contacts: bool,
+    pub conversation_id: Option<Uuid>,
+    pub visible_owner: Option<String>,
+    pub visible_teams: Option<Vec<String>>,
+    pub after: Option<cursor::Position>,
+    pub limit: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +165,12 @@ pub struct ConversationFilter {
     pub channel_account_id: Option<String>,
     pub owner_user_id: Option<String>,
     pub team_id: Option<String>,
+    pub tag: Option<String>,
+    pub care_status: Option<String>,
+    pub lead_source: Option<String>,
+    pub waiting_for_reply: bool,
+    pub unassigned: bool,
+    pub updated_since: Option<DateTime<Utc>>,
     /// Agents: only their own; supervisors: only their teams'.
     pub visible_owner: Option<String>,
     pub visible_teams: Option<Vec<String>>,

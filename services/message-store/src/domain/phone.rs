@@ -114,7 +114,16 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_a_phone() {
-        for raw in ["abc", "", "0912", "09123456789", "0112345678", "+84", "091234567x", "12345"] {
+        for raw in [
+            "abc",
+            "",
+            "0912",
+            "09123456789",
+            "0112345678",
+            "+84",
+            "091234567x",
+            "12345",
+        ] {
             let error = normalize(raw).expect_err(raw);
             assert!(error.starts_with("invalid phone"), "{error}");
         }

@@ -25,12 +25,20 @@ pub fn can_see(principal: &Principal, conversation: &ConversationRecord) -> bool
 
 /// Narrows a list filter to what the principal may see.
 pub fn restrict(principal: &Principal, filter: &mut ConversationFilter) {
+    let (owner, teams) = scope(principal);
+    filter.visible_owner = owner;
+    filter.visible_teams = teams;
+}
+
+/// The (owner, teams) restriction of a principal for store queries; `(None, None)` is the
+/// whole tenant.
+pub fn scope(principal: &Principal) -> (Option<String>, Option<Vec<String>>) {
     match principal.role {
-        Role::Admin | Role::Auditor | Role::Service => {}
-        Role::Supervisor => {
-            filter.visible_owner = Some(principal.user_id.clone());
-            filter.visible_teams = Some(principal.team_ids.clone());
-        }
-        Role::Agent => filter.visible_owner = Some(principal.user_id.clone()),
+        Role::Admin | Role::Auditor | Role::Service => (None, None),
+        Role::Supervisor => (
+            Some(principal.user_id.clone()),
+            Some(principal.team_ids.clone()),
+        ),
+        Role::Agent => (Some(principal.user_id.clone()), None),
     }
 }

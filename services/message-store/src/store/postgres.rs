@@ -24,10 +24,23 @@ impl PostgresStore {
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
     }
+
+    pub(super) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// The message columns qualified with a table alias, for joins.
+pub(super) fn message_columns(alias: &str) -> String {
+    MESSAGE_COLUMNS
+        .split(',')
+        .map(|column| format!("{alias}.{}", column.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[derive(sqlx::FromRow)]
-struct MessageRow {
+pub(super) struct MessageRow {
     id: Uuid,
     tenant_id: String,
     conversation_id: Uuid,
@@ -44,6 +57,9 @@ struct MessageRow {
     delivery_status: i16,
     sent_at: DateTime<Utc>,
     stored_at: DateTime<Utc>,
+    recalled_at: Option<DateTime<Utc>>,
+    recalled_by: Option<String>,
+    failure_reason: Option<String>,
 }
 
 impl From<MessageRow> for StoredMessage {
@@ -65,6 +81,9 @@ impl From<MessageRow> for StoredMessage {
             delivery_status: row.delivery_status.into(),
             sent_at: row.sent_at,
             stored_at: row.stored_at,
+            recalled_at: row.recalled_at,
+            recalled_by: row.recalled_by,
+            failure_reason: row.failure_reason,
         }
     }
 }
@@ -88,6 +107,7 @@ struct ConversationRow {
     last_activity_at: DateTime<Utc>,
     last_message_preview: String,
     created_at: DateTime<Utc>,
+    contact_id: Option<Uuid>,
 }
 
 impl From<ConversationRow> for ConversationRecord {
@@ -110,17 +130,23 @@ impl From<ConversationRow> for ConversationRecord {
             last_activity_at: row.last_activity_at,
             last_message_preview: row.last_message_preview,
             created_at: row.created_at,
+            contact_id: row.contact_id,
         }
     }
 }
 
 const CONVERSATION_COLUMNS: &str = "id, tenant_id, channel_account_id, channel_kind, external_thread_id, thread_kind, \
      customer_external_id, title, status, owner_user_id, team_id, unread_count, last_inbound_at, \
-     last_outbound_at, last_activity_at, last_message_preview, created_at";
+     last_outbound_at, last_activity_at, last_message_preview, created_at, contact_id";
 
 const MESSAGE_COLUMNS: &str = "id, tenant_id, conversation_id, channel_account_id, external_message_id, direction, \
      sender_kind, sender_user_id, sender_external_id, content_type, text, content, quote_external_id, \
-     delivery_status, sent_at, stored_at";
+     delivery_status, sent_at, stored_at, recalled_at, recalled_by, failure_reason";
+
+/// Columns written when a message is inserted (the rest start empty).
+const MESSAGE_INSERT_COLUMNS: &str = "id, tenant_id, conversation_id, channel_account_id, external_message_id, direction, \
+     sender_kind, sender_user_id, sender_external_id, content_type, text, content, quote_external_id, \
+     delivery_status, sent_at, stored_at, folded_text";
 
 fn small(value: i32) -> i16 {
     i16::try_from(value).unwrap_or(i16::MAX)
@@ -135,6 +161,15 @@ impl PostgresStore {
         let mut tx = self.pool.begin().await?;
         let inbound = message.direction == giao_proto::common::Direction::Inbound as i32;
 
+        let (contact_id, contact_created) = match message.contact_key() {
+            Some(external_user_id) => {
+                let (id, created) = self
+                    .resolve_contact(&mut tx, message, &external_user_id, now)
+                    .await?;
+                (Some(id), created)
+            }
+            None => (None, false),
+        };
         let conversation_id = Uuid::now_v7();
         let title = if message.group_name.is_empty() {
             message.customer.display_name.clone()
@@ -143,8 +178,8 @@ impl PostgresStore {
         };
         let inserted = sqlx::query_scalar::<_, Uuid>(
             "INSERT INTO conversations (id, tenant_id, channel_account_id, channel_kind, external_thread_id, \
-             thread_kind, customer_external_id, title, status, last_activity_at, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10) \
+             thread_kind, customer_external_id, title, status, last_activity_at, created_at, contact_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10, $11) \
              ON CONFLICT ON CONSTRAINT conversations_thread_key DO NOTHING RETURNING id",
         )
         .bind(conversation_id)
@@ -157,6 +192,7 @@ impl PostgresStore {
         .bind(&title)
         .bind(message.sent_at)
         .bind(now)
+        .bind(contact_id)
         .fetch_optional(&mut *tx)
         .await?;
         let conversation_created = inserted.is_some();
@@ -187,15 +223,17 @@ impl PostgresStore {
             return Ok(AppendOutcome {
                 message: existing,
                 created: false,
+                contact_id: conversation.contact_id,
                 conversation,
                 conversation_created: false,
+                contact_created: false,
             });
         }
 
-        let conversation = update_conversation(&mut tx, message, inbound).await?;
+        let conversation = update_conversation(&mut tx, message, inbound, contact_id).await?;
         let content = prost::Message::encode_to_vec(&message.content);
         let row = sqlx::query_as::<_, MessageRow>(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $10, $11, $12, $13, $14, $15) \
+            "INSERT INTO messages ({MESSAGE_INSERT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
              RETURNING {MESSAGE_COLUMNS}"
         )))
         .bind(message_id)
@@ -213,6 +251,7 @@ impl PostgresStore {
         .bind(small(delivered_status(inbound)))
         .bind(message.sent_at)
         .bind(now)
+        .bind(crate::domain::text::fold(&message.content.text))
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -221,6 +260,8 @@ impl PostgresStore {
             created: true,
             conversation,
             conversation_created,
+            contact_id,
+            contact_created,
         })
     }
 
@@ -293,6 +334,14 @@ impl PostgresStore {
              AND ($5::text IS NULL OR team_id = $5) \
              AND (($6::text IS NULL AND $7::text[] IS NULL) OR owner_user_id = $6 OR team_id = ANY($7)) \
              AND ($8::timestamptz IS NULL OR (last_activity_at, id) < ($8, $9)) \
+             AND ($11::text IS NULL OR EXISTS (SELECT 1 FROM contact_tags t WHERE t.tenant_id = conversations.tenant_id \
+                  AND t.contact_id = conversations.contact_id AND t.tag = $11)) \
+             AND (($12::text IS NULL AND $13::text IS NULL) OR EXISTS (SELECT 1 FROM contacts k \
+                  WHERE k.tenant_id = conversations.tenant_id AND k.id = conversations.contact_id \
+                  AND ($12::text IS NULL OR k.care_status = $12) AND ($13::text IS NULL OR k.lead_source = $13))) \
+             AND (NOT $14 OR (last_inbound_at IS NOT NULL AND (last_outbound_at IS NULL OR last_inbound_at > last_outbound_at))) \
+             AND (NOT $15 OR owner_user_id IS NULL) \
+             AND ($16::timestamptz IS NULL OR last_activity_at >= $16) \
              ORDER BY last_activity_at DESC, id DESC LIMIT $10"
         );
         let rows = sqlx::query_as::<_, ConversationRow>(sqlx::AssertSqlSafe(sql))
@@ -306,6 +355,12 @@ impl PostgresStore {
             .bind(filter.after.map(|p| p.at))
             .bind(filter.after.map(|p| p.id))
             .bind(i64::from(filter.limit))
+            .bind(&filter.tag)
+            .bind(&filter.care_status)
+            .bind(&filter.lead_source)
+            .bind(filter.waiting_for_reply)
+            .bind(filter.unassigned)
+            .bind(filter.updated_since)
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.into_iter().map(Into::into).collect())
@@ -350,6 +405,7 @@ async fn update_conversation(
     tx: &mut Transaction<'_, Postgres>,
     message: &NewInbound,
     inbound: bool,
+    contact_id: Option<Uuid>,
 ) -> Result<ConversationRecord, Error> {
     // A customer writing again reopens a closed conversation; times only move forward so
     // late-arriving messages do not rewind the inbox.
@@ -360,7 +416,8 @@ async fn update_conversation(
            last_outbound_at = CASE WHEN $5 THEN last_outbound_at ELSE GREATEST(COALESCE(last_outbound_at, $4), $4) END, \
            unread_count = CASE WHEN $5 THEN unread_count + 1 ELSE 0 END, \
            status = CASE WHEN $5 AND status = 3 THEN 1 ELSE status END, \
-           last_message_preview = CASE WHEN $4 >= last_activity_at THEN $6 ELSE last_message_preview END \
+           last_message_preview = CASE WHEN $4 >= last_activity_at THEN $6 ELSE last_message_preview END, \
+           contact_id = COALESCE(contact_id, $7) \
          WHERE tenant_id = $1 AND channel_account_id = $2 AND external_thread_id = $3 \
          RETURNING {CONVERSATION_COLUMNS}"
     )))
@@ -370,6 +427,7 @@ async fn update_conversation(
     .bind(message.sent_at)
     .bind(inbound)
     .bind(message.preview())
+    .bind(contact_id)
     .fetch_one(&mut **tx)
     .await?;
     Ok(row.into())
@@ -412,4 +470,34 @@ impl Store for PostgresStore {
     fn maintain(&self, now: DateTime<Utc>) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(self.ensure_partitions(now))
     }
+
+    fn set_owner<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        conversation_ids: &'a [Uuid],
+        owner_user_id: Option<&'a str>,
+        team_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<u64, Error>> {
+        Box::pin(async move {
+            // One transaction: a bulk reassignment moves all or nothing.
+            let mut tx = self.pool.begin().await?;
+            let mut updated = 0;
+            for id in conversation_ids {
+                updated += sqlx::query(
+                    "UPDATE conversations SET owner_user_id = $3, team_id = $4 WHERE tenant_id = $1 AND id = $2",
+                )
+                .bind(tenant_id)
+                .bind(id)
+                .bind(owner_user_id)
+                .bind(team_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+            tx.commit().await?;
+            Ok(updated)
+        })
+    }
+
+    super::contact_store_methods!();
 }

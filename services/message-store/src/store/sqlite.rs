@@ -22,19 +22,23 @@ impl SqliteStore {
     pub fn new(pool: SqlitePool) -> Self {
         Self { pool }
     }
+
+    pub(super) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
 }
 
-fn micros(at: DateTime<Utc>) -> i64 {
+pub(super) fn micros(at: DateTime<Utc>) -> i64 {
     at.timestamp_micros()
 }
 
-fn time(micros: i64) -> Result<DateTime<Utc>, Error> {
+pub(super) fn time(micros: i64) -> Result<DateTime<Utc>, Error> {
     DateTime::from_timestamp_micros(micros)
         .ok_or_else(|| Error::Inconsistent(format!("stored time {micros} out of range")))
 }
 
 #[derive(sqlx::FromRow)]
-struct MessageRow {
+pub(super) struct MessageRow {
     id: Uuid,
     tenant_id: String,
     conversation_id: Uuid,
@@ -51,6 +55,9 @@ struct MessageRow {
     delivery_status: i32,
     sent_at: i64,
     stored_at: i64,
+    recalled_at: Option<i64>,
+    recalled_by: Option<String>,
+    failure_reason: Option<String>,
 }
 
 impl TryFrom<MessageRow> for StoredMessage {
@@ -74,6 +81,9 @@ impl TryFrom<MessageRow> for StoredMessage {
             delivery_status: row.delivery_status,
             sent_at: time(row.sent_at)?,
             stored_at: time(row.stored_at)?,
+            recalled_at: row.recalled_at.map(time).transpose()?,
+            recalled_by: row.recalled_by,
+            failure_reason: row.failure_reason,
         })
     }
 }
@@ -97,6 +107,7 @@ struct ConversationRow {
     last_activity_at: i64,
     last_message_preview: String,
     created_at: i64,
+    contact_id: Option<Uuid>,
 }
 
 impl TryFrom<ConversationRow> for ConversationRecord {
@@ -121,17 +132,31 @@ impl TryFrom<ConversationRow> for ConversationRecord {
             last_activity_at: time(row.last_activity_at)?,
             last_message_preview: row.last_message_preview,
             created_at: time(row.created_at)?,
+            contact_id: row.contact_id,
         })
     }
 }
 
 const CONVERSATION_COLUMNS: &str = "id, tenant_id, channel_account_id, channel_kind, external_thread_id, thread_kind, \
      customer_external_id, title, status, owner_user_id, team_id, unread_count, last_inbound_at, \
-     last_outbound_at, last_activity_at, last_message_preview, created_at";
+     last_outbound_at, last_activity_at, last_message_preview, created_at, contact_id";
 
 const MESSAGE_COLUMNS: &str = "id, tenant_id, conversation_id, channel_account_id, external_message_id, direction, \
      sender_kind, sender_user_id, sender_external_id, content_type, text, content, quote_external_id, \
-     delivery_status, sent_at, stored_at";
+     delivery_status, sent_at, stored_at, recalled_at, recalled_by, failure_reason";
+
+const MESSAGE_INSERT_COLUMNS: &str = "id, tenant_id, conversation_id, channel_account_id, external_message_id, direction, \
+     sender_kind, sender_user_id, sender_external_id, content_type, text, content, quote_external_id, \
+     delivery_status, sent_at, stored_at, folded_text";
+
+/// The message columns qualified with a table alias, for joins.
+pub(super) fn message_columns(alias: &str) -> String {
+    MESSAGE_COLUMNS
+        .split(',')
+        .map(|column| format!("{alias}.{}", column.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 impl SqliteStore {
     async fn append(
@@ -147,10 +172,19 @@ impl SqliteStore {
         } else {
             message.group_name.clone()
         };
+        let (contact_id, contact_created) = match message.contact_key() {
+            Some(external_user_id) => {
+                let (id, created) = self
+                    .resolve_contact(&mut tx, message, &external_user_id, now)
+                    .await?;
+                (Some(id), created)
+            }
+            None => (None, false),
+        };
         let inserted = sqlx::query(
             "INSERT INTO conversations (id, tenant_id, channel_account_id, channel_kind, external_thread_id, \
-             thread_kind, customer_external_id, title, status, last_activity_at, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10) ON CONFLICT DO NOTHING",
+             thread_kind, customer_external_id, title, status, last_activity_at, created_at, contact_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10, ?11) ON CONFLICT DO NOTHING",
         )
         .bind(Uuid::now_v7())
         .bind(&message.tenant_id)
@@ -162,6 +196,7 @@ impl SqliteStore {
         .bind(&title)
         .bind(micros(message.sent_at))
         .bind(micros(now))
+        .bind(contact_id)
         .execute(&mut *tx)
         .await?;
         let conversation_created = inserted.rows_affected() == 1;
@@ -176,7 +211,7 @@ impl SqliteStore {
 
         let content = prost::Message::encode_to_vec(&message.content);
         let row = sqlx::query_as::<_, MessageRow>(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+            "INSERT INTO messages ({MESSAGE_INSERT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
              ON CONFLICT DO NOTHING RETURNING {MESSAGE_COLUMNS}"
         )))
         .bind(Uuid::now_v7())
@@ -194,6 +229,7 @@ impl SqliteStore {
         .bind(delivered_status(inbound))
         .bind(micros(message.sent_at))
         .bind(micros(now))
+        .bind(crate::domain::text::fold(&message.content.text))
         .fetch_optional(&mut *tx)
         .await?;
 
@@ -209,17 +245,21 @@ impl SqliteStore {
             return Ok(AppendOutcome {
                 message: existing,
                 created: false,
+                contact_id: conversation.contact_id,
                 conversation,
                 conversation_created: false,
+                contact_created: false,
             });
         };
-        let conversation = update_conversation(&mut tx, message, inbound).await?;
+        let conversation = update_conversation(&mut tx, message, inbound, contact_id).await?;
         tx.commit().await?;
         Ok(AppendOutcome {
             message: row.try_into()?,
             created: true,
             conversation,
             conversation_created,
+            contact_id,
+            contact_created,
         })
     }
 
@@ -296,6 +336,14 @@ impl SqliteStore {
              AND ((?6 IS NULL AND ?7 IS NULL) OR owner_user_id = ?6 \
                   OR team_id IN (SELECT value FROM json_each(COALESCE(?7, '[]')))) \
              AND (?8 IS NULL OR (last_activity_at, id) < (?8, ?9)) \
+             AND (?11 IS NULL OR EXISTS (SELECT 1 FROM contact_tags t WHERE t.tenant_id = conversations.tenant_id \
+                  AND t.contact_id = conversations.contact_id AND t.tag = ?11)) \
+             AND ((?12 IS NULL AND ?13 IS NULL) OR EXISTS (SELECT 1 FROM contacts k \
+                  WHERE k.tenant_id = conversations.tenant_id AND k.id = conversations.contact_id \
+                  AND (?12 IS NULL OR k.care_status = ?12) AND (?13 IS NULL OR k.lead_source = ?13))) \
+             AND (NOT ?14 OR (last_inbound_at IS NOT NULL AND (last_outbound_at IS NULL OR last_inbound_at > last_outbound_at))) \
+             AND (NOT ?15 OR owner_user_id IS NULL) \
+             AND (?16 IS NULL OR last_activity_at >= ?16) \
              ORDER BY last_activity_at DESC, id DESC LIMIT ?10"
         );
         let rows = sqlx::query_as::<_, ConversationRow>(sqlx::AssertSqlSafe(sql))
@@ -309,6 +357,12 @@ impl SqliteStore {
             .bind(filter.after.map(|p| micros(p.at)))
             .bind(filter.after.map(|p| p.id))
             .bind(i64::from(filter.limit))
+            .bind(&filter.tag)
+            .bind(&filter.care_status)
+            .bind(&filter.lead_source)
+            .bind(filter.waiting_for_reply)
+            .bind(filter.unassigned)
+            .bind(filter.updated_since.map(micros))
             .fetch_all(&self.pool)
             .await?;
         rows.into_iter().map(TryInto::try_into).collect()
@@ -327,6 +381,7 @@ async fn update_conversation(
     tx: &mut Transaction<'_, Sqlite>,
     message: &NewInbound,
     inbound: bool,
+    contact_id: Option<Uuid>,
 ) -> Result<ConversationRecord, Error> {
     let row = sqlx::query_as::<_, ConversationRow>(sqlx::AssertSqlSafe(format!(
         "UPDATE conversations SET \
@@ -335,7 +390,8 @@ async fn update_conversation(
            last_inbound_at = CASE WHEN ?5 THEN MAX(COALESCE(last_inbound_at, ?4), ?4) ELSE last_inbound_at END, \
            last_outbound_at = CASE WHEN ?5 THEN last_outbound_at ELSE MAX(COALESCE(last_outbound_at, ?4), ?4) END, \
            unread_count = CASE WHEN ?5 THEN unread_count + 1 ELSE 0 END, \
-           status = CASE WHEN ?5 AND status = 3 THEN 1 ELSE status END \
+           status = CASE WHEN ?5 AND status = 3 THEN 1 ELSE status END, \
+           contact_id = COALESCE(contact_id, ?7) \
          WHERE tenant_id = ?1 AND channel_account_id = ?2 AND external_thread_id = ?3 \
          RETURNING {CONVERSATION_COLUMNS}"
     )))
@@ -345,6 +401,7 @@ async fn update_conversation(
     .bind(micros(message.sent_at))
     .bind(inbound)
     .bind(message.preview())
+    .bind(contact_id)
     .fetch_one(&mut **tx)
     .await?;
     row.try_into()
@@ -387,4 +444,34 @@ impl Store for SqliteStore {
     fn maintain(&self, _now: DateTime<Utc>) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async { Ok(()) })
     }
+
+    fn set_owner<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        conversation_ids: &'a [Uuid],
+        owner_user_id: Option<&'a str>,
+        team_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<u64, Error>> {
+        Box::pin(async move {
+            // One transaction: a bulk reassignment moves all or nothing.
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let mut updated = 0;
+            for id in conversation_ids {
+                updated += sqlx::query(
+                    "UPDATE conversations SET owner_user_id = ?3, team_id = ?4 WHERE tenant_id = ?1 AND id = ?2",
+                )
+                .bind(tenant_id)
+                .bind(id)
+                .bind(owner_user_id)
+                .bind(team_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+            tx.commit().await?;
+            Ok(updated)
+        })
+    }
+
+    super::contact_store_methods!();
 }

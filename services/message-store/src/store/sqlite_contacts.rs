@@ -1,0 +1,426 @@
+//! Contacts, tags, the care pipeline and search on SQLite (FTS5 over folded text).
+
+use chrono::{DateTime, Utc};
+use sqlx::{Sqlite, Transaction};
+use uuid::Uuid;
+
+use super::sqlite::{SqliteStore, micros, time};
+use crate::{
+    domain::{
+        ContactChange, ContactFilter, SearchHit, SearchQuery,
+        contact::{self, ContactRecord},
+        inbound::NewInbound,
+    },
+    error::Error,
+};
+
+#[derive(sqlx::FromRow)]
+struct ContactRow {
+    id: Uuid,
+    tenant_id: String,
+    customer_code: String,
+    display_name: String,
+    care_status: String,
+    lead_source: String,
+    custom_fields: String,
+    owner_user_id: Option<String>,
+    merged_into: Option<Uuid>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+const CONTACT_COLUMNS: &str = "id, tenant_id, customer_code, display_name, care_status, lead_source, \
+     custom_fields, owner_user_id, merged_into, created_at, updated_at";
+
+/// An FTS5 phrase query matching the folded words in order (a prefix match on the last).
+fn fts_phrase(folded: &str) -> String {
+    format!("\"{}\"*", folded.replace('"', "\"\""))
+}
+
+impl SqliteStore {
+    /// The contact of a channel user, created on first sight with the next customer code.
+    pub(super) async fn resolve_contact(
+        &self,
+        tx: &mut Transaction<'_, Sqlite>,
+        message: &NewInbound,
+        external_user_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(Uuid, bool), Error> {
+        let existing: Option<Uuid> = sqlx::query_scalar(
+            "SELECT contact_id FROM contact_identities \
+             WHERE tenant_id = ?1 AND channel_account_id = ?2 AND external_user_id = ?3",
+        )
+        .bind(&message.tenant_id)
+        .bind(&message.channel_account_id)
+        .bind(external_user_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(id) = existing {
+            return Ok((id, false));
+        }
+        let number: i64 = sqlx::query_scalar(
+            "INSERT INTO contact_codes (tenant_id, last_number) VALUES (?1, 1) \
+             ON CONFLICT (tenant_id) DO UPDATE SET last_number = contact_codes.last_number + 1 \
+             RETURNING last_number",
+        )
+        .bind(&message.tenant_id)
+        .fetch_one(&mut **tx)
+        .await?;
+        let pipeline = self.pipeline_stages(&message.tenant_id).await?;
+        let first_stage = pipeline.first().cloned().unwrap_or_else(|| "new".into());
+        let id = Uuid::now_v7();
+        let name = message.customer.display_name.trim().to_string();
+        sqlx::query(
+            "INSERT INTO contacts (id, tenant_id, customer_code, display_name, care_status, folded_name, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+        )
+        .bind(id)
+        .bind(&message.tenant_id)
+        .bind(contact::customer_code(number))
+        .bind(&name)
+        .bind(&first_stage)
+        .bind(crate::domain::text::fold(&name))
+        .bind(micros(now))
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO contact_identities (tenant_id, channel_account_id, external_user_id, contact_id, display_name, avatar_url) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .bind(&message.tenant_id)
+        .bind(&message.channel_account_id)
+        .bind(external_user_id)
+        .bind(id)
+        .bind(&name)
+        .bind(&message.customer.avatar_url)
+        .execute(&mut **tx)
+        .await?;
+        // A phone the channel shared is kept when it is a real number; anything else is dropped.
+        if let Ok(phone) = crate::domain::phone::normalize(&message.customer.phone) {
+            sqlx::query("INSERT INTO contact_phones (tenant_id, contact_id, phone) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING")
+                .bind(&message.tenant_id)
+                .bind(id)
+                .bind(phone)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok((id, true))
+    }
+
+    pub(super) async fn pipeline_stages(&self, tenant_id: &str) -> Result<Vec<String>, Error> {
+        let stored = self.pipeline_json(tenant_id).await?;
+        Ok(match stored {
+            Some(json) => super::stage_keys(&json),
+            None => contact::default_pipeline()
+                .stages
+                .into_iter()
+                .map(|stage| stage.key)
+                .collect(),
+        })
+    }
+
+    pub(super) async fn pipeline_json(&self, tenant_id: &str) -> Result<Option<String>, Error> {
+        Ok(
+            sqlx::query_scalar("SELECT stages FROM care_pipelines WHERE tenant_id = ?1")
+                .bind(tenant_id)
+                .fetch_optional(self.pool())
+                .await?,
+        )
+    }
+
+    pub(super) async fn save_pipeline(&self, tenant_id: &str, json: &str) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO care_pipelines (tenant_id, stages) VALUES (?1, ?2) \
+             ON CONFLICT (tenant_id) DO UPDATE SET stages = EXCLUDED.stages",
+        )
+        .bind(tenant_id)
+        .bind(json)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn hydrate(
+        &self,
+        tenant_id: &str,
+        rows: Vec<ContactRow>,
+    ) -> Result<Vec<ContactRecord>, Error> {
+        // SQLite has no array parameters; contacts come a page at a time, so a query per
+        // contact stays small.
+        let mut phones: Vec<(Uuid, String)> = Vec::new();
+        let mut tags: Vec<(Uuid, String)> = Vec::new();
+        let mut identities: Vec<(Uuid, String, String, String, String)> = Vec::new();
+        for row in &rows {
+            phones.extend(
+                sqlx::query_as::<_, (Uuid, String)>(
+                    "SELECT contact_id, phone FROM contact_phones WHERE tenant_id = ?1 AND contact_id = ?2 ORDER BY phone",
+                )
+                .bind(tenant_id)
+                .bind(row.id)
+                .fetch_all(self.pool())
+                .await?,
+            );
+            tags.extend(
+                sqlx::query_as::<_, (Uuid, String)>(
+                    "SELECT contact_id, tag FROM contact_tags WHERE tenant_id = ?1 AND contact_id = ?2 ORDER BY tag",
+                )
+                .bind(tenant_id)
+                .bind(row.id)
+                .fetch_all(self.pool())
+                .await?,
+            );
+            identities.extend(
+                sqlx::query_as::<_, (Uuid, String, String, String, String)>(
+                    "SELECT contact_id, channel_account_id, external_user_id, display_name, avatar_url \
+                     FROM contact_identities WHERE tenant_id = ?1 AND contact_id = ?2 \
+                     ORDER BY channel_account_id, external_user_id",
+                )
+                .bind(tenant_id)
+                .bind(row.id)
+                .fetch_all(self.pool())
+                .await?,
+            );
+        }
+        let bases = rows
+            .into_iter()
+            .map(|row| {
+                Ok(super::ContactBase {
+                    id: row.id,
+                    tenant_id: row.tenant_id,
+                    customer_code: row.customer_code,
+                    display_name: row.display_name,
+                    care_status: row.care_status,
+                    lead_source: row.lead_source,
+                    custom_fields: row.custom_fields,
+                    owner_user_id: row.owner_user_id,
+                    merged_into: row.merged_into,
+                    created_at: time(row.created_at)?,
+                    updated_at: time(row.updated_at)?,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(super::assemble(
+            bases,
+            super::ContactParts {
+                phones,
+                tags,
+                identities,
+            },
+        ))
+    }
+
+    pub(super) async fn fetch_contact(
+        &self,
+        tenant_id: &str,
+        id: Uuid,
+    ) -> Result<Option<ContactRecord>, Error> {
+        let rows = sqlx::query_as::<_, ContactRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = ?1 AND id = ?2"
+        )))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(self.hydrate(tenant_id, rows).await?.pop())
+    }
+
+    /// Whether any conversation of the contact is visible to an owner or teams.
+    pub(super) async fn contact_visible(
+        &self,
+        tenant_id: &str,
+        id: Uuid,
+        owner: Option<&str>,
+        teams: Option<&[String]>,
+    ) -> Result<bool, Error> {
+        if owner.is_none() && teams.is_none() {
+            return Ok(true);
+        }
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM conversations WHERE tenant_id = ?1 AND contact_id = ?2 \
+             AND (owner_user_id = ?3 OR team_id IN (SELECT value FROM json_each(COALESCE(?4, '[]')))))",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .bind(owner)
+        .bind(teams.map(|teams| serde_json::to_string(teams).unwrap_or_else(|_| "[]".into())))
+        .fetch_one(self.pool())
+        .await?)
+    }
+
+    pub(super) async fn fetch_contacts(
+        &self,
+        tenant_id: &str,
+        filter: &ContactFilter,
+    ) -> Result<Vec<ContactRecord>, Error> {
+        let rows = sqlx::query_as::<_, ContactRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {CONTACT_COLUMNS} FROM contacts k WHERE tenant_id = ?1 AND merged_into IS NULL \
+             AND (?2 IS NULL OR EXISTS (SELECT 1 FROM contact_tags t WHERE t.tenant_id = k.tenant_id AND t.contact_id = k.id AND t.tag = ?2)) \
+             AND (?3 IS NULL OR care_status = ?3) \
+             AND (?4 IS NULL OR lead_source = ?4) \
+             AND (?5 IS NULL OR owner_user_id = ?5) \
+             AND ((?6 IS NULL AND ?7 IS NULL) OR EXISTS (SELECT 1 FROM conversations c \
+                  WHERE c.tenant_id = k.tenant_id AND c.contact_id = k.id AND (c.owner_user_id = ?6 OR c.team_id IN (SELECT value FROM json_each(COALESCE(?7, '[]')))))) \
+             AND (?8 IS NULL OR (updated_at, id) < (?8, ?9)) \
+             ORDER BY updated_at DESC, id DESC LIMIT ?10"
+        )))
+        .bind(tenant_id)
+        .bind(&filter.tag)
+        .bind(&filter.care_status)
+        .bind(&filter.lead_source)
+        .bind(&filter.owner_user_id)
+        .bind(&filter.visible_owner)
+        .bind(filter.visible_teams.as_ref().map(|teams| serde_json::to_string(teams).unwrap_or_else(|_| "[]".into())))
+        .bind(filter.after.map(|p| micros(p.at)))
+        .bind(filter.after.map(|p| p.id))
+        .bind(i64::from(filter.limit))
+        .fetch_all(self.pool())
+        .await?;
+        self.hydrate(tenant_id, rows).await
+    }
+
+    pub(super) async fn change_contact(
+        &self,
+        tenant_id: &str,
+        id: Uuid,
+        change: &ContactChange,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(ContactRecord, ContactRecord)>, Error> {
+        let Some(before) = self.fetch_contact(tenant_id, id).await? else {
+            return Ok(None);
+        };
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let custom_fields = change
+            .custom_fields
+            .as_ref()
+            .map(|fields| serde_json::to_string(fields).unwrap_or_else(|_| "{}".into()));
+        sqlx::query(
+            "UPDATE contacts SET display_name = COALESCE(?3, display_name), \
+             folded_name = COALESCE(?4, folded_name), care_status = COALESCE(?5, care_status), \
+             lead_source = COALESCE(?6, lead_source), custom_fields = COALESCE(?7, custom_fields), updated_at = ?8 \
+             WHERE tenant_id = ?1 AND id = ?2",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .bind(&change.display_name)
+        .bind(change.display_name.as_deref().map(crate::domain::text::fold))
+        .bind(&change.care_status)
+        .bind(&change.lead_source)
+        .bind(custom_fields)
+        .bind(micros(now))
+        .execute(&mut *tx)
+        .await?;
+        if let Some(phones) = &change.phones {
+            sqlx::query("DELETE FROM contact_phones WHERE tenant_id = ?1 AND contact_id = ?2")
+                .bind(tenant_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            for phone in phones {
+                sqlx::query("INSERT INTO contact_phones (tenant_id, contact_id, phone) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING")
+                    .bind(tenant_id)
+                    .bind(id)
+                    .bind(phone)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        for tag in &change.add_tags {
+            sqlx::query("INSERT INTO contact_tags (tenant_id, contact_id, tag) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING")
+                .bind(tenant_id)
+                .bind(id)
+                .bind(tag)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for tag in &change.remove_tags {
+            sqlx::query(
+                "DELETE FROM contact_tags WHERE tenant_id = ?1 AND contact_id = ?2 AND tag = ?3",
+            )
+            .bind(tenant_id)
+            .bind(id)
+            .bind(tag)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        let after = self
+            .fetch_contact(tenant_id, id)
+            .await?
+            .ok_or_else(|| Error::Inconsistent("contact vanished during an update".into()))?;
+        Ok(Some((before, after)))
+    }
+
+    pub(super) async fn fetch_tag_counts(
+        &self,
+        tenant_id: &str,
+    ) -> Result<Vec<(String, i64)>, Error> {
+        Ok(sqlx::query_as(
+            "SELECT tag, COUNT(*) FROM contact_tags WHERE tenant_id = ?1 GROUP BY tag ORDER BY tag",
+        )
+        .bind(tenant_id)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    pub(super) async fn run_search(
+        &self,
+        tenant_id: &str,
+        query: &SearchQuery,
+    ) -> Result<Vec<SearchHit>, Error> {
+        let mut hits = Vec::new();
+        // Contacts come on the first page only; messages page by time.
+        if query.contacts && query.after.is_none() {
+            let rows = sqlx::query_as::<_, ContactRow>(sqlx::AssertSqlSafe(format!(
+                "SELECT {CONTACT_COLUMNS} FROM contacts k WHERE tenant_id = ?1 AND merged_into IS NULL \
+                 AND (k.rowid IN (SELECT rowid FROM contacts_fts WHERE contacts_fts MATCH ?2) OR customer_code = upper(?3) \
+                      OR (?4 IS NOT NULL AND EXISTS (SELECT 1 FROM contact_phones p \
+                          WHERE p.tenant_id = k.tenant_id AND p.contact_id = k.id AND p.phone = ?4))) \
+                 AND ((?5 IS NULL AND ?6 IS NULL) OR EXISTS (SELECT 1 FROM conversations c \
+                      WHERE c.tenant_id = k.tenant_id AND c.contact_id = k.id AND (c.owner_user_id = ?5 OR c.team_id IN (SELECT value FROM json_each(COALESCE(?6, '[]')))))) \
+                 ORDER BY updated_at DESC, id DESC LIMIT ?7"
+            )))
+            .bind(tenant_id)
+            .bind(fts_phrase(&query.folded))
+            .bind(&query.folded)
+            .bind(&query.phone)
+            .bind(&query.visible_owner)
+            .bind(query.visible_teams.as_ref().map(|teams| serde_json::to_string(teams).unwrap_or_else(|_| "[]".into())))
+            .bind(i64::from(query.limit))
+            .fetch_all(self.pool())
+            .await?;
+            hits.extend(
+                self.hydrate(tenant_id, rows)
+                    .await?
+                    .into_iter()
+                    .map(SearchHit::Contact),
+            );
+        }
+        if query.messages && !query.folded.is_empty() {
+            let rows = sqlx::query_as::<_, super::sqlite::MessageRow>(sqlx::AssertSqlSafe(format!(
+                "SELECT {columns} FROM messages m JOIN conversations c ON c.tenant_id = m.tenant_id AND c.id = m.conversation_id \
+                 WHERE m.tenant_id = ?1 AND m.rowid IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?2) \
+                 AND (?3 IS NULL OR m.conversation_id = ?3) \
+                 AND ((?4 IS NULL AND ?5 IS NULL) OR c.owner_user_id = ?4 OR c.team_id IN (SELECT value FROM json_each(COALESCE(?5, '[]')))) \
+                 AND (?6 IS NULL OR (m.sent_at, m.id) < (?6, ?7)) \
+                 ORDER BY m.sent_at DESC, m.id DESC LIMIT ?8",
+                columns = super::sqlite::message_columns("m")
+            )))
+            .bind(tenant_id)
+            .bind(fts_phrase(&query.folded))
+            .bind(query.conversation_id)
+            .bind(&query.visible_owner)
+            .bind(query.visible_teams.as_ref().map(|teams| serde_json::to_string(teams).unwrap_or_else(|_| "[]".into())))
+            .bind(query.after.map(|p| micros(p.at)))
+            .bind(query.after.map(|p| p.id))
+            .bind(i64::from(query.limit))
+            .fetch_all(self.pool())
+            .await?;
+            hits.extend(
+                rows.into_iter()
+                    .map(|row| row.try_into().map(SearchHit::Message))
+                    .collect::<Result<Vec<_>, Error>>()?,
+            );
+        }
+        Ok(hits)
+    }
+}

@@ -1,0 +1,550 @@
+//! message-store behaviour a user sees, on both backends: contacts created from captured
+//! messages, contact editing with clear errors, tags, filters, visibility and Vietnamese
+//! search.
+
+use giao_proto::{
+    common::{ChannelUser, ContentType, MessageContent, PageRequest},
+    messagestore::{
+        AddTagsRequest, AppendInboundRequest, GetContactRequest, GetHistoryRequest, InboundMessage,
+        ListContactsRequest, ListConversationsRequest, ListTagsRequest, RemoveTagsRequest,
+        SearchRequest, SetConversationOwnerRequest, UpdateContactRequest,
+        message_store_service_client::MessageStoreServiceClient, search_hit::Hit,
+    },
+};
+use giao_tests::{
+    Authed, Backend, BackendKind, Running, message_store_client, message_store_config,
+    start_message_store,
+};
+
+const TENANT: &str = "acme";
+
+fn inbound(
+    account: &str,
+    customer: &str,
+    name: &str,
+    id: &str,
+    text: &str,
+) -> AppendInboundRequest {
+    AppendInboundRequest {
+        message: Some(InboundMessage {
+            channel_account_id: account.into(),
+            external_message_id: id.into(),
+            external_thread_id: customer.into(),
+            customer: Some(ChannelUser {
+                external_user_id: customer.into(),
+                display_name: name.into(),
+                phone: "0912 345 678".into(),
+                ..Default::default()
+            }),
+            content: Some(MessageContent {
+                r#type: ContentType::Text as i32,
+                text: text.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+async fn start(kind: BackendKind) -> (Backend, Running, MessageStoreServiceClient<Authed>) {
+    let mut backend = Backend::new(kind).await;
+    let store = start_message_store(message_store_config(&mut backend).await).await;
+    let admin = message_store_client(&store, TENANT, "admin").await;
+    (backend, store, admin)
+}
+
+async fn captured_customers_become_contacts_with_codes(kind: BackendKind) {
+    let (_backend, store, mut admin) = start(kind).await;
+    let first = admin
+        .append_inbound(inbound(
+            "oa-1",
+            "u-lan",
+            "Nguyễn Thị Lan",
+            "m1",
+            "Chào shop",
+        ))
+        .await
+        .expect("stored")
+        .into_inner();
+    admin
+        .append_inbound(inbound(
+            "oa-1",
+            "u-lan",
+            "Nguyễn Thị Lan",
+            "m2",
+            "Còn hàng không?",
+        ))
+        .await
+        .expect("stored");
+    admin
+        .append_inbound(inbound(
+            "oa-1",
+            "u-minh",
+            "Trần Minh",
+            "m3",
+            "Giá bao nhiêu?",
+        ))
+        .await
+        .expect("stored");
+
+    let conversation = admin
+        .get_conversation(giao_proto::messagestore::GetConversationRequest {
+            conversation_id: first.message.expect("message").conversation_id,
+        })
+        .await
+        .expect("conversation")
+        .into_inner();
+    let lan = admin
+        .get_contact(GetContactRequest {
+            contact_id: conversation.contact_id.clone(),
+        })
+        .await
+        .expect("contact")
+        .into_inner();
+    assert_eq!(lan.customer_code, "KH000001");
+    assert_eq!(lan.display_name, "Nguyễn Thị Lan");
+    assert_eq!(lan.phones, vec!["+84912345678".to_string()]);
+    assert_eq!(lan.care_status, "new");
+    assert_eq!(lan.identities.len(), 1);
+    assert_eq!(lan.identities[0].external_user_id, "u-lan");
+
+    let contacts = admin
+        .list_contacts(ListContactsRequest::default())
+        .await
+        .expect("lists")
+        .into_inner()
+        .contacts;
+    let mut codes: Vec<_> = contacts.iter().map(|c| c.customer_code.clone()).collect();
+    codes.sort();
+    assert_eq!(codes, vec!["KH000001".to_string(), "KH000002".to_string()]);
+
+    // Another tenant cannot see the contact.
+    let mut other = message_store_client(&store, "other-co", "admin").await;
+    let error = other
+        .get_contact(GetContactRequest {
+            contact_id: conversation.contact_id,
+        })
+        .await
+        .expect_err("other tenant");
+    assert_eq!(error.code(), tonic::Code::NotFound);
+    store.stop().await.expect("stops");
+}
+
+async fn contacts_are_edited_with_clear_errors(kind: BackendKind) {
+    let (_backend, store, mut admin) = start(kind).await;
+    let stored = admin
+        .append_inbound(inbound("oa-1", "u-hoa", "Hoa", "m1", "Xin chào"))
+        .await
+        .expect("stored")
+        .into_inner();
+    let conversation_id = stored.message.expect("message").conversation_id;
+    let contact_id = admin
+        .get_conversation(giao_proto::messagestore::GetConversationRequest {
+            conversation_id: conversation_id.clone(),
+        })
+        .await
+        .expect("conversation")
+        .into_inner()
+        .contact_id;
+
+    let updated = admin
+        .update_contact(UpdateContactRequest {
+            contact_id: contact_id.clone(),
+            update_mask: vec![
+                "phones".into(),
+                "care_status".into(),
+                "lead_source".into(),
+                "display_name".into(),
+            ],
+            display_name: "Lê Thị Hoa".into(),
+            phones: vec!["+84 912 345 678".into(), "01628 123 456".into()],
+            care_status: "quoted".into(),
+            lead_source: "facebook_ads".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("updated")
+        .into_inner();
+    assert_eq!(updated.display_name, "Lê Thị Hoa");
+    assert_eq!(updated.care_status, "quoted");
+    assert_eq!(updated.lead_source, "facebook_ads");
+    let mut phones = updated.phones.clone();
+    phones.sort();
+    assert_eq!(
+        phones,
+        vec!["+84328123456".to_string(), "+84912345678".to_string()]
+    );
+
+    let error = admin
+        .update_contact(UpdateContactRequest {
+            contact_id: contact_id.clone(),
+            update_mask: vec!["phones".into()],
+            phones: vec!["0912345678".into(), "call me".into()],
+            ..Default::default()
+        })
+        .await
+        .expect_err("bad phone");
+    assert_eq!(error.code(), tonic::Code::InvalidArgument);
+    assert!(
+        error
+            .message()
+            .starts_with("phones[1]: invalid phone \"call me\""),
+        "{}",
+        error.message()
+    );
+    let error = admin
+        .update_contact(UpdateContactRequest {
+            contact_id: contact_id.clone(),
+            update_mask: vec!["care_status".into()],
+            care_status: "married".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("not a stage");
+    assert!(
+        error.message().contains("care_status \"married\""),
+        "{}",
+        error.message()
+    );
+    let error = admin
+        .update_contact(UpdateContactRequest {
+            contact_id: contact_id.clone(),
+            update_mask: vec!["birthday".into()],
+            ..Default::default()
+        })
+        .await
+        .expect_err("unknown field");
+    assert!(
+        error.message().contains("update_mask"),
+        "{}",
+        error.message()
+    );
+    // Nothing of the rejected updates was written.
+    let unchanged = admin
+        .get_contact(GetContactRequest {
+            contact_id: contact_id.clone(),
+        })
+        .await
+        .expect("contact")
+        .into_inner();
+    assert_eq!(unchanged.care_status, "quoted");
+    assert_eq!(unchanged.phones.len(), 2);
+
+    let tagged = admin
+        .add_tags(AddTagsRequest {
+            contact_id: contact_id.clone(),
+            tags: vec!["vip".into(), " sỉ ".into()],
+        })
+        .await
+        .expect("tagged")
+        .into_inner();
+    let mut tags = tagged.tags.clone();
+    tags.sort();
+    assert_eq!(tags, vec!["sỉ".to_string(), "vip".to_string()]);
+    admin
+        .remove_tags(RemoveTagsRequest {
+            contact_id: contact_id.clone(),
+            tags: vec!["sỉ".into()],
+        })
+        .await
+        .expect("untagged");
+    let counts = admin
+        .list_tags(ListTagsRequest {})
+        .await
+        .expect("tags")
+        .into_inner()
+        .tags;
+    assert_eq!(counts.len(), 1);
+    assert_eq!((counts[0].tag.as_str(), counts[0].contacts), ("vip", 1));
+
+    for (tag, care_status, expected) in [
+        ("vip", "", 1),
+        ("retail", "", 0),
+        ("", "quoted", 1),
+        ("", "won", 0),
+    ] {
+        let listed = admin
+            .list_conversations(ListConversationsRequest {
+                tag: tag.into(),
+                care_status: care_status.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("lists")
+            .into_inner()
+            .conversations;
+        assert_eq!(
+            listed.len(),
+            expected,
+            "tag {tag:?} care status {care_status:?}"
+        );
+    }
+    let waiting = admin
+        .list_conversations(ListConversationsRequest {
+            waiting_for_reply: true,
+            ..Default::default()
+        })
+        .await
+        .expect("lists")
+        .into_inner()
+        .conversations;
+    assert_eq!(waiting.len(), 1);
+    assert!(waiting[0].waiting_for_reply);
+    store.stop().await.expect("stops");
+}
+
+async fn search_folds_vietnamese_and_respects_visibility(kind: BackendKind) {
+    let (_backend, store, mut admin) = start(kind).await;
+    let mine = admin
+        .append_inbound(inbound(
+            "oa-1",
+            "u-1",
+            "Phạm Văn Đức",
+            "m1",
+            "Khách hàng cần giao về đường Lê Lợi",
+        ))
+        .await
+        .expect("stored")
+        .into_inner()
+        .message
+        .expect("message")
+        .conversation_id;
+    let theirs = admin
+        .append_inbound(inbound(
+            "oa-1",
+            "u-2",
+            "Võ Thị Mai",
+            "m2",
+            "Khách hàng hỏi về bảo hành",
+        ))
+        .await
+        .expect("stored")
+        .into_inner()
+        .message
+        .expect("message")
+        .conversation_id;
+    for (conversation, owner) in [(&mine, "u-agent"), (&theirs, "u-other")] {
+        admin
+            .set_conversation_owner(SetConversationOwnerRequest {
+                conversation_ids: vec![conversation.clone()],
+                owner_user_id: owner.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("owner set");
+    }
+
+    let search = |query: &str| SearchRequest {
+        query: query.into(),
+        page: Some(PageRequest {
+            page_size: 20,
+            cursor: String::new(),
+        }),
+        ..Default::default()
+    };
+    let hits = admin
+        .search(search("khach hang"))
+        .await
+        .expect("search")
+        .into_inner()
+        .hits;
+    let messages: Vec<_> = hits
+        .iter()
+        .filter_map(|hit| match &hit.hit {
+            Some(Hit::Message(message)) => Some(message.conversation_id.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(messages.len(), 2, "{hits:?}");
+    assert!(
+        hits.iter()
+            .any(|hit| hit.snippet.contains("[[Khách hàng]]")),
+        "{hits:?}"
+    );
+
+    let hits = admin
+        .search(search("DUONG le loi"))
+        .await
+        .expect("search")
+        .into_inner()
+        .hits;
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    let hits = admin
+        .search(search("duc"))
+        .await
+        .expect("search")
+        .into_inner()
+        .hits;
+    assert!(
+        hits.iter().any(
+            |hit| matches!(&hit.hit, Some(Hit::Contact(c)) if c.display_name == "Phạm Văn Đức")
+        ),
+        "{hits:?}"
+    );
+    // A phone in any form finds the contacts that have it.
+    let hits = admin
+        .search(search("+84 912 345 678"))
+        .await
+        .expect("search")
+        .into_inner()
+        .hits;
+    assert_eq!(
+        hits.iter()
+            .filter(|hit| matches!(hit.hit, Some(Hit::Contact(_))))
+            .count(),
+        2,
+        "{hits:?}"
+    );
+
+    // The agent finds only their own conversation, and cannot read the other one.
+    let mut agent = giao_proto::messagestore::message_store_service_client::MessageStoreServiceClient::with_interceptor(
+        store.channel().await,
+        giao_tests::as_user(TENANT, "u-agent", "agent"),
+    );
+    let hits = agent
+        .search(search("khach hang"))
+        .await
+        .expect("search")
+        .into_inner()
+        .hits;
+    let visible: Vec<_> = hits
+        .iter()
+        .map(|hit| hit.conversation_id.clone())
+        .filter(|id| !id.is_empty())
+        .collect();
+    assert_eq!(visible, vec![mine.clone()], "{hits:?}");
+    let hits = agent
+        .search(search("bao hanh"))
+        .await
+        .expect("search")
+        .into_inner()
+        .hits;
+    assert!(hits.is_empty(), "{hits:?}");
+    let error = agent
+        .get_history(GetHistoryRequest {
+            conversation_id: theirs.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("not the agent's");
+    assert_eq!(error.code(), tonic::Code::NotFound);
+    let listed = agent
+        .list_conversations(ListConversationsRequest::default())
+        .await
+        .expect("lists")
+        .into_inner()
+        .conversations;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].conversation_id, mine);
+
+    let error = admin.search(search("   ")).await.expect_err("empty");
+    assert_eq!(error.code(), tonic::Code::InvalidArgument);
+    assert_eq!(error.message(), "missing query: required");
+    store.stop().await.expect("stops");
+}
+
+async fn bad_input_is_rejected_and_nothing_half_written(kind: BackendKind) {
+    let (_backend, store, mut admin) = start(kind).await;
+    let long = "a".repeat(8_001);
+    let error = admin
+        .append_inbound(inbound("oa-1", "u-1", "X", "m1", &long))
+        .await
+        .expect_err("too long");
+    assert_eq!(error.code(), tonic::Code::InvalidArgument);
+    assert!(
+        error.message().starts_with("invalid message.content.text"),
+        "{}",
+        error.message()
+    );
+
+    let error = admin
+        .append_inbound_batch(giao_proto::messagestore::AppendInboundBatchRequest {
+            messages: vec![],
+        })
+        .await
+        .expect_err("empty batch");
+    assert_eq!(error.message(), "invalid messages: empty batch");
+    let mut batch: Vec<InboundMessage> = (0..3)
+        .map(|index| {
+            inbound("oa-1", "u-1", "X", &format!("b{index}"), "ok")
+                .message
+                .expect("message")
+        })
+        .collect();
+    batch[2].external_thread_id.clear();
+    let error = admin
+        .append_inbound_batch(giao_proto::messagestore::AppendInboundBatchRequest {
+            messages: batch,
+        })
+        .await
+        .expect_err("one bad item");
+    assert_eq!(
+        error.message(),
+        "missing messages[2].external_thread_id: required"
+    );
+    let oversized: Vec<InboundMessage> = (0..501)
+        .map(|index| {
+            inbound("oa-1", "u-1", "X", &format!("o{index}"), "ok")
+                .message
+                .expect("message")
+        })
+        .collect();
+    let error = admin
+        .append_inbound_batch(giao_proto::messagestore::AppendInboundBatchRequest {
+            messages: oversized,
+        })
+        .await
+        .expect_err("oversized");
+    assert!(
+        error.message().contains("at most 500"),
+        "{}",
+        error.message()
+    );
+    let conversations = admin
+        .list_conversations(ListConversationsRequest::default())
+        .await
+        .expect("lists")
+        .into_inner()
+        .conversations;
+    assert!(
+        conversations.is_empty(),
+        "a rejected batch wrote something: {conversations:?}"
+    );
+
+    let error = admin
+        .get_contact(GetContactRequest {
+            contact_id: uuid::Uuid::now_v7().to_string(),
+        })
+        .await
+        .expect_err("unknown");
+    assert_eq!(error.code(), tonic::Code::NotFound);
+    store.stop().await.expect("stops");
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::BackendKind::Postgres).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::BackendKind::Sqlite).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    captured_customers_become_contacts_with_codes,
+    contacts_are_edited_with_clear_errors,
+    search_folds_vietnamese_and_respects_visibility,
+    bad_input_is_rejected_and_nothing_half_written,
+);
