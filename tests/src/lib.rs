@@ -194,6 +194,8 @@ pub async fn message_store_config(backend: &mut Backend) -> giao_message_store::
         bus: backend.bus.clone(),
         auth: dev_auth(),
         health_interval_ms: 200,
+        // A stopped replica's pulled messages come back quickly in tests.
+        inbound_ack_wait_secs: 3,
         ..Default::default()
     }
 }

@@ -69,7 +69,7 @@ async fn all_messages(store: &Running) -> Vec<Message> {
 }
 
 async fn wait_for_messages(store: &Running, count: usize) -> Vec<Message> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let messages = all_messages(store).await;
         if messages.len() >= count || tokio::time::Instant::now() > deadline {

@@ -167,12 +167,13 @@ impl Ingestor {
 pub async fn consume(
     bus: Arc<dyn EventBus>,
     ingestor: Ingestor,
+    ack_wait: Duration,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let spec = ConsumerSpec {
         durable_name: INBOUND_CONSUMER.into(),
         filter_subjects: vec![envelope::subject_filter("message_received")],
-        ack_wait: Duration::from_secs(30),
+        ack_wait,
         max_deliver: None,
     };
     giao_bus::run_consumer(bus, spec, shutdown, move |delivery: &Delivery| {

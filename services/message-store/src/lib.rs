@@ -50,6 +50,9 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// How often the database and bus are probed for the health status.
     pub health_interval_ms: u64,
+    /// How long a captured message pulled by a replica that died stays invisible to the
+    /// others before it is delivered again.
+    pub inbound_ack_wait_secs: u64,
 }
 
 impl Default for Config {
@@ -67,6 +70,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             telemetry: TelemetryConfig::default(),
             health_interval_ms: 2_000,
+            inbound_ack_wait_secs: 30,
         }
     }
 }
@@ -76,6 +80,9 @@ impl Validate for Config {
         self.grpc.validate()?;
         if self.health_interval_ms < 100 {
             return Err("health_interval_ms must be at least 100".into());
+        }
+        if self.inbound_ack_wait_secs == 0 {
+            return Err("inbound_ack_wait_secs must be at least 1".into());
         }
         Ok(())
     }
@@ -167,7 +174,8 @@ impl MessageStore {
         let probes = vec![database.probe(), giao_bus::probe(&bus)];
         let consumer: BackgroundTask = {
             let bus = bus.clone();
-            Box::new(move |stop| Box::pin(ingest::consume(bus, ingestor, stop)))
+            let ack_wait = Duration::from_secs(config.inbound_ack_wait_secs);
+            Box::new(move |stop| Box::pin(ingest::consume(bus, ingestor, ack_wait, stop)))
         };
         let housekeeping: BackgroundTask = {
             let store = store.clone();
