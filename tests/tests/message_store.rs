@@ -521,6 +521,209 @@ async fn bad_input_is_rejected_and_nothing_half_written(kind: BackendKind) {
     store.stop().await.expect("stops");
 }
 
+async fn outbound_delivery_and_recall(kind: BackendKind) {
+    use giao_bus::envelope::EventPublisher;
+    use giao_proto::{
+        common::DeliveryStatus,
+        events::{self, envelope::Payload},
+        messagestore::{RecordOutboundRequest, UpdateDeliveryRequest},
+    };
+
+    let (backend, store, mut admin) = start(kind).await;
+    let conversation_id = admin
+        .append_inbound(inbound("oa-1", "u-1", "Khách", "m1", "Cho mình hỏi giá"))
+        .await
+        .expect("stored")
+        .into_inner()
+        .message
+        .expect("message")
+        .conversation_id;
+    admin
+        .set_conversation_owner(SetConversationOwnerRequest {
+            conversation_ids: vec![conversation_id.clone()],
+            owner_user_id: "u-agent".into(),
+            team_id: "team-1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("owner set");
+    let mut agent = MessageStoreServiceClient::with_interceptor(
+        store.channel().await,
+        giao_tests::as_user(TENANT, "u-agent", "agent"),
+    );
+    let reply = |key: &str, text: &str| RecordOutboundRequest {
+        conversation_id: conversation_id.clone(),
+        content: Some(MessageContent {
+            text: text.into(),
+            ..Default::default()
+        }),
+        idempotency_key: key.into(),
+        ..Default::default()
+    };
+    let first = agent
+        .record_outbound(reply("k1", "Dạ 250.000đ ạ"))
+        .await
+        .expect("recorded")
+        .into_inner();
+    let again = agent
+        .record_outbound(reply("k1", "Dạ 250.000đ ạ"))
+        .await
+        .expect("retried")
+        .into_inner();
+    assert!(first.created);
+    assert!(!again.created);
+    let sent = first.message.expect("message");
+    assert_eq!(again.message.expect("message").message_id, sent.message_id);
+    assert_eq!(sent.delivery_status, DeliveryStatus::Pending as i32);
+    assert_eq!(sent.sender_user_id, "u-agent");
+
+    let conversation = admin
+        .get_conversation(giao_proto::messagestore::GetConversationRequest {
+            conversation_id: conversation_id.clone(),
+        })
+        .await
+        .expect("conversation")
+        .into_inner();
+    assert!(!conversation.waiting_for_reply);
+    assert_eq!(conversation.unread_count, 0);
+
+    let mut other = MessageStoreServiceClient::with_interceptor(
+        store.channel().await,
+        giao_tests::as_user(TENANT, "u-other", "agent"),
+    );
+    let error = other
+        .record_outbound(reply("k9", "xin chào"))
+        .await
+        .expect_err("not theirs");
+    assert_eq!(error.code(), tonic::Code::NotFound);
+    let mut auditor = message_store_client(&store, TENANT, "auditor").await;
+    let error = auditor
+        .record_outbound(reply("k8", "xin chào"))
+        .await
+        .expect_err("read only");
+    assert_eq!(error.code(), tonic::Code::PermissionDenied);
+    let error = agent
+        .record_outbound(reply("", "xin chào"))
+        .await
+        .expect_err("no key");
+    assert_eq!(error.message(), "missing idempotency_key: required");
+
+    // Delivery moves forward only, by giao id or by the channel's id.
+    let status = |response: giao_proto::messagestore::UpdateDeliveryResponse| {
+        response.message.expect("message").delivery_status
+    };
+    let update = admin
+        .update_delivery(UpdateDeliveryRequest {
+            message_id: sent.message_id.clone(),
+            external_message_id: "zalo-out-1".into(),
+            status: DeliveryStatus::Sent as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("sent")
+        .into_inner();
+    assert_eq!(status(update), DeliveryStatus::Sent as i32);
+    for (reported, expected) in [
+        (DeliveryStatus::Seen, DeliveryStatus::Seen),
+        (DeliveryStatus::Delivered, DeliveryStatus::Seen),
+        (DeliveryStatus::Failed, DeliveryStatus::Seen),
+    ] {
+        let update = admin
+            .update_delivery(UpdateDeliveryRequest {
+                channel_account_id: "oa-1".into(),
+                external_message_id: "zalo-out-1".into(),
+                status: reported as i32,
+                ..Default::default()
+            })
+            .await
+            .expect("reported")
+            .into_inner();
+        assert_eq!(status(update), expected as i32, "after {reported:?}");
+    }
+
+    // Reports and recalls also arrive as events from the connector.
+    let second = agent
+        .record_outbound(reply("k2", "Shop gửi ảnh nhé"))
+        .await
+        .expect("recorded")
+        .into_inner();
+    let second_id = second.message.expect("message").message_id;
+    let bus = giao_bus::connect(&backend.bus).await.expect("bus");
+    let publisher = EventPublisher::new(bus, "connector");
+    publisher
+        .publish(
+            TENANT,
+            "delivery-1".into(),
+            Payload::DeliveryUpdated(events::DeliveryUpdated {
+                message_id: second_id.clone(),
+                status: DeliveryStatus::Failed as i32,
+                failure_reason: "the customer has not written for 7 days".into(),
+                failure_code: "-230".into(),
+                ..Default::default()
+            }),
+        )
+        .await
+        .expect("published");
+    publisher
+        .publish(
+            TENANT,
+            "recall-1".into(),
+            Payload::MessageRecalled(events::MessageRecalled {
+                channel_account_id: "oa-1".into(),
+                external_message_id: "m1".into(),
+                recalled_by_external_id: "u-1".into(),
+                ..Default::default()
+            }),
+        )
+        .await
+        .expect("published");
+
+    let mut supervisor = MessageStoreServiceClient::with_interceptor(
+        store.channel().await,
+        giao_tests::as_user(TENANT, "u-lead", "supervisor.team-1"),
+    );
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let history = supervisor
+            .get_history(GetHistoryRequest {
+                conversation_id: conversation_id.clone(),
+                direction: 1,
+                ..Default::default()
+            })
+            .await
+            .expect("the team's supervisor reads it")
+            .into_inner()
+            .messages;
+        let recalled = history
+            .iter()
+            .find(|m| m.external_message_id == "m1")
+            .expect("inbound kept");
+        let failed = history
+            .iter()
+            .find(|m| m.message_id == second_id)
+            .expect("outbound kept");
+        if recalled.recalled && failed.delivery_status == DeliveryStatus::Failed as i32 {
+            assert_eq!(
+                recalled.content.as_ref().map(|c| c.text.as_str()),
+                Some("Cho mình hỏi giá"),
+                "the original stays readable"
+            );
+            assert_eq!(recalled.recalled_by, "u-1");
+            assert_eq!(
+                failed.failure_reason,
+                "the customer has not written for 7 days"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "events not applied: {history:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    store.stop().await.expect("stops");
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod postgres {
@@ -547,4 +750,5 @@ on_both_backends!(
     contacts_are_edited_with_clear_errors,
     search_folds_vietnamese_and_respects_visibility,
     bad_input_is_rejected_and_nothing_half_written,
+    outbound_delivery_and_recall,
 );

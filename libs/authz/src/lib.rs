@@ -173,7 +173,8 @@ pub fn principal<T>(request: &tonic::Request<T>) -> Result<Principal, tonic::Sta
         .ok_or_else(|| tonic::Status::unauthenticated("missing or invalid credentials"))
 }
 
-/// Laptop-only credentials: `authorization: Bearer dev.<tenant>.<user>.<role>`. Enabled only
+/// Laptop-only credentials: `authorization: Bearer dev.<tenant>.<user>.<role>[.<team>+…]`.
+/// Enabled only
 /// by `auth.dev_tokens = true` (which `giao dev` sets and which logs a warning), so that the
 /// whole suite can be driven with grpcurl before signed tokens exist on a laptop. Anything
 /// else is Unauthenticated.
@@ -181,21 +182,27 @@ pub fn principal<T>(request: &tonic::Request<T>) -> Result<Principal, tonic::Sta
 pub struct DevTokenAuthenticator;
 
 impl DevTokenAuthenticator {
+    /// `dev.<tenant>.<user>.<role>` with an optional `.<team>+<team>…` for supervisors.
     pub fn parse(token: &str) -> Option<Principal> {
         let mut parts = token.split('.');
-        let (Some("dev"), Some(tenant), Some(user), Some(role), None) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
+        let (Some("dev"), Some(tenant), Some(user), Some(role)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return None;
         };
-        if tenant.is_empty() || user.is_empty() {
+        let teams = parts.next();
+        if parts.next().is_some() || tenant.is_empty() || user.is_empty() {
             return None;
         }
-        Some(Principal::user(tenant, user, Role::parse(role)?))
+        let mut principal = Principal::user(tenant, user, Role::parse(role)?);
+        if let Some(teams) = teams {
+            principal.team_ids = teams
+                .split('+')
+                .filter(|team| !team.is_empty())
+                .map(str::to_string)
+                .collect();
+        }
+        Some(principal)
     }
 }
 
@@ -267,7 +274,13 @@ mod tests {
         assert!(DevTokenAuthenticator::parse("dev.acme.u1").is_none());
         assert!(DevTokenAuthenticator::parse("dev..u1.admin").is_none());
         assert!(DevTokenAuthenticator::parse("jwt.acme.u1.admin").is_none());
-        assert!(DevTokenAuthenticator::parse("dev.acme.u1.admin.extra").is_none());
+        assert!(DevTokenAuthenticator::parse("dev.acme.u1.admin.t1.extra").is_none());
+        let supervisor =
+            DevTokenAuthenticator::parse("dev.acme.s1.supervisor.t1+t2").expect("valid");
+        assert_eq!(
+            supervisor.team_ids,
+            vec!["t1".to_string(), "t2".to_string()]
+        );
     }
 
     #[test]

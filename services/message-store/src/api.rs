@@ -13,9 +13,10 @@ use giao_proto::{
         AppendInboundRequest, AppendInboundResponse, GetCarePipelineRequest, GetContactRequest,
         GetConversationRequest, GetHistoryRequest, GetHistoryResponse, ListContactsRequest,
         ListContactsResponse, ListConversationsRequest, ListConversationsResponse, ListTagsRequest,
-        ListTagsResponse, RemoveTagsRequest, SearchRequest, SearchResponse, SetCarePipelineRequest,
-        SetConversationOwnerRequest, SetConversationOwnerResponse, TagCount, UpdateContactRequest,
-        message_store_service_server::MessageStoreService,
+        ListTagsResponse, RecordOutboundRequest, RecordOutboundResponse, RemoveTagsRequest,
+        SearchRequest, SearchResponse, SetCarePipelineRequest, SetConversationOwnerRequest,
+        SetConversationOwnerResponse, TagCount, UpdateContactRequest, UpdateDeliveryRequest,
+        UpdateDeliveryResponse, message_store_service_server::MessageStoreService,
     },
 };
 use prost_types::Timestamp;
@@ -24,8 +25,9 @@ use uuid::Uuid;
 
 use crate::{
     domain::{
-        self, ContactChange, ContactFilter, ConversationFilter, ConversationRecord, HistoryOrder,
-        HistoryQuery, MAX_BATCH, SearchHit, SearchQuery, StoredMessage,
+        self, ContactChange, ContactFilter, ConversationFilter, ConversationRecord, DeliveryChange,
+        HistoryOrder, HistoryQuery, MAX_BATCH, MAX_TEXT_CHARS, MessageRef, NewOutbound, SearchHit,
+        SearchQuery, StoredMessage,
         contact::{self, ContactRecord},
         cursor::Position,
         visibility,
@@ -306,6 +308,141 @@ impl MessageStoreService for Api {
             page: Some(PageResponse { next_cursor }),
         }))
     }
+    #[tracing::instrument(skip_all)]
+    async fn record_outbound(
+        &self,
+        request: Request<RecordOutboundRequest>,
+    ) -> Result<Response<RecordOutboundResponse>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Permission::MESSAGES_WRITE)?;
+        let request = request.into_inner();
+        let key = request.idempotency_key.trim().to_string();
+        if key.is_empty() {
+            return Err(Error::InvalidArgument("missing idempotency_key: required".into()).into());
+        }
+        if key.len() > 128 {
+            return Err(Error::InvalidArgument(
+                "invalid idempotency_key: at most 128 bytes".into(),
+            )
+            .into());
+        }
+        let content = request
+            .content
+            .ok_or_else(|| Error::InvalidArgument("missing content: required".into()))?;
+        let chars = content.text.chars().count();
+        if chars > MAX_TEXT_CHARS {
+            return Err(Error::InvalidArgument(format!(
+                "invalid content.text: {chars} characters, at most {MAX_TEXT_CHARS}"
+            ))
+            .into());
+        }
+        let mut content = content;
+        if content.r#type == common::ContentType::Unspecified as i32 {
+            content.r#type = common::ContentType::Text as i32;
+        }
+        if content.r#type == common::ContentType::Text as i32 && content.text.trim().is_empty() {
+            return Err(Error::InvalidArgument(
+                "missing content.text: required for a text message".into(),
+            )
+            .into());
+        }
+        // Agents reply only in their own conversations; anything else is NotFound.
+        let conversation = self
+            .visible_conversation(&caller, "conversation_id", &request.conversation_id)
+            .await?;
+        let quote_external_id = match request.quote_message_id.as_str() {
+            "" => None,
+            raw => {
+                let quoted = self
+                    .store
+                    .find_message(
+                        &caller.tenant_id,
+                        &MessageRef::Id(parse_id("quote_message_id", raw)?),
+                    )
+                    .await?
+                    .filter(|message| message.conversation_id == conversation.id)
+                    .ok_or_else(|| Error::NotFound {
+                        what: "quoted message",
+                        id: raw.to_string(),
+                    })?;
+                quoted.external_message_id
+            }
+        };
+        let outbound = NewOutbound {
+            tenant_id: caller.tenant_id.clone(),
+            conversation_id: conversation.id,
+            channel_account_id: conversation.channel_account_id.clone(),
+            sender_user_id: caller.user_id.clone(),
+            content,
+            quote_external_id,
+            idempotency_key: key,
+        };
+        let (message, created) = self
+            .ingestor
+            .record_outbound(&outbound, &conversation)
+            .await?;
+        Ok(Response::new(RecordOutboundResponse {
+            message: Some(message_to_proto(message)),
+            created,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn update_delivery(
+        &self,
+        request: Request<UpdateDeliveryRequest>,
+    ) -> Result<Response<UpdateDeliveryResponse>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Permission::MESSAGES_INGEST)?;
+        let request = request.into_inner();
+        let reference = if !request.message_id.is_empty() {
+            MessageRef::Id(parse_id("message_id", &request.message_id)?)
+        } else if !request.channel_account_id.is_empty() && !request.external_message_id.is_empty()
+        {
+            MessageRef::External {
+                channel_account_id: request.channel_account_id.clone(),
+                external_message_id: request.external_message_id.clone(),
+            }
+        } else {
+            return Err(Error::InvalidArgument(
+                "missing message_id: required (or channel_account_id with external_message_id)"
+                    .into(),
+            )
+            .into());
+        };
+        match common::DeliveryStatus::try_from(request.status) {
+            Ok(common::DeliveryStatus::Unspecified) | Err(_) => {
+                return Err(Error::InvalidArgument(format!(
+                    "invalid status: {} is not a delivery status",
+                    request.status
+                ))
+                .into());
+            }
+            Ok(_) => {}
+        }
+        let change = DeliveryChange {
+            status: request.status,
+            failure_reason: Some(request.failure_reason).filter(|reason| !reason.is_empty()),
+            external_message_id: Some(request.external_message_id.clone())
+                .filter(|id| !id.is_empty() && !request.message_id.is_empty()),
+        };
+        let message = self
+            .ingestor
+            .apply_delivery(&caller.tenant_id, &reference, &change)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                what: "message",
+                id: if request.message_id.is_empty() {
+                    request.external_message_id.clone()
+                } else {
+                    request.message_id.clone()
+                },
+            })?;
+        Ok(Response::new(UpdateDeliveryResponse {
+            message: Some(message_to_proto(message)),
+        }))
+    }
+
     #[tracing::instrument(skip_all)]
     async fn set_conversation_owner(
         &self,

@@ -13,6 +13,7 @@ use giao_bus::{
     envelope::{self, EventPublisher},
 };
 use giao_proto::{
+    common::DeliveryStatus,
     events::{self, envelope::Payload},
     messagestore::InboundMessage,
 };
@@ -22,8 +23,9 @@ use tracing::Instrument;
 use crate::{
     api::timestamp,
     domain::{
-        AppendOutcome,
+        AppendOutcome, ConversationRecord, DeliveryChange, MessageRef, NewOutbound, StoredMessage,
         contact::ContactRecord,
+        delivery,
         inbound::{self, NewInbound},
     },
     error::Error,
@@ -115,6 +117,108 @@ impl Ingestor {
 }
 
 impl Ingestor {
+    /// Records a pending outbound message and asks the connector to send it. Retries with the
+    /// same idempotency key return the first message and re-announce it under the same event
+    /// id, which the bus drops.
+    pub async fn record_outbound(
+        &self,
+        message: &NewOutbound,
+        conversation: &ConversationRecord,
+    ) -> Result<(StoredMessage, bool), Error> {
+        let (stored, created) = self.store.record_outbound(message, Utc::now()).await?;
+        self.publisher
+            .publish(
+                &message.tenant_id,
+                format!("outbound-requested-{}", stored.id),
+                Payload::OutboundRequested(events::OutboundRequested {
+                    message_id: stored.id.to_string(),
+                    conversation_id: conversation.id.to_string(),
+                    channel_account_id: conversation.channel_account_id.clone(),
+                    external_thread_id: conversation.external_thread_id.clone(),
+                    thread_kind: conversation.thread_kind,
+                    content: Some(message.content.clone()),
+                    quote_external_id: message.quote_external_id.clone().unwrap_or_default(),
+                    sender_user_id: message.sender_user_id.clone(),
+                    sender_kind: stored.sender_kind,
+                }),
+            )
+            .await?;
+        self.publisher
+            .publish(
+                &message.tenant_id,
+                format!("message-stored-{}", stored.id),
+                Payload::MessageStored(events::MessageStored {
+                    message_id: stored.id.to_string(),
+                    conversation_id: conversation.id.to_string(),
+                    channel_account_id: conversation.channel_account_id.clone(),
+                    direction: stored.direction,
+                    sender_kind: stored.sender_kind,
+                    sender_user_id: message.sender_user_id.clone(),
+                    sent_at: Some(timestamp(stored.sent_at)),
+                    owner_user_id: conversation.owner_user_id.clone().unwrap_or_default(),
+                    team_id: conversation.team_id.clone().unwrap_or_default(),
+                    content_type: stored.content_type,
+                    text: stored.text.clone(),
+                    ..Default::default()
+                }),
+            )
+            .await?;
+        Ok((stored, created))
+    }
+
+    /// Applies a delivery report if it moves the message forward; returns the message as it
+    /// now stands, or `None` when the message is unknown.
+    pub async fn apply_delivery(
+        &self,
+        tenant_id: &str,
+        reference: &MessageRef,
+        change: &DeliveryChange,
+    ) -> Result<Option<StoredMessage>, Error> {
+        let next = DeliveryStatus::try_from(change.status).unwrap_or(DeliveryStatus::Unspecified);
+        // Concurrent reports race on the expected status; a few rounds settle them.
+        for _ in 0..5 {
+            let Some(current) = self.store.find_message(tenant_id, reference).await? else {
+                return Ok(None);
+            };
+            let from = DeliveryStatus::try_from(current.delivery_status)
+                .unwrap_or(DeliveryStatus::Unspecified);
+            if !delivery::may_move(from, next) {
+                return Ok(Some(current));
+            }
+            if self
+                .store
+                .update_delivery(tenant_id, current.id, current.delivery_status, change)
+                .await?
+            {
+                return self
+                    .store
+                    .find_message(tenant_id, &MessageRef::Id(current.id))
+                    .await;
+            }
+        }
+        Err(Error::Inconsistent(
+            "delivery status kept changing under an update".into(),
+        ))
+    }
+
+    /// Flags a message recalled on the channel, keeping its content; returns whether the
+    /// message is known.
+    pub async fn apply_recall(
+        &self,
+        tenant_id: &str,
+        reference: &MessageRef,
+        recalled_by: &str,
+        at: chrono::DateTime<Utc>,
+    ) -> Result<bool, Error> {
+        let Some(message) = self.store.find_message(tenant_id, reference).await? else {
+            return Ok(false);
+        };
+        self.store
+            .mark_recalled(tenant_id, message.id, recalled_by, at)
+            .await?;
+        Ok(true)
+    }
+
     /// Announces a contact change: which fields changed and the care-status transition.
     pub async fn contact_changed(
         &self,
@@ -189,6 +293,124 @@ pub async fn consume(
     })
     .await?;
     Ok(())
+}
+
+/// Consumes delivery reports and recalls from the connector until `shutdown`.
+pub async fn consume_updates(
+    bus: Arc<dyn EventBus>,
+    ingestor: Ingestor,
+    ack_wait: Duration,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    // One durable consumer per event type: a single filter works on every NATS version.
+    let consumer = |name: &str, event_type: &str| ConsumerSpec {
+        durable_name: name.into(),
+        filter_subjects: vec![envelope::subject_filter(event_type)],
+        ack_wait,
+        // A report about a message that never arrives is given up after about ten minutes.
+        max_deliver: Some(20),
+    };
+    let handler = |ingestor: Ingestor| {
+        move |delivery: &Delivery| {
+            let ingestor = ingestor.clone();
+            let decoded = envelope::decode(delivery);
+            async move {
+                let (envelope, span) = match decoded {
+                    Ok(decoded) => decoded,
+                    Err(error) => {
+                        return HandlerOutcome::Poison(format!("undecodable event: {error}"));
+                    }
+                };
+                handle_update(&ingestor, envelope).instrument(span).await
+            }
+        }
+    };
+    let deliveries = giao_bus::run_consumer(
+        bus.clone(),
+        consumer("message-store-delivery", "delivery_updated"),
+        shutdown.clone(),
+        handler(ingestor.clone()),
+    );
+    let recalls = giao_bus::run_consumer(
+        bus,
+        consumer("message-store-recall", "message_recalled"),
+        shutdown,
+        handler(ingestor),
+    );
+    let (deliveries, recalls) = tokio::join!(deliveries, recalls);
+    deliveries?;
+    recalls?;
+    Ok(())
+}
+
+fn message_ref(
+    message_id: &str,
+    channel_account_id: String,
+    external_message_id: String,
+) -> Option<MessageRef> {
+    if let Ok(id) = uuid::Uuid::parse_str(message_id) {
+        return Some(MessageRef::Id(id));
+    }
+    (!channel_account_id.is_empty() && !external_message_id.is_empty()).then_some(
+        MessageRef::External {
+            channel_account_id,
+            external_message_id,
+        },
+    )
+}
+
+fn time_of(timestamp: Option<prost_types::Timestamp>) -> chrono::DateTime<Utc> {
+    timestamp
+        .and_then(|at| chrono::DateTime::from_timestamp(at.seconds, at.nanos.max(0) as u32))
+        .unwrap_or_else(Utc::now)
+}
+
+async fn handle_update(ingestor: &Ingestor, envelope: events::Envelope) -> HandlerOutcome {
+    let tenant_id = envelope.tenant_id;
+    let outcome = match envelope.payload {
+        Some(Payload::DeliveryUpdated(report)) => {
+            let Some(reference) = message_ref(
+                &report.message_id,
+                report.channel_account_id.clone(),
+                report.external_message_id.clone(),
+            ) else {
+                return HandlerOutcome::Poison("delivery report names no message".into());
+            };
+            let change = DeliveryChange {
+                status: report.status,
+                failure_reason: Some(report.failure_reason).filter(|reason| !reason.is_empty()),
+                external_message_id: Some(report.external_message_id).filter(|id| !id.is_empty()),
+            };
+            ingestor
+                .apply_delivery(&tenant_id, &reference, &change)
+                .await
+                .map(|message| message.is_some())
+        }
+        Some(Payload::MessageRecalled(recall)) => {
+            let Some(reference) = message_ref(
+                &recall.message_id,
+                recall.channel_account_id,
+                recall.external_message_id,
+            ) else {
+                return HandlerOutcome::Poison("recall names no message".into());
+            };
+            ingestor
+                .apply_recall(
+                    &tenant_id,
+                    &reference,
+                    &recall.recalled_by_external_id,
+                    time_of(recall.recalled_at),
+                )
+                .await
+        }
+        _ => return HandlerOutcome::Poison("not a delivery report or recall".into()),
+    };
+    match outcome {
+        Ok(true) => HandlerOutcome::Done,
+        // The message may not be stored yet (the report overtook it): try again shortly.
+        Ok(false) => HandlerOutcome::Retry("message not stored yet".into()),
+        Err(error) => HandlerOutcome::Retry(error.to_string()),
+    }
 }
 
 async fn handle(ingestor: &Ingestor, envelope: events::Envelope) -> HandlerOutcome {

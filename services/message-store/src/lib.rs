@@ -174,8 +174,15 @@ impl MessageStore {
         let probes = vec![database.probe(), giao_bus::probe(&bus)];
         let consumer: BackgroundTask = {
             let bus = bus.clone();
+            let ingestor = ingestor.clone();
             let ack_wait = Duration::from_secs(config.inbound_ack_wait_secs);
             Box::new(move |stop| Box::pin(ingest::consume(bus, ingestor, ack_wait, stop)))
+        };
+        let updates: BackgroundTask = {
+            let bus = bus.clone();
+            let ingestor = ingestor.clone();
+            let ack_wait = Duration::from_secs(config.inbound_ack_wait_secs);
+            Box::new(move |stop| Box::pin(ingest::consume_updates(bus, ingestor, ack_wait, stop)))
         };
         let housekeeping: BackgroundTask = {
             let store = store.clone();
@@ -201,7 +208,7 @@ impl MessageStore {
                 metrics: Metrics::new(SERVICE),
                 probes,
                 health_interval: Duration::from_millis(config.health_interval_ms),
-                tasks: vec![consumer, housekeeping],
+                tasks: vec![consumer, updates, housekeeping],
             },
             shutdown,
         )

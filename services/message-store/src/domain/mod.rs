@@ -7,6 +7,7 @@
 
 pub mod contact;
 pub mod cursor;
+pub mod delivery;
 pub mod inbound;
 pub mod phone;
 pub mod text;
@@ -96,6 +97,37 @@ pub struct AppendOutcome {
     /// The customer's contact (none for messages the account owner typed in a group).
     pub contact_id: Option<Uuid>,
     pub contact_created: bool,
+}
+
+/// A pending outbound message a staff member wrote.
+#[derive(Debug, Clone)]
+pub struct NewOutbound {
+    pub tenant_id: String,
+    pub conversation_id: Uuid,
+    pub channel_account_id: String,
+    pub sender_user_id: String,
+    pub content: giao_proto::common::MessageContent,
+    pub quote_external_id: Option<String>,
+    pub idempotency_key: String,
+}
+
+/// Which message a delivery report is about.
+#[derive(Debug, Clone)]
+pub enum MessageRef {
+    Id(Uuid),
+    External {
+        channel_account_id: String,
+        external_message_id: String,
+    },
+}
+
+/// A delivery report.
+#[derive(Debug, Clone)]
+pub struct DeliveryChange {
+    pub status: i32,
+    pub failure_reason: Option<String>,
+    /// The channel's id, learnt when a send succeeds.
+    pub external_message_id: Option<String>,
 }
 
 /// Filters of ListContacts, after visibility.

@@ -2,9 +2,11 @@
 //! implementation side by side, held to the same contract tests (tests/store_contract.rs).
 
 mod pg_contacts;
+mod pg_outbound;
 mod postgres;
 mod sqlite;
 mod sqlite_contacts;
+mod sqlite_outbound;
 
 use std::sync::Arc;
 
@@ -19,8 +21,8 @@ pub use sqlite::SqliteStore;
 use crate::{
     domain::{
         AppendOutcome, ContactChange, ContactFilter, ConversationFilter, ConversationRecord,
-        HistoryQuery, SearchHit, SearchQuery, StoredMessage, contact::ContactRecord,
-        inbound::NewInbound,
+        DeliveryChange, HistoryQuery, MessageRef, NewOutbound, SearchHit, SearchQuery,
+        StoredMessage, contact::ContactRecord, inbound::NewInbound,
     },
     error::Error,
 };
@@ -115,6 +117,38 @@ pub trait Store: Send + Sync + 'static {
         tenant_id: &'a str,
         query: &'a SearchQuery,
     ) -> BoxFuture<'a, Result<Vec<SearchHit>, Error>>;
+
+    /// Records a pending outbound message once per idempotency key; `(message, created)`.
+    fn record_outbound<'a>(
+        &'a self,
+        message: &'a NewOutbound,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(StoredMessage, bool), Error>>;
+
+    fn find_message<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        reference: &'a MessageRef,
+    ) -> BoxFuture<'a, Result<Option<StoredMessage>, Error>>;
+
+    /// Applies a delivery report if the message is still in `expected` (so concurrent
+    /// reports cannot move it backwards); true when applied.
+    fn update_delivery<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        message_id: Uuid,
+        expected: i32,
+        change: &'a DeliveryChange,
+    ) -> BoxFuture<'a, Result<bool, Error>>;
+
+    /// Flags a message recalled (first report wins); the content stays.
+    fn mark_recalled<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        message_id: Uuid,
+        recalled_by: &'a str,
+        at: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), Error>>;
 }
 
 /// A contact row before its phones, tags and identities are attached.
@@ -312,6 +346,48 @@ macro_rules! contact_store_methods {
             Result<Vec<crate::domain::SearchHit>, crate::error::Error>,
         > {
             Box::pin(self.run_search(tenant_id, query))
+        }
+
+        fn record_outbound<'a>(
+            &'a self,
+            message: &'a crate::domain::NewOutbound,
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> futures::future::BoxFuture<
+            'a,
+            Result<(crate::domain::StoredMessage, bool), crate::error::Error>,
+        > {
+            Box::pin(self.insert_outbound(message, now))
+        }
+
+        fn find_message<'a>(
+            &'a self,
+            tenant_id: &'a str,
+            reference: &'a crate::domain::MessageRef,
+        ) -> futures::future::BoxFuture<
+            'a,
+            Result<Option<crate::domain::StoredMessage>, crate::error::Error>,
+        > {
+            Box::pin(self.fetch_message(tenant_id, reference))
+        }
+
+        fn update_delivery<'a>(
+            &'a self,
+            tenant_id: &'a str,
+            message_id: uuid::Uuid,
+            expected: i32,
+            change: &'a crate::domain::DeliveryChange,
+        ) -> futures::future::BoxFuture<'a, Result<bool, crate::error::Error>> {
+            Box::pin(self.apply_delivery(tenant_id, message_id, expected, change))
+        }
+
+        fn mark_recalled<'a>(
+            &'a self,
+            tenant_id: &'a str,
+            message_id: uuid::Uuid,
+            recalled_by: &'a str,
+            at: chrono::DateTime<chrono::Utc>,
+        ) -> futures::future::BoxFuture<'a, Result<(), crate::error::Error>> {
+            Box::pin(self.apply_recall(tenant_id, message_id, recalled_by, at))
         }
     };
 }
