@@ -724,6 +724,228 @@ async fn outbound_delivery_and_recall(kind: BackendKind) {
     store.stop().await.expect("stops");
 }
 
+async fn notes_merges_reactions_and_export(kind: BackendKind) {
+    use giao_bus::envelope::EventPublisher;
+    use giao_proto::{
+        events::{self, envelope::Payload},
+        messagestore::{
+            AddNoteRequest, EditNoteRequest, ExportHistoryRequest, GetConversationRequest,
+            ListNotesRequest, MergeContactsRequest, export_chunk::Chunk,
+            export_history_request::Selector,
+        },
+    };
+    use sha2::Digest;
+
+    let (backend, store, mut admin) = start(kind).await;
+    let first = admin
+        .append_inbound(inbound("oa-1", "u-1", "Ngọc", "m1", "Em muốn đặt 3 hộp"))
+        .await
+        .expect("stored")
+        .into_inner()
+        .message
+        .expect("message");
+    let second = admin
+        .append_inbound(inbound("zalo-2", "p-9", "", "m2", "Chị Ngọc đây, số mới"))
+        .await
+        .expect("stored")
+        .into_inner()
+        .message
+        .expect("message");
+    let reader = admin.clone();
+    let contact_of = |conversation_id: String| {
+        let mut admin = reader.clone();
+        async move {
+            admin
+                .get_conversation(GetConversationRequest { conversation_id })
+                .await
+                .expect("conversation")
+                .into_inner()
+                .contact_id
+        }
+    };
+    let target = contact_of(first.conversation_id.clone()).await;
+    let source = contact_of(second.conversation_id.clone()).await;
+
+    let note = AddNoteRequest {
+        contact_id: target.clone(),
+        text: "Khách sỉ, giao thứ Sáu".into(),
+        idempotency_key: "n1".into(),
+        ..Default::default()
+    };
+    let added = admin
+        .add_note(note.clone())
+        .await
+        .expect("noted")
+        .into_inner();
+    let again = admin.add_note(note).await.expect("retried").into_inner();
+    assert_eq!(added.note_id, again.note_id);
+    let edited = admin
+        .edit_note(EditNoteRequest {
+            note_id: added.note_id.clone(),
+            text: "Khách sỉ, giao thứ Bảy".into(),
+        })
+        .await
+        .expect("edited")
+        .into_inner();
+    assert_eq!(edited.text, "Khách sỉ, giao thứ Bảy");
+    assert_eq!(edited.versions.len(), 1);
+    assert_eq!(edited.versions[0].text, "Khách sỉ, giao thứ Sáu");
+    let mut stranger = MessageStoreServiceClient::with_interceptor(
+        store.channel().await,
+        giao_tests::as_user(TENANT, "u-stranger", "agent"),
+    );
+    let error = stranger
+        .list_notes(ListNotesRequest {
+            contact_id: target.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("not the agent's customer");
+    assert_eq!(error.code(), tonic::Code::NotFound);
+
+    admin
+        .add_tags(AddTagsRequest {
+            contact_id: source.clone(),
+            tags: vec!["vip".into()],
+        })
+        .await
+        .expect("tagged");
+    admin
+        .update_contact(UpdateContactRequest {
+            contact_id: source.clone(),
+            update_mask: vec!["custom_fields".into()],
+            custom_fields: [("city".to_string(), "Huế".to_string())].into(),
+            ..Default::default()
+        })
+        .await
+        .expect("updated");
+    let merged = admin
+        .merge_contacts(MergeContactsRequest {
+            target_contact_id: target.clone(),
+            source_contact_id: source.clone(),
+        })
+        .await
+        .expect("merged")
+        .into_inner();
+    assert_eq!(merged.contact_id, target);
+    assert_eq!(merged.display_name, "Ngọc");
+    assert_eq!(merged.identities.len(), 2);
+    assert_eq!(merged.tags, vec!["vip".to_string()]);
+    assert_eq!(
+        merged.custom_fields.get("city").map(String::as_str),
+        Some("Huế")
+    );
+    assert_eq!(merged.merged_contact_ids, vec![source.clone()]);
+    assert_eq!(contact_of(second.conversation_id.clone()).await, target);
+    let error = admin
+        .merge_contacts(MergeContactsRequest {
+            target_contact_id: target.clone(),
+            source_contact_id: source.clone(),
+        })
+        .await
+        .expect_err("merged twice");
+    assert!(
+        error.message().contains("already merged"),
+        "{}",
+        error.message()
+    );
+
+    // A reaction reported by the channel shows on the message.
+    let bus = giao_bus::connect(&backend.bus).await.expect("bus");
+    EventPublisher::new(bus, "connector")
+        .publish(
+            TENANT,
+            "reaction-1".into(),
+            Payload::ReactionAdded(events::ReactionAdded {
+                channel_account_id: "oa-1".into(),
+                external_message_id: "m1".into(),
+                reactor_external_id: "u-1".into(),
+                reaction: "heart".into(),
+                ..Default::default()
+            }),
+        )
+        .await
+        .expect("published");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let history = admin
+            .get_history(GetHistoryRequest {
+                conversation_id: first.conversation_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("history")
+            .into_inner()
+            .messages;
+        if history[0]
+            .reactions
+            .iter()
+            .any(|r| r.reaction == "heart" && r.reactor_external_id == "u-1")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "reaction never applied"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // The export proves itself: the manifest's hash and counts match what was streamed.
+    let mut stream = admin
+        .export_history(ExportHistoryRequest {
+            selector: Some(Selector::ContactId(target.clone())),
+            purpose: "handover test".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("export starts")
+        .into_inner();
+    let mut body = Vec::new();
+    let mut manifest = None;
+    while let Some(chunk) = stream.message().await.expect("chunk") {
+        match chunk.chunk {
+            Some(Chunk::Jsonl(bytes)) => body.extend_from_slice(&bytes),
+            Some(Chunk::Manifest(last)) => manifest = Some(last),
+            None => panic!("empty chunk"),
+        }
+    }
+    let manifest = manifest.expect("a manifest ends the export");
+    assert_eq!(manifest.sha256, hex::encode(sha2::Sha256::digest(&body)));
+    assert_eq!(manifest.bytes, body.len() as u64);
+    let lines: Vec<serde_json::Value> = body
+        .split(|byte| *byte == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| serde_json::from_slice(line).expect("each line is JSON"))
+        .collect();
+    let count = |kind: &str| lines.iter().filter(|line| line["type"] == kind).count() as u64;
+    assert_eq!((manifest.conversations, count("conversation")), (2, 2));
+    assert_eq!((manifest.messages, count("message")), (2, 2));
+    assert_eq!((manifest.contacts, count("contact")), (1, 1));
+    assert_eq!((manifest.notes, count("note")), (1, 1));
+    assert!(lines.iter().any(|line| line["text"] == "Em muốn đặt 3 hộp"));
+
+    let mut agent = message_store_client(&store, TENANT, "agent").await;
+    let error = agent
+        .export_history(ExportHistoryRequest {
+            selector: Some(Selector::ContactId(target.clone())),
+            ..Default::default()
+        })
+        .await
+        .expect_err("agents do not export");
+    assert_eq!(error.code(), tonic::Code::PermissionDenied);
+    let mut supervisor = message_store_client(&store, TENANT, "supervisor").await;
+    let error = supervisor
+        .export_history(ExportHistoryRequest {
+            selector: Some(Selector::Tenant(true)),
+            ..Default::default()
+        })
+        .await
+        .expect_err("the whole tenant is for admins");
+    assert_eq!(error.code(), tonic::Code::PermissionDenied);
+    store.stop().await.expect("stops");
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod postgres {
@@ -751,4 +973,5 @@ on_both_backends!(
     search_folds_vietnamese_and_respects_visibility,
     bad_input_is_rejected_and_nothing_half_written,
     outbound_delivery_and_recall,
+    notes_merges_reactions_and_export,
 );

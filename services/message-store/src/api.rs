@@ -9,14 +9,17 @@ use giao_authz::{Permission, Principal, principal};
 use giao_proto::{
     common::{self, PageResponse},
     messagestore::{
-        self as pb, AddTagsRequest, AppendInboundBatchRequest, AppendInboundBatchResponse,
-        AppendInboundRequest, AppendInboundResponse, GetCarePipelineRequest, GetContactRequest,
+        self as pb, AddNoteRequest, AddTagsRequest, AppendInboundBatchRequest,
+        AppendInboundBatchResponse, AppendInboundRequest, AppendInboundResponse, EditNoteRequest,
+        ExportChunk, ExportHistoryRequest, GetCarePipelineRequest, GetContactRequest,
         GetConversationRequest, GetHistoryRequest, GetHistoryResponse, ListContactsRequest,
-        ListContactsResponse, ListConversationsRequest, ListConversationsResponse, ListTagsRequest,
-        ListTagsResponse, RecordOutboundRequest, RecordOutboundResponse, RemoveTagsRequest,
+        ListContactsResponse, ListConversationsRequest, ListConversationsResponse,
+        ListNotesRequest, ListNotesResponse, ListTagsRequest, ListTagsResponse,
+        MergeContactsRequest, RecordOutboundRequest, RecordOutboundResponse, RemoveTagsRequest,
         SearchRequest, SearchResponse, SetCarePipelineRequest, SetConversationOwnerRequest,
         SetConversationOwnerResponse, TagCount, UpdateContactRequest, UpdateDeliveryRequest,
-        UpdateDeliveryResponse, message_store_service_server::MessageStoreService,
+        UpdateDeliveryResponse, export_history_request::Selector as ExportSelector,
+        message_store_service_server::MessageStoreService,
     },
 };
 use prost_types::Timestamp;
@@ -26,8 +29,8 @@ use uuid::Uuid;
 use crate::{
     domain::{
         self, ContactChange, ContactFilter, ConversationFilter, ConversationRecord, DeliveryChange,
-        HistoryOrder, HistoryQuery, MAX_BATCH, MAX_TEXT_CHARS, MessageRef, NewOutbound, SearchHit,
-        SearchQuery, StoredMessage,
+        HistoryOrder, HistoryQuery, MAX_BATCH, MAX_NOTE_CHARS, MAX_TEXT_CHARS, MessageRef, NewNote,
+        NewOutbound, NoteRecord, ReactionRecord, SearchHit, SearchQuery, StoredMessage,
         contact::{self, ContactRecord},
         cursor::Position,
         visibility,
@@ -132,8 +135,84 @@ impl Api {
     }
 }
 
+/// The stream type of server-streaming RPCs.
+type ChunkStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<ExportChunk, Status>> + Send + 'static>>;
+
 #[tonic::async_trait]
 impl MessageStoreService for Api {
+    #[tracing::instrument(skip_all)]
+    async fn export_history(
+        &self,
+        request: Request<ExportHistoryRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Permission::EXPORT)?;
+        let request = request.into_inner();
+        let selector = match request.selector {
+            Some(ExportSelector::ContactId(raw)) => {
+                crate::export::Selector::Contact(self.visible_contact(&caller, &raw).await?.id)
+            }
+            Some(ExportSelector::OwnerUserId(owner)) if !owner.is_empty() => {
+                crate::export::Selector::Owner(owner)
+            }
+            Some(ExportSelector::ChannelAccountId(account)) if !account.is_empty() => {
+                crate::export::Selector::ChannelAccount(account)
+            }
+            Some(ExportSelector::Tenant(true)) => {
+                if caller.role != giao_authz::Role::Admin {
+                    return Err(Status::permission_denied(
+                        "exporting the whole tenant is for admins",
+                    ));
+                }
+                crate::export::Selector::Tenant
+            }
+            _ => {
+                return Err(Error::InvalidArgument(
+                    "missing selector: one of contact_id, owner_user_id, channel_account_id or tenant".into(),
+                )
+                .into());
+            }
+        };
+        let range = match request.range {
+            None => None,
+            Some(range) => {
+                let start = range
+                    .start
+                    .and_then(|at| DateTime::from_timestamp(at.seconds, at.nanos.max(0) as u32))
+                    .ok_or_else(|| {
+                        Error::InvalidArgument("missing range.start: required with a range".into())
+                    })?;
+                let end = range
+                    .end
+                    .and_then(|at| DateTime::from_timestamp(at.seconds, at.nanos.max(0) as u32))
+                    .ok_or_else(|| {
+                        Error::InvalidArgument("missing range.end: required with a range".into())
+                    })?;
+                if end <= start {
+                    return Err(Error::InvalidArgument(
+                        "invalid range: end must be after start".into(),
+                    )
+                    .into());
+                }
+                Some(crate::export::Range { start, end })
+            }
+        };
+        let purpose: String = request.purpose.chars().take(200).collect();
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(crate::export::run(
+            self.store.clone(),
+            caller,
+            selector,
+            range,
+            purpose,
+            sender,
+        ));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        )))
+    }
+
     #[tracing::instrument(skip_all)]
     async fn append_inbound(
         &self,
@@ -226,8 +305,13 @@ impl MessageStoreService for Api {
             at: m.sent_at,
             id: m.id,
         });
+        let ids: Vec<Uuid> = messages.iter().map(|m| m.id).collect();
+        let reactions = self.store.reactions(&caller.tenant_id, &ids).await?;
         Ok(Response::new(GetHistoryResponse {
-            messages: messages.into_iter().map(message_to_proto).collect(),
+            messages: messages
+                .into_iter()
+                .map(|message| with_reactions(message, &reactions))
+                .collect(),
             page: Some(PageResponse { next_cursor }),
         }))
     }
@@ -654,6 +738,171 @@ impl MessageStoreService for Api {
     }
 
     #[tracing::instrument(skip_all)]
+    async fn add_note(
+        &self,
+        request: Request<AddNoteRequest>,
+    ) -> Result<Response<pb::Note>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Permission::CONTACTS_WRITE)?;
+        let request = request.into_inner();
+        let text = note_text(&request.text)?;
+        let contact = self.visible_contact(&caller, &request.contact_id).await?;
+        let conversation_id = match request.conversation_id.as_str() {
+            "" => None,
+            raw => {
+                let conversation = self
+                    .visible_conversation(&caller, "conversation_id", raw)
+                    .await?;
+                if conversation.contact_id != Some(contact.id) {
+                    return Err(Error::InvalidArgument(
+                        "invalid conversation_id: not a conversation of this contact".into(),
+                    )
+                    .into());
+                }
+                Some(conversation.id)
+            }
+        };
+        let key = Some(request.idempotency_key.trim().to_string()).filter(|key| !key.is_empty());
+        if key.as_ref().is_some_and(|key| key.len() > 128) {
+            return Err(Error::InvalidArgument(
+                "invalid idempotency_key: at most 128 bytes".into(),
+            )
+            .into());
+        }
+        let (note, _created) = self
+            .store
+            .add_note(
+                &NewNote {
+                    tenant_id: caller.tenant_id.clone(),
+                    contact_id: contact.id,
+                    conversation_id,
+                    author_user_id: caller.user_id.clone(),
+                    text,
+                    idempotency_key: key,
+                },
+                Utc::now(),
+            )
+            .await?;
+        Ok(Response::new(note_to_proto(note)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn edit_note(
+        &self,
+        request: Request<EditNoteRequest>,
+    ) -> Result<Response<pb::Note>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Permission::CONTACTS_WRITE)?;
+        let request = request.into_inner();
+        let text = note_text(&request.text)?;
+        let id = parse_id("note_id", &request.note_id)?;
+        let not_found = || Error::NotFound {
+            what: "note",
+            id: request.note_id.clone(),
+        };
+        let note = self
+            .store
+            .note(&caller.tenant_id, id)
+            .await?
+            .ok_or_else(not_found)?;
+        self.visible_contact(&caller, &note.contact_id.to_string())
+            .await
+            .map_err(|_| not_found())?;
+        // Agents edit their own notes; supervisors and admins may correct anyone's.
+        if caller.role == giao_authz::Role::Agent && note.author_user_id != caller.user_id {
+            return Err(Status::permission_denied(
+                "only the author edits an agent's note",
+            ));
+        }
+        let note = self
+            .store
+            .edit_note(&caller.tenant_id, id, &text, &caller.user_id, Utc::now())
+            .await?
+            .ok_or_else(not_found)?;
+        Ok(Response::new(note_to_proto(note)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_notes(
+        &self,
+        request: Request<ListNotesRequest>,
+    ) -> Result<Response<ListNotesResponse>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Permission::CONTACTS_READ)?;
+        let request = request.into_inner();
+        let contact = self.visible_contact(&caller, &request.contact_id).await?;
+        let page = request.page.unwrap_or_default();
+        let limit = domain::page_size(page.page_size);
+        let notes = self
+            .store
+            .list_notes(
+                &caller.tenant_id,
+                contact.id,
+                parse_cursor(&page.cursor)?,
+                limit,
+            )
+            .await?;
+        let next_cursor = next_cursor(&notes, limit, |note| Position {
+            at: note.created_at,
+            id: note.id,
+        });
+        Ok(Response::new(ListNotesResponse {
+            notes: notes.into_iter().map(note_to_proto).collect(),
+            page: Some(PageResponse { next_cursor }),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn merge_contacts(
+        &self,
+        request: Request<MergeContactsRequest>,
+    ) -> Result<Response<pb::Contact>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Permission::CONTACTS_WRITE)?;
+        let request = request.into_inner();
+        if request.target_contact_id == request.source_contact_id {
+            return Err(Error::InvalidArgument(
+                "invalid source_contact_id: the same contact as target_contact_id".into(),
+            )
+            .into());
+        }
+        let target = self
+            .visible_contact(&caller, &request.target_contact_id)
+            .await?;
+        let source = self
+            .visible_contact(&caller, &request.source_contact_id)
+            .await?;
+        for (field, contact) in [
+            ("target_contact_id", &target),
+            ("source_contact_id", &source),
+        ] {
+            if contact.merged_into.is_some() {
+                return Err(Error::InvalidArgument(format!(
+                    "invalid {field}: {} was already merged into another contact",
+                    contact.customer_code
+                ))
+                .into());
+            }
+        }
+        self.store
+            .merge_contacts(
+                &caller.tenant_id,
+                target.id,
+                source.id,
+                &caller.user_id,
+                Utc::now(),
+            )
+            .await?;
+        let merged = self
+            .store
+            .contact(&caller.tenant_id, target.id)
+            .await?
+            .ok_or_else(|| Error::Inconsistent("merged contact vanished".into()))?;
+        self.ingestor.contact_merged(&source, &merged).await?;
+        Ok(Response::new(contact_to_proto(merged)))
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn list_tags(
         &self,
         request: Request<ListTagsRequest>,
@@ -738,6 +987,8 @@ impl MessageStoreService for Api {
             messages: matches!(scope, pb::SearchScope::All | pb::SearchScope::Messages),
             contacts: matches!(scope, pb::SearchScope::All | pb::SearchScope::Contacts)
                 && conversation_id.is_none(),
+            notes: matches!(scope, pb::SearchScope::All | pb::SearchScope::Notes)
+                && conversation_id.is_none(),
             folded,
             conversation_id,
             visible_owner,
@@ -750,7 +1001,7 @@ impl MessageStoreService for Api {
             .iter()
             .filter_map(|hit| match hit {
                 SearchHit::Message(message) => Some(message),
-                SearchHit::Contact(_) => None,
+                SearchHit::Contact(_) | SearchHit::Note(_) => None,
             })
             .collect();
         let next_cursor = next_cursor(&messages, query.limit, |m| Position {
@@ -770,6 +1021,14 @@ impl MessageStoreService for Api {
                     conversation_id: String::new(),
                     hit: Some(pb::search_hit::Hit::Contact(contact_to_proto(contact))),
                 },
+                SearchHit::Note(note) => pb::SearchHit {
+                    snippet: domain::text::snippet(&note.text, &query.folded, 60),
+                    conversation_id: note
+                        .conversation_id
+                        .map(|id| id.to_string())
+                        .unwrap_or_default(),
+                    hit: Some(pb::search_hit::Hit::Note(note_to_proto(note))),
+                },
             })
             .collect();
         Ok(Response::new(SearchResponse {
@@ -777,6 +1036,35 @@ impl MessageStoreService for Api {
             page: Some(PageResponse { next_cursor }),
         }))
     }
+}
+
+fn with_reactions(message: StoredMessage, reactions: &[ReactionRecord]) -> pb::Message {
+    let id = message.id;
+    let mut proto = message_to_proto(message);
+    proto.reactions = reactions
+        .iter()
+        .filter(|reaction| reaction.message_id == id)
+        .map(|reaction| pb::Reaction {
+            reactor_external_id: reaction.reactor_external_id.clone(),
+            reaction: reaction.reaction.clone(),
+            at: Some(timestamp(reaction.at)),
+        })
+        .collect();
+    proto
+}
+
+fn note_text(text: &str) -> Result<String, Error> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(Error::InvalidArgument("missing text: required".into()));
+    }
+    let chars = trimmed.chars().count();
+    if chars > MAX_NOTE_CHARS {
+        return Err(Error::InvalidArgument(format!(
+            "invalid text: {chars} characters, at most {MAX_NOTE_CHARS}"
+        )));
+    }
+    Ok(trimmed.to_string())
 }
 
 fn tags(raw: &[String]) -> Result<Vec<String>, Error> {
@@ -820,7 +1108,35 @@ pub(crate) fn contact_to_proto(contact: ContactRecord) -> pb::Contact {
         created_at: Some(timestamp(contact.created_at)),
         updated_at: Some(timestamp(contact.updated_at)),
         owner_user_id: contact.owner_user_id.unwrap_or_default(),
-        merged_contact_ids: Vec::new(),
+        merged_contact_ids: contact
+            .merged_contact_ids
+            .iter()
+            .map(Uuid::to_string)
+            .collect(),
+    }
+}
+
+pub(crate) fn note_to_proto(note: NoteRecord) -> pb::Note {
+    pb::Note {
+        note_id: note.id.to_string(),
+        contact_id: note.contact_id.to_string(),
+        conversation_id: note
+            .conversation_id
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+        author_user_id: note.author_user_id,
+        text: note.text,
+        created_at: Some(timestamp(note.created_at)),
+        updated_at: Some(timestamp(note.updated_at)),
+        versions: note
+            .versions
+            .into_iter()
+            .map(|version| pb::NoteVersion {
+                text: version.text,
+                author_user_id: version.author_user_id,
+                replaced_at: Some(timestamp(version.replaced_at)),
+            })
+            .collect(),
     }
 }
 

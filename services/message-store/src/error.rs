@@ -13,6 +13,9 @@ pub enum Error {
     Database(#[from] sqlx::Error),
     #[error("bus: {0}")]
     Bus(#[from] giao_bus::BusError),
+    /// The caller went away (a stream's receiver was dropped).
+    #[error("cancelled by the caller")]
+    Cancelled,
     /// Data that should not exist (a bug or manual tampering); logged, never shown.
     #[error("inconsistent data: {0}")]
     Inconsistent(String),
@@ -28,6 +31,7 @@ impl ErrorCodeExt for Error {
             )
             | Error::Bus(_) => ErrorCode::Unavailable,
             Error::Database(_) | Error::Inconsistent(_) => ErrorCode::Internal,
+            Error::Cancelled => ErrorCode::Unavailable,
         }
     }
 }

@@ -219,6 +219,54 @@ impl Ingestor {
         Ok(true)
     }
 
+    /// Records the latest reaction of a person to a message; false when the message is unknown.
+    pub async fn apply_reaction(
+        &self,
+        tenant_id: &str,
+        reference: &MessageRef,
+        reactor_external_id: String,
+        reaction: String,
+        at: chrono::DateTime<Utc>,
+    ) -> Result<bool, Error> {
+        let Some(message) = self.store.find_message(tenant_id, reference).await? else {
+            return Ok(false);
+        };
+        self.store
+            .add_reaction(
+                tenant_id,
+                &crate::domain::ReactionRecord {
+                    message_id: message.id,
+                    reactor_external_id,
+                    reaction,
+                    at,
+                },
+            )
+            .await?;
+        Ok(true)
+    }
+
+    /// Announces that `source` now lives on as `target`.
+    pub async fn contact_merged(
+        &self,
+        source: &ContactRecord,
+        target: &ContactRecord,
+    ) -> Result<(), Error> {
+        self.publisher
+            .publish(
+                &target.tenant_id,
+                format!("contact-merged-{}", source.id),
+                Payload::ContactUpdated(events::ContactUpdated {
+                    contact_id: source.id.to_string(),
+                    customer_code: source.customer_code.clone(),
+                    changed_fields: vec!["merged_into".into()],
+                    merged_into_contact_id: target.id.to_string(),
+                    ..Default::default()
+                }),
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Announces a contact change: which fields changed and the care-status transition.
     pub async fn contact_changed(
         &self,
@@ -332,14 +380,21 @@ pub async fn consume_updates(
         handler(ingestor.clone()),
     );
     let recalls = giao_bus::run_consumer(
-        bus,
+        bus.clone(),
         consumer("message-store-recall", "message_recalled"),
+        shutdown.clone(),
+        handler(ingestor.clone()),
+    );
+    let reactions = giao_bus::run_consumer(
+        bus,
+        consumer("message-store-reactions", "reaction_added"),
         shutdown,
         handler(ingestor),
     );
-    let (deliveries, recalls) = tokio::join!(deliveries, recalls);
+    let (deliveries, recalls, reactions) = tokio::join!(deliveries, recalls, reactions);
     deliveries?;
     recalls?;
+    reactions?;
     Ok(())
 }
 
@@ -403,7 +458,22 @@ async fn handle_update(ingestor: &Ingestor, envelope: events::Envelope) -> Handl
                 )
                 .await
         }
-        _ => return HandlerOutcome::Poison("not a delivery report or recall".into()),
+        Some(Payload::ReactionAdded(reaction)) => {
+            let reference = MessageRef::External {
+                channel_account_id: reaction.channel_account_id,
+                external_message_id: reaction.external_message_id,
+            };
+            ingestor
+                .apply_reaction(
+                    &tenant_id,
+                    &reference,
+                    reaction.reactor_external_id,
+                    reaction.reaction,
+                    time_of(reaction.at),
+                )
+                .await
+        }
+        _ => return HandlerOutcome::Poison("not a delivery report, recall or reaction".into()),
     };
     match outcome {
         Ok(true) => HandlerOutcome::Done,

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod domain;
 pub mod error;
+pub mod export;
 pub mod ingest;
 pub mod store;
 

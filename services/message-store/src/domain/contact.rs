@@ -40,6 +40,8 @@ pub struct ContactRecord {
     pub phones: Vec<String>,
     pub tags: Vec<String>,
     pub identities: Vec<Identity>,
+    /// Contacts merged into this one.
+    pub merged_contact_ids: Vec<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

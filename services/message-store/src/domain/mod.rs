@@ -161,7 +161,52 @@ pub struct ContactChange {
 pub enum SearchHit {
     Message(StoredMessage),
     Contact(contact::ContactRecord),
+    Note(NoteRecord),
 }
+
+/// A note on a contact, with every earlier text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NoteRecord {
+    pub id: Uuid,
+    pub tenant_id: String,
+    pub contact_id: Uuid,
+    pub conversation_id: Option<Uuid>,
+    pub author_user_id: String,
+    pub text: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Oldest first.
+    pub versions: Vec<NoteVersionRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NoteVersionRecord {
+    pub text: String,
+    pub author_user_id: String,
+    pub replaced_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewNote {
+    pub tenant_id: String,
+    pub contact_id: Uuid,
+    pub conversation_id: Option<Uuid>,
+    pub author_user_id: String,
+    pub text: String,
+    pub idempotency_key: Option<String>,
+}
+
+/// The latest reaction of one person to a message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReactionRecord {
+    pub message_id: Uuid,
+    pub reactor_external_id: String,
+    pub reaction: String,
+    pub at: DateTime<Utc>,
+}
+
+/// Largest note, in characters.
+pub const MAX_NOTE_CHARS: usize = 10_000;
 
 #[derive(Debug, Clone, Default)]
 pub struct SearchQuery {
@@ -171,6 +216,7 @@ pub struct SearchQuery {
     pub phone: Option<String>,
     pub messages: bool,
     pub contacts: bool,
+    pub notes: bool,
     pub conversation_id: Option<Uuid>,
     pub visible_owner: Option<String>,
     pub visible_teams: Option<Vec<String>>,
@@ -200,6 +246,7 @@ pub struct ConversationFilter {
     pub tag: Option<String>,
     pub care_status: Option<String>,
     pub lead_source: Option<String>,
+    pub contact_id: Option<Uuid>,
     pub waiting_for_reply: bool,
     pub unassigned: bool,
     pub updated_since: Option<DateTime<Utc>>,

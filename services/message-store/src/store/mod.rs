@@ -2,10 +2,12 @@
 //! implementation side by side, held to the same contract tests (tests/store_contract.rs).
 
 mod pg_contacts;
+mod pg_notes;
 mod pg_outbound;
 mod postgres;
 mod sqlite;
 mod sqlite_contacts;
+mod sqlite_notes;
 mod sqlite_outbound;
 
 use std::sync::Arc;
@@ -141,6 +143,58 @@ pub trait Store: Send + Sync + 'static {
         change: &'a DeliveryChange,
     ) -> BoxFuture<'a, Result<bool, Error>>;
 
+    fn add_note<'a>(
+        &'a self,
+        note: &'a crate::domain::NewNote,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(crate::domain::NoteRecord, bool), Error>>;
+
+    fn note<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        id: Uuid,
+    ) -> BoxFuture<'a, Result<Option<crate::domain::NoteRecord>, Error>>;
+
+    /// Replaces a note's text, keeping the old text as a version.
+    fn edit_note<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        id: Uuid,
+        text: &'a str,
+        editor: &'a str,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Option<crate::domain::NoteRecord>, Error>>;
+
+    fn list_notes<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        contact_id: Uuid,
+        after: Option<crate::domain::cursor::Position>,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<crate::domain::NoteRecord>, Error>>;
+
+    fn add_reaction<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        reaction: &'a crate::domain::ReactionRecord,
+    ) -> BoxFuture<'a, Result<(), Error>>;
+
+    fn reactions<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        message_ids: &'a [Uuid],
+    ) -> BoxFuture<'a, Result<Vec<crate::domain::ReactionRecord>, Error>>;
+
+    /// Moves everything of `source` to `target` and marks `source` merged, in one transaction.
+    fn merge_contacts<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        target: Uuid,
+        source: Uuid,
+        actor: &'a str,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), Error>>;
+
     /// Flags a message recalled (first report wins); the content stays.
     fn mark_recalled<'a>(
         &'a self,
@@ -172,6 +226,8 @@ pub(crate) struct ContactParts {
     pub phones: Vec<(Uuid, String)>,
     pub tags: Vec<(Uuid, String)>,
     pub identities: Vec<(Uuid, String, String, String, String)>,
+    /// (target, merged source)
+    pub merges: Vec<(Uuid, Uuid)>,
 }
 
 /// Attaches phones, tags and identities to their contacts, keeping the page order.
@@ -207,6 +263,12 @@ pub(crate) fn assemble(bases: Vec<ContactBase>, parts: ContactParts) -> Vec<Cont
                     },
                 )
                 .collect(),
+            merged_contact_ids: parts
+                .merges
+                .iter()
+                .filter(|(target, _)| *target == base.id)
+                .map(|(_, source)| *source)
+                .collect(),
             custom_fields: serde_json::from_str(&base.custom_fields).unwrap_or_default(),
             id: base.id,
             tenant_id: base.tenant_id,
@@ -216,6 +278,43 @@ pub(crate) fn assemble(bases: Vec<ContactBase>, parts: ContactParts) -> Vec<Cont
             lead_source: base.lead_source,
             owner_user_id: base.owner_user_id,
             merged_into: base.merged_into,
+            created_at: base.created_at,
+            updated_at: base.updated_at,
+        })
+        .collect()
+}
+
+/// A note row before its versions are attached.
+pub(crate) struct NoteBase {
+    pub id: Uuid,
+    pub tenant_id: String,
+    pub contact_id: Uuid,
+    pub conversation_id: Option<Uuid>,
+    pub author_user_id: String,
+    pub text: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Attaches versions (ordered oldest first) to their notes.
+pub(crate) fn assemble_notes(
+    bases: Vec<NoteBase>,
+    versions: Vec<(Uuid, crate::domain::NoteVersionRecord)>,
+) -> Vec<crate::domain::NoteRecord> {
+    bases
+        .into_iter()
+        .map(|base| crate::domain::NoteRecord {
+            versions: versions
+                .iter()
+                .filter(|(id, _)| *id == base.id)
+                .map(|(_, version)| version.clone())
+                .collect(),
+            id: base.id,
+            tenant_id: base.tenant_id,
+            contact_id: base.contact_id,
+            conversation_id: base.conversation_id,
+            author_user_id: base.author_user_id,
+            text: base.text,
             created_at: base.created_at,
             updated_at: base.updated_at,
         })
@@ -388,6 +487,85 @@ macro_rules! contact_store_methods {
             at: chrono::DateTime<chrono::Utc>,
         ) -> futures::future::BoxFuture<'a, Result<(), crate::error::Error>> {
             Box::pin(self.apply_recall(tenant_id, message_id, recalled_by, at))
+        }
+
+        fn add_note<'a>(
+            &'a self,
+            note: &'a crate::domain::NewNote,
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> futures::future::BoxFuture<
+            'a,
+            Result<(crate::domain::NoteRecord, bool), crate::error::Error>,
+        > {
+            Box::pin(self.insert_note(note, now))
+        }
+
+        fn note<'a>(
+            &'a self,
+            tenant_id: &'a str,
+            id: uuid::Uuid,
+        ) -> futures::future::BoxFuture<
+            'a,
+            Result<Option<crate::domain::NoteRecord>, crate::error::Error>,
+        > {
+            Box::pin(self.fetch_note(tenant_id, id))
+        }
+
+        fn edit_note<'a>(
+            &'a self,
+            tenant_id: &'a str,
+            id: uuid::Uuid,
+            text: &'a str,
+            editor: &'a str,
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> futures::future::BoxFuture<
+            'a,
+            Result<Option<crate::domain::NoteRecord>, crate::error::Error>,
+        > {
+            Box::pin(self.change_note(tenant_id, id, text, editor, now))
+        }
+
+        fn list_notes<'a>(
+            &'a self,
+            tenant_id: &'a str,
+            contact_id: uuid::Uuid,
+            after: Option<crate::domain::cursor::Position>,
+            limit: u32,
+        ) -> futures::future::BoxFuture<
+            'a,
+            Result<Vec<crate::domain::NoteRecord>, crate::error::Error>,
+        > {
+            Box::pin(self.fetch_notes(tenant_id, contact_id, after, limit))
+        }
+
+        fn add_reaction<'a>(
+            &'a self,
+            tenant_id: &'a str,
+            reaction: &'a crate::domain::ReactionRecord,
+        ) -> futures::future::BoxFuture<'a, Result<(), crate::error::Error>> {
+            Box::pin(self.upsert_reaction(tenant_id, reaction))
+        }
+
+        fn reactions<'a>(
+            &'a self,
+            tenant_id: &'a str,
+            message_ids: &'a [uuid::Uuid],
+        ) -> futures::future::BoxFuture<
+            'a,
+            Result<Vec<crate::domain::ReactionRecord>, crate::error::Error>,
+        > {
+            Box::pin(self.fetch_reactions(tenant_id, message_ids))
+        }
+
+        fn merge_contacts<'a>(
+            &'a self,
+            tenant_id: &'a str,
+            target: uuid::Uuid,
+            source: uuid::Uuid,
+            actor: &'a str,
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> futures::future::BoxFuture<'a, Result<(), crate::error::Error>> {
+            Box::pin(self.merge(tenant_id, target, source, actor, now))
         }
     };
 }

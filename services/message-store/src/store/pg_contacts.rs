@@ -173,6 +173,13 @@ impl PostgresStore {
         .bind(&ids)
         .fetch_all(self.pool())
         .await?;
+        let merges: Vec<(Uuid, Uuid)> = sqlx::query_as(
+            "SELECT target_id, source_id FROM contact_merges WHERE tenant_id = $1 AND target_id = ANY($2) ORDER BY merged_at",
+        )
+        .bind(tenant_id)
+        .bind(&ids)
+        .fetch_all(self.pool())
+        .await?;
         let bases = rows
             .into_iter()
             .map(|row| {
@@ -197,6 +204,7 @@ impl PostgresStore {
                 phones,
                 tags,
                 identities,
+                merges,
             },
         ))
     }
@@ -385,6 +393,14 @@ impl PostgresStore {
                     .await?
                     .into_iter()
                     .map(SearchHit::Contact),
+            );
+        }
+        if query.notes && query.after.is_none() {
+            hits.extend(
+                self.search_notes(tenant_id, query)
+                    .await?
+                    .into_iter()
+                    .map(SearchHit::Note),
             );
         }
         if query.messages && !query.folded.is_empty() {

@@ -342,6 +342,7 @@ impl PostgresStore {
              AND (NOT $14 OR (last_inbound_at IS NOT NULL AND (last_outbound_at IS NULL OR last_inbound_at > last_outbound_at))) \
              AND (NOT $15 OR owner_user_id IS NULL) \
              AND ($16::timestamptz IS NULL OR last_activity_at >= $16) \
+             AND ($17::uuid IS NULL OR contact_id = $17) \
              ORDER BY last_activity_at DESC, id DESC LIMIT $10"
         );
         let rows = sqlx::query_as::<_, ConversationRow>(sqlx::AssertSqlSafe(sql))
@@ -361,6 +362,7 @@ impl PostgresStore {
             .bind(filter.waiting_for_reply)
             .bind(filter.unassigned)
             .bind(filter.updated_since)
+            .bind(filter.contact_id)
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.into_iter().map(Into::into).collect())

@@ -150,7 +150,17 @@ impl SqliteStore {
         let mut phones: Vec<(Uuid, String)> = Vec::new();
         let mut tags: Vec<(Uuid, String)> = Vec::new();
         let mut identities: Vec<(Uuid, String, String, String, String)> = Vec::new();
+        let mut merges: Vec<(Uuid, Uuid)> = Vec::new();
         for row in &rows {
+            merges.extend(
+                sqlx::query_as::<_, (Uuid, Uuid)>(
+                    "SELECT target_id, source_id FROM contact_merges WHERE tenant_id = ?1 AND target_id = ?2 ORDER BY merged_at",
+                )
+                .bind(tenant_id)
+                .bind(row.id)
+                .fetch_all(self.pool())
+                .await?,
+            );
             phones.extend(
                 sqlx::query_as::<_, (Uuid, String)>(
                     "SELECT contact_id, phone FROM contact_phones WHERE tenant_id = ?1 AND contact_id = ?2 ORDER BY phone",
@@ -205,6 +215,7 @@ impl SqliteStore {
                 phones,
                 tags,
                 identities,
+                merges,
             },
         ))
     }
@@ -393,6 +404,14 @@ impl SqliteStore {
                     .await?
                     .into_iter()
                     .map(SearchHit::Contact),
+            );
+        }
+        if query.notes && query.after.is_none() {
+            hits.extend(
+                self.search_notes(tenant_id, query)
+                    .await?
+                    .into_iter()
+                    .map(SearchHit::Note),
             );
         }
         if query.messages && !query.folded.is_empty() {

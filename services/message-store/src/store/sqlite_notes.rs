@@ -1,0 +1,338 @@
+//! Notes, reactions and contact merges on SQLite.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::sqlite::{SqliteStore, micros, time};
+use crate::{
+    domain::{NewNote, NoteRecord, NoteVersionRecord, ReactionRecord, text},
+    error::Error,
+};
+
+type NoteRow = (Uuid, String, Uuid, Option<Uuid>, String, String, i64, i64);
+
+const NOTE_COLUMNS: &str =
+    "id, tenant_id, contact_id, conversation_id, author_user_id, text, created_at, updated_at";
+
+impl SqliteStore {
+    async fn notes_with_versions(&self, rows: Vec<NoteRow>) -> Result<Vec<NoteRecord>, Error> {
+        let mut versions: Vec<(Uuid, String, String, i64)> = Vec::new();
+        for row in &rows {
+            versions.extend(
+                sqlx::query_as::<_, (Uuid, String, String, i64)>(
+                    "SELECT note_id, text, author_user_id, replaced_at FROM note_versions \
+                     WHERE note_id = ?1 ORDER BY version",
+                )
+                .bind(row.0)
+                .fetch_all(self.pool())
+                .await?,
+            );
+        }
+        let bases = rows
+            .into_iter()
+            .map(
+                |(
+                    id,
+                    tenant_id,
+                    contact_id,
+                    conversation_id,
+                    author_user_id,
+                    text,
+                    created_at,
+                    updated_at,
+                )| {
+                    Ok(super::NoteBase {
+                        id,
+                        tenant_id,
+                        contact_id,
+                        conversation_id,
+                        author_user_id,
+                        text,
+                        created_at: time(created_at)?,
+                        updated_at: time(updated_at)?,
+                    })
+                },
+            )
+            .collect::<Result<Vec<_>, Error>>()?;
+        let versions = versions
+            .into_iter()
+            .map(|(id, text, author_user_id, replaced_at)| {
+                Ok((
+                    id,
+                    NoteVersionRecord {
+                        text,
+                        author_user_id,
+                        replaced_at: time(replaced_at)?,
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(super::assemble_notes(bases, versions))
+    }
+
+    pub(super) async fn fetch_note(
+        &self,
+        tenant_id: &str,
+        id: Uuid,
+    ) -> Result<Option<NoteRecord>, Error> {
+        let rows: Vec<NoteRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {NOTE_COLUMNS} FROM notes WHERE tenant_id = ?1 AND id = ?2"
+        )))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(self.notes_with_versions(rows).await?.pop())
+    }
+
+    pub(super) async fn insert_note(
+        &self,
+        note: &NewNote,
+        now: DateTime<Utc>,
+    ) -> Result<(NoteRecord, bool), Error> {
+        let id = Uuid::now_v7();
+        let inserted: Option<Uuid> = sqlx::query_scalar(
+            "INSERT INTO notes (id, tenant_id, contact_id, conversation_id, author_user_id, text, folded_text, \
+             idempotency_key, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9) \
+             ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id",
+        )
+        .bind(id)
+        .bind(&note.tenant_id)
+        .bind(note.contact_id)
+        .bind(note.conversation_id)
+        .bind(&note.author_user_id)
+        .bind(&note.text)
+        .bind(text::fold(&note.text))
+        .bind(&note.idempotency_key)
+        .bind(micros(now))
+        .fetch_optional(self.pool())
+        .await?;
+        let (id, created) = match inserted {
+            Some(id) => (id, true),
+            None => (
+                sqlx::query_scalar(
+                    "SELECT id FROM notes WHERE tenant_id = ?1 AND idempotency_key = ?2",
+                )
+                .bind(&note.tenant_id)
+                .bind(&note.idempotency_key)
+                .fetch_one(self.pool())
+                .await?,
+                false,
+            ),
+        };
+        let note = self
+            .fetch_note(&note.tenant_id, id)
+            .await?
+            .ok_or_else(|| Error::Inconsistent("note vanished after insert".into()))?;
+        Ok((note, created))
+    }
+
+    pub(super) async fn change_note(
+        &self,
+        tenant_id: &str,
+        id: Uuid,
+        new_text: &str,
+        editor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<NoteRecord>, Error> {
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let current: Option<(String, String)> = sqlx::query_as(
+            "SELECT text, author_user_id FROM notes WHERE tenant_id = ?1 AND id = ?2",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((old_text, old_author)) = current else {
+            return Ok(None);
+        };
+        if old_text != new_text {
+            sqlx::query(
+                "INSERT INTO note_versions (note_id, version, text, author_user_id, replaced_at) \
+                 VALUES (?1, (SELECT COALESCE(MAX(version), 0) + 1 FROM note_versions WHERE note_id = ?1), ?2, ?3, ?4)",
+            )
+            .bind(id)
+            .bind(&old_text)
+            .bind(&old_author)
+            .bind(micros(now))
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE notes SET text = ?3, folded_text = ?4, author_user_id = ?5, updated_at = ?6 \
+                 WHERE tenant_id = ?1 AND id = ?2",
+            )
+            .bind(tenant_id)
+            .bind(id)
+            .bind(new_text)
+            .bind(text::fold(new_text))
+            .bind(editor)
+            .bind(micros(now))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        self.fetch_note(tenant_id, id).await
+    }
+
+    pub(super) async fn fetch_notes(
+        &self,
+        tenant_id: &str,
+        contact_id: Uuid,
+        after: Option<crate::domain::cursor::Position>,
+        limit: u32,
+    ) -> Result<Vec<NoteRecord>, Error> {
+        let rows: Vec<NoteRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {NOTE_COLUMNS} FROM notes WHERE tenant_id = ?1 AND contact_id = ?2 \
+             AND (?3 IS NULL OR (created_at, id) < (?3, ?4)) \
+             ORDER BY created_at DESC, id DESC LIMIT ?5"
+        )))
+        .bind(tenant_id)
+        .bind(contact_id)
+        .bind(after.map(|p| micros(p.at)))
+        .bind(after.map(|p| p.id))
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?;
+        self.notes_with_versions(rows).await
+    }
+
+    pub(super) async fn search_notes(
+        &self,
+        tenant_id: &str,
+        query: &crate::domain::SearchQuery,
+    ) -> Result<Vec<NoteRecord>, Error> {
+        let pattern = format!("\"{}\"*", query.folded.replace('"', "\"\""));
+        let rows: Vec<NoteRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {NOTE_COLUMNS} FROM notes n WHERE tenant_id = ?1 AND n.rowid IN (SELECT rowid FROM notes_fts WHERE notes_fts MATCH ?2) \
+             AND ((?3 IS NULL AND ?4 IS NULL) OR EXISTS (SELECT 1 FROM conversations c \
+                  WHERE c.tenant_id = n.tenant_id AND c.contact_id = n.contact_id AND (c.owner_user_id = ?3 OR c.team_id IN (SELECT value FROM json_each(COALESCE(?4, '[]')))))) \
+             ORDER BY created_at DESC, id DESC LIMIT ?5"
+        )))
+        .bind(tenant_id)
+        .bind(pattern)
+        .bind(&query.visible_owner)
+        .bind(
+            query
+                .visible_teams
+                .as_ref()
+                .map(|teams| serde_json::to_string(teams).unwrap_or_else(|_| "[]".into())),
+        )
+        .bind(i64::from(query.limit))
+        .fetch_all(self.pool())
+        .await?;
+        self.notes_with_versions(rows).await
+    }
+
+    pub(super) async fn upsert_reaction(
+        &self,
+        tenant_id: &str,
+        reaction: &ReactionRecord,
+    ) -> Result<(), Error> {
+        // Reports can arrive out of order: the latest reaction of a person wins.
+        sqlx::query(
+            "INSERT INTO message_reactions (tenant_id, message_id, reactor_external_id, reaction, at) \
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (tenant_id, message_id, reactor_external_id) \
+             DO UPDATE SET reaction = excluded.reaction, at = excluded.at WHERE message_reactions.at <= excluded.at",
+        )
+        .bind(tenant_id)
+        .bind(reaction.message_id)
+        .bind(&reaction.reactor_external_id)
+        .bind(&reaction.reaction)
+        .bind(micros(reaction.at))
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn fetch_reactions(
+        &self,
+        tenant_id: &str,
+        message_ids: &[Uuid],
+    ) -> Result<Vec<ReactionRecord>, Error> {
+        let mut reactions = Vec::new();
+        for message_id in message_ids {
+            let rows: Vec<(Uuid, String, String, i64)> = sqlx::query_as(
+                "SELECT message_id, reactor_external_id, reaction, at FROM message_reactions \
+                 WHERE tenant_id = ?1 AND message_id = ?2 ORDER BY at",
+            )
+            .bind(tenant_id)
+            .bind(message_id)
+            .fetch_all(self.pool())
+            .await?;
+            for (message_id, reactor_external_id, reaction, at) in rows {
+                reactions.push(ReactionRecord {
+                    message_id,
+                    reactor_external_id,
+                    reaction,
+                    at: time(at)?,
+                });
+            }
+        }
+        Ok(reactions)
+    }
+
+    pub(super) async fn merge(
+        &self,
+        tenant_id: &str,
+        target: Uuid,
+        source: Uuid,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        for statement in [
+            "UPDATE contact_identities SET contact_id = ?2 WHERE tenant_id = ?1 AND contact_id = ?3",
+            "INSERT INTO contact_phones (tenant_id, contact_id, phone) SELECT tenant_id, ?2, phone FROM contact_phones \
+             WHERE tenant_id = ?1 AND contact_id = ?3 ON CONFLICT DO NOTHING",
+            "DELETE FROM contact_phones WHERE tenant_id = ?1 AND contact_id = ?3",
+            "INSERT INTO contact_tags (tenant_id, contact_id, tag) SELECT tenant_id, ?2, tag FROM contact_tags \
+             WHERE tenant_id = ?1 AND contact_id = ?3 ON CONFLICT DO NOTHING",
+            "DELETE FROM contact_tags WHERE tenant_id = ?1 AND contact_id = ?3",
+            "UPDATE conversations SET contact_id = ?2 WHERE tenant_id = ?1 AND contact_id = ?3",
+            "UPDATE notes SET contact_id = ?2 WHERE tenant_id = ?1 AND contact_id = ?3",
+            "UPDATE contact_merges SET target_id = ?2 WHERE tenant_id = ?1 AND target_id = ?3",
+        ] {
+            sqlx::query(statement)
+                .bind(tenant_id)
+                .bind(target)
+                .bind(source)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "INSERT INTO contact_merges (tenant_id, target_id, source_id, merged_by, merged_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(tenant_id)
+        .bind(target)
+        .bind(source)
+        .bind(actor)
+        .bind(micros(now))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE contacts SET merged_into = ?2, updated_at = ?3 WHERE tenant_id = ?1 AND id = ?4")
+            .bind(tenant_id)
+            .bind(target)
+            .bind(micros(now))
+            .bind(source)
+            .execute(&mut *tx)
+            .await?;
+        // The remaining contact keeps its own values and gains what it lacked.
+        sqlx::query(
+            "UPDATE contacts AS t SET \
+               display_name = CASE WHEN t.display_name = '' THEN s.display_name ELSE t.display_name END, \
+               folded_name = CASE WHEN t.display_name = '' THEN s.folded_name ELSE t.folded_name END, \
+               lead_source = CASE WHEN t.lead_source = '' THEN s.lead_source ELSE t.lead_source END, \
+               custom_fields = json_patch(s.custom_fields, t.custom_fields), \
+               updated_at = ?4 \
+             FROM contacts AS s WHERE t.tenant_id = ?1 AND t.id = ?2 AND s.tenant_id = ?1 AND s.id = ?3",
+        )
+        .bind(tenant_id)
+        .bind(target)
+        .bind(source)
+        .bind(micros(now))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
