@@ -946,6 +946,97 @@ async fn notes_merges_reactions_and_export(kind: BackendKind) {
     store.stop().await.expect("stops");
 }
 
+async fn edits_keep_versions_and_quotes_resolve(kind: BackendKind) {
+    use giao_bus::envelope::EventPublisher;
+    use giao_proto::events::{self, envelope::Payload};
+
+    let (backend, store, mut admin) = start(kind).await;
+    let original = admin
+        .append_inbound(inbound("oa-1", "u-1", "An", "m1", "Cho em 2 cái"))
+        .await
+        .expect("stored")
+        .into_inner()
+        .message
+        .expect("message");
+    let mut reply = inbound("oa-1", "u-1", "An", "m2", "Nhầm, 3 cái ạ");
+    if let Some(message) = reply.message.as_mut() {
+        message.quote_external_id = "m1".into();
+    }
+    admin.append_inbound(reply).await.expect("stored");
+    let bus = giao_bus::connect(&backend.bus).await.expect("bus");
+    let publisher = EventPublisher::new(bus, "connector");
+    for attempt in 0..2 {
+        // The same edit reported twice keeps one version.
+        publisher
+            .publish(
+                TENANT,
+                format!("edit-{attempt}"),
+                Payload::MessageEdited(events::MessageEdited {
+                    channel_account_id: "oa-1".into(),
+                    external_message_id: "m1".into(),
+                    content: Some(MessageContent {
+                        r#type: ContentType::Text as i32,
+                        text: "Cho em 3 cái".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .expect("published");
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let history = admin
+            .get_history(GetHistoryRequest {
+                conversation_id: original.conversation_id.clone(),
+                direction: 1,
+                ..Default::default()
+            })
+            .await
+            .expect("history")
+            .into_inner()
+            .messages;
+        let edited = &history[0];
+        if edited.content.as_ref().map(|c| c.text.as_str()) == Some("Cho em 3 cái") {
+            assert_eq!(edited.versions.len(), 1, "{edited:?}");
+            assert_eq!(
+                edited.versions[0].content.as_ref().map(|c| c.text.as_str()),
+                Some("Cho em 2 cái")
+            );
+            assert_eq!(history[1].quote_message_id, original.message_id);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "edit never applied");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Both reports were handled before this point or will change nothing; search sees the new text.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let history = admin
+        .get_history(GetHistoryRequest {
+            conversation_id: original.conversation_id.clone(),
+            direction: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("history")
+        .into_inner()
+        .messages;
+    assert_eq!(history[0].versions.len(), 1);
+    let hits = admin
+        .search(SearchRequest {
+            query: "3 cai".into(),
+            scope: giao_proto::messagestore::SearchScope::Messages as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("search")
+        .into_inner()
+        .hits;
+    assert_eq!(hits.len(), 2, "{hits:?}");
+    store.stop().await.expect("stops");
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod postgres {
@@ -974,4 +1065,5 @@ on_both_backends!(
     bad_input_is_rejected_and_nothing_half_written,
     outbound_delivery_and_recall,
     notes_merges_reactions_and_export,
+    edits_keep_versions_and_quotes_resolve,
 );

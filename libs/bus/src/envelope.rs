@@ -31,6 +31,7 @@ pub fn event_type(payload: &Payload) -> &'static str {
         Payload::OutboundRequested(_) => "outbound_requested",
         Payload::FollowChanged(_) => "follow_changed",
         Payload::ReactionAdded(_) => "reaction_added",
+        Payload::MessageEdited(_) => "message_edited",
     }
 }
 

@@ -307,10 +307,47 @@ impl MessageStoreService for Api {
         });
         let ids: Vec<Uuid> = messages.iter().map(|m| m.id).collect();
         let reactions = self.store.reactions(&caller.tenant_id, &ids).await?;
+        let versions = self.store.message_versions(&caller.tenant_id, &ids).await?;
+        let mut quoted = Vec::new();
+        for message in &messages {
+            if let Some(external_id) = &message.quote_external_id {
+                let reference = MessageRef::External {
+                    channel_account_id: message.channel_account_id.clone(),
+                    external_message_id: external_id.clone(),
+                };
+                if let Some(quote) = self
+                    .store
+                    .find_message(&caller.tenant_id, &reference)
+                    .await?
+                {
+                    quoted.push((message.id, quote.id));
+                }
+            }
+        }
         Ok(Response::new(GetHistoryResponse {
             messages: messages
                 .into_iter()
-                .map(|message| with_reactions(message, &reactions))
+                .map(|message| {
+                    let id = message.id;
+                    let mut proto = with_reactions(message, &reactions);
+                    proto.versions = versions
+                        .iter()
+                        .filter(|(message_id, ..)| *message_id == id)
+                        .map(|(_, content, replaced_at)| pb::MessageVersion {
+                            content: <common::MessageContent as prost::Message>::decode(
+                                content.as_slice(),
+                            )
+                            .ok(),
+                            replaced_at: Some(timestamp(*replaced_at)),
+                        })
+                        .collect();
+                    if let Some((_, quote_id)) =
+                        quoted.iter().find(|(message_id, _)| *message_id == id)
+                    {
+                        proto.quote_message_id = quote_id.to_string();
+                    }
+                    proto
+                })
                 .collect(),
             page: Some(PageResponse { next_cursor }),
         }))

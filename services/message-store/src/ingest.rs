@@ -245,6 +245,24 @@ impl Ingestor {
         Ok(true)
     }
 
+    /// Applies an edit reported by the channel, keeping the earlier version; false when the
+    /// message is unknown.
+    pub async fn apply_edit(
+        &self,
+        tenant_id: &str,
+        reference: &MessageRef,
+        content: &giao_proto::common::MessageContent,
+        at: chrono::DateTime<Utc>,
+    ) -> Result<bool, Error> {
+        let Some(message) = self.store.find_message(tenant_id, reference).await? else {
+            return Ok(false);
+        };
+        self.store
+            .edit_message(tenant_id, message.id, content, at)
+            .await?;
+        Ok(true)
+    }
+
     /// Announces that `source` now lives on as `target`.
     pub async fn contact_merged(
         &self,
@@ -386,15 +404,23 @@ pub async fn consume_updates(
         handler(ingestor.clone()),
     );
     let reactions = giao_bus::run_consumer(
-        bus,
+        bus.clone(),
         consumer("message-store-reactions", "reaction_added"),
+        shutdown.clone(),
+        handler(ingestor.clone()),
+    );
+    let edits = giao_bus::run_consumer(
+        bus,
+        consumer("message-store-edits", "message_edited"),
         shutdown,
         handler(ingestor),
     );
-    let (deliveries, recalls, reactions) = tokio::join!(deliveries, recalls, reactions);
+    let (deliveries, recalls, reactions, edits) =
+        tokio::join!(deliveries, recalls, reactions, edits);
     deliveries?;
     recalls?;
     reactions?;
+    edits?;
     Ok(())
 }
 
@@ -473,7 +499,24 @@ async fn handle_update(ingestor: &Ingestor, envelope: events::Envelope) -> Handl
                 )
                 .await
         }
-        _ => return HandlerOutcome::Poison("not a delivery report, recall or reaction".into()),
+        Some(Payload::MessageEdited(edit)) => {
+            let Some(content) = edit.content else {
+                return HandlerOutcome::Poison("edit without content".into());
+            };
+            if content.text.chars().count() > crate::domain::MAX_TEXT_CHARS {
+                return HandlerOutcome::Poison("edited text over the size limit".into());
+            }
+            let reference = MessageRef::External {
+                channel_account_id: edit.channel_account_id,
+                external_message_id: edit.external_message_id,
+            };
+            ingestor
+                .apply_edit(&tenant_id, &reference, &content, time_of(edit.edited_at))
+                .await
+        }
+        _ => {
+            return HandlerOutcome::Poison("not a delivery report, recall, reaction or edit".into());
+        }
     };
     match outcome {
         Ok(true) => HandlerOutcome::Done,

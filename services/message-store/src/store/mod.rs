@@ -195,6 +195,23 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<(), Error>>;
 
+    /// Replaces a message's content after an edit on the channel, keeping the old one as a
+    /// version; a repeated report changes nothing.
+    fn edit_message<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        message_id: Uuid,
+        content: &'a giao_proto::common::MessageContent,
+        at: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), Error>>;
+
+    /// Earlier contents of messages: (message id, encoded content, replaced at), oldest first.
+    fn message_versions<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        message_ids: &'a [Uuid],
+    ) -> BoxFuture<'a, Result<Vec<(Uuid, Vec<u8>, DateTime<Utc>)>, Error>>;
+
     /// Flags a message recalled (first report wins); the content stays.
     fn mark_recalled<'a>(
         &'a self,
@@ -566,6 +583,27 @@ macro_rules! contact_store_methods {
             now: chrono::DateTime<chrono::Utc>,
         ) -> futures::future::BoxFuture<'a, Result<(), crate::error::Error>> {
             Box::pin(self.merge(tenant_id, target, source, actor, now))
+        }
+
+        fn edit_message<'a>(
+            &'a self,
+            tenant_id: &'a str,
+            message_id: uuid::Uuid,
+            content: &'a giao_proto::common::MessageContent,
+            at: chrono::DateTime<chrono::Utc>,
+        ) -> futures::future::BoxFuture<'a, Result<(), crate::error::Error>> {
+            Box::pin(self.apply_edit(tenant_id, message_id, content, at))
+        }
+
+        fn message_versions<'a>(
+            &'a self,
+            tenant_id: &'a str,
+            message_ids: &'a [uuid::Uuid],
+        ) -> futures::future::BoxFuture<
+            'a,
+            Result<Vec<(uuid::Uuid, Vec<u8>, chrono::DateTime<chrono::Utc>)>, crate::error::Error>,
+        > {
+            Box::pin(self.fetch_versions(tenant_id, message_ids))
         }
     };
 }

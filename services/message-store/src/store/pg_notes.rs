@@ -1,4 +1,4 @@
-//! Notes, reactions and contact merges on PostgreSQL.
+//! Notes, reactions, message edits and contact merges on PostgreSQL.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -340,5 +340,69 @@ impl PostgresStore {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    pub(super) async fn apply_edit(
+        &self,
+        tenant_id: &str,
+        message_id: Uuid,
+        content: &giao_proto::common::MessageContent,
+        at: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        let mut tx = self.pool().begin().await?;
+        let current: Option<Vec<u8>> = sqlx::query_scalar(
+            "SELECT content FROM messages WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+        )
+        .bind(tenant_id)
+        .bind(message_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(current) = current else {
+            return Ok(());
+        };
+        let new_content = prost::Message::encode_to_vec(content);
+        if current == new_content {
+            // A repeated report of the same edit changes nothing.
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO message_versions (tenant_id, message_id, version, content, replaced_at) VALUES \
+             ($1, $2, (SELECT COALESCE(MAX(version), 0) + 1 FROM message_versions WHERE tenant_id = $1 AND message_id = $2), $3, $4)",
+        )
+        .bind(tenant_id)
+        .bind(message_id)
+        .bind(&current)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE messages SET content = $3, text = $4, folded_text = $5, content_type = $6 \
+             WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant_id)
+        .bind(message_id)
+        .bind(&new_content)
+        .bind(&content.text)
+        .bind(text::fold(&content.text))
+        .bind(content.r#type as i16)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn fetch_versions(
+        &self,
+        tenant_id: &str,
+        message_ids: &[Uuid],
+    ) -> Result<Vec<(Uuid, Vec<u8>, DateTime<Utc>)>, Error> {
+        Ok(sqlx::query_as(
+            "SELECT message_id, content, replaced_at FROM message_versions \
+             WHERE tenant_id = $1 AND message_id = ANY($2) ORDER BY message_id, version",
+        )
+        .bind(tenant_id)
+        .bind(message_ids)
+        .fetch_all(self.pool())
+        .await?)
     }
 }

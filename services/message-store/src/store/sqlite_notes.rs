@@ -1,4 +1,4 @@
-//! Notes, reactions and contact merges on SQLite.
+//! Notes, reactions, message edits and contact merges on SQLite.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -334,5 +334,74 @@ impl SqliteStore {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    pub(super) async fn apply_edit(
+        &self,
+        tenant_id: &str,
+        message_id: Uuid,
+        content: &giao_proto::common::MessageContent,
+        at: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let current: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT content FROM messages WHERE tenant_id = ?1 AND id = ?2")
+                .bind(tenant_id)
+                .bind(message_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(current) = current else {
+            return Ok(());
+        };
+        let new_content = prost::Message::encode_to_vec(content);
+        if current == new_content {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO message_versions (tenant_id, message_id, version, content, replaced_at) VALUES \
+             (?1, ?2, (SELECT COALESCE(MAX(version), 0) + 1 FROM message_versions WHERE tenant_id = ?1 AND message_id = ?2), ?3, ?4)",
+        )
+        .bind(tenant_id)
+        .bind(message_id)
+        .bind(&current)
+        .bind(micros(at))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE messages SET content = ?3, text = ?4, folded_text = ?5, content_type = ?6 \
+             WHERE tenant_id = ?1 AND id = ?2",
+        )
+        .bind(tenant_id)
+        .bind(message_id)
+        .bind(&new_content)
+        .bind(&content.text)
+        .bind(text::fold(&content.text))
+        .bind(content.r#type)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn fetch_versions(
+        &self,
+        tenant_id: &str,
+        message_ids: &[Uuid],
+    ) -> Result<Vec<(Uuid, Vec<u8>, DateTime<Utc>)>, Error> {
+        let mut versions = Vec::new();
+        for message_id in message_ids {
+            let rows: Vec<(Uuid, Vec<u8>, i64)> = sqlx::query_as(
+                "SELECT message_id, content, replaced_at FROM message_versions \
+                 WHERE tenant_id = ?1 AND message_id = ?2 ORDER BY version",
+            )
+            .bind(tenant_id)
+            .bind(message_id)
+            .fetch_all(self.pool())
+            .await?;
+            for (id, content, replaced_at) in rows {
+                versions.push((id, content, time(replaced_at)?));
+            }
+        }
+        Ok(versions)
     }
 }
