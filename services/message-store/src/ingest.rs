@@ -515,7 +515,9 @@ async fn handle_update(ingestor: &Ingestor, envelope: events::Envelope) -> Handl
                 .await
         }
         _ => {
-            return HandlerOutcome::Poison("not a delivery report, recall, reaction or edit".into());
+            return HandlerOutcome::Poison(
+                "not a delivery report, recall, reaction or edit".into(),
+            );
         }
     };
     match outcome {

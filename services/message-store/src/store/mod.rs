@@ -210,7 +210,7 @@ pub trait Store: Send + Sync + 'static {
         &'a self,
         tenant_id: &'a str,
         message_ids: &'a [Uuid],
-    ) -> BoxFuture<'a, Result<Vec<(Uuid, Vec<u8>, DateTime<Utc>)>, Error>>;
+    ) -> BoxFuture<'a, Result<Vec<crate::store::VersionRow>, Error>>;
 
     /// Flags a message recalled (first report wins); the content stays.
     fn mark_recalled<'a>(
@@ -300,6 +300,9 @@ pub(crate) fn assemble(bases: Vec<ContactBase>, parts: ContactParts) -> Vec<Cont
         })
         .collect()
 }
+
+/// An earlier content of a message: (message id, encoded content, replaced at).
+pub(crate) type VersionRow = (Uuid, Vec<u8>, DateTime<Utc>);
 
 /// A note row before its versions are attached.
 pub(crate) struct NoteBase {
@@ -601,7 +604,7 @@ macro_rules! contact_store_methods {
             message_ids: &'a [uuid::Uuid],
         ) -> futures::future::BoxFuture<
             'a,
-            Result<Vec<(uuid::Uuid, Vec<u8>, chrono::DateTime<chrono::Utc>)>, crate::error::Error>,
+            Result<Vec<crate::store::VersionRow>, crate::error::Error>,
         > {
             Box::pin(self.fetch_versions(tenant_id, message_ids))
         }

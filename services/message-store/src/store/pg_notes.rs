@@ -395,7 +395,7 @@ impl PostgresStore {
         &self,
         tenant_id: &str,
         message_ids: &[Uuid],
-    ) -> Result<Vec<(Uuid, Vec<u8>, DateTime<Utc>)>, Error> {
+    ) -> Result<Vec<crate::store::VersionRow>, Error> {
         Ok(sqlx::query_as(
             "SELECT message_id, content, replaced_at FROM message_versions \
              WHERE tenant_id = $1 AND message_id = ANY($2) ORDER BY message_id, version",

@@ -387,7 +387,7 @@ impl SqliteStore {
         &self,
         tenant_id: &str,
         message_ids: &[Uuid],
-    ) -> Result<Vec<(Uuid, Vec<u8>, DateTime<Utc>)>, Error> {
+    ) -> Result<Vec<crate::store::VersionRow>, Error> {
         let mut versions = Vec::new();
         for message_id in message_ids {
             let rows: Vec<(Uuid, Vec<u8>, i64)> = sqlx::query_as(
