@@ -34,6 +34,8 @@ pub struct Backend {
     postgres: Vec<TestDatabase>,
     sqlite: Vec<TestSqlite>,
     _bus_dir: Option<tempfile::TempDir>,
+    /// Attachment files of this test's message store.
+    pub files: tempfile::TempDir,
 }
 
 impl std::fmt::Debug for Backend {
@@ -75,6 +77,7 @@ impl Backend {
             postgres: Vec::new(),
             sqlite: Vec::new(),
             _bus_dir: dir,
+            files: tempfile::tempdir().expect("temp dir for attachments"),
         }
     }
 
@@ -196,6 +199,8 @@ pub async fn message_store_config(backend: &mut Backend) -> giao_message_store::
         health_interval_ms: 200,
         // A stopped replica's pulled messages come back quickly in tests.
         inbound_ack_wait_secs: 3,
+        attachments_dir: backend.files.path().display().to_string(),
+        max_attachment_bytes: 64 * 1024,
         ..Default::default()
     }
 }

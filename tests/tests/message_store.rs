@@ -1037,6 +1037,133 @@ async fn edits_keep_versions_and_quotes_resolve(kind: BackendKind) {
     store.stop().await.expect("stops");
 }
 
+async fn attachments_follow_message_visibility(kind: BackendKind) {
+    use giao_proto::messagestore::{
+        AttachmentInfo, GetAttachmentRequest, UploadAttachmentRequest,
+        upload_attachment_request::Part,
+    };
+
+    let (_backend, store, mut admin) = start(kind).await;
+    let upload = |parts: Vec<Part>| {
+        futures::stream::iter(
+            parts
+                .into_iter()
+                .map(|part| UploadAttachmentRequest { part: Some(part) })
+                .collect::<Vec<_>>(),
+        )
+    };
+    let photo: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    let stored = admin
+        .upload_attachment(upload(vec![
+            Part::Info(AttachmentInfo {
+                name: "ao-mau.jpg".into(),
+                mime_type: "image/jpeg".into(),
+                source_url: "https://zalo.example/cdn/ao-mau.jpg".into(),
+            }),
+            Part::Data(photo[..12_000].to_vec()),
+            Part::Data(photo[12_000..].to_vec()),
+        ]))
+        .await
+        .expect("uploaded")
+        .into_inner();
+    assert!(
+        stored.storage_key.starts_with("acme/"),
+        "{}",
+        stored.storage_key
+    );
+    assert_eq!(stored.size_bytes, 20_000);
+
+    let mut message = inbound("oa-1", "u-1", "Thu", "m1", "");
+    if let Some(inbound) = message.message.as_mut() {
+        inbound.content = Some(MessageContent {
+            r#type: ContentType::Image as i32,
+            attachments: vec![stored.clone()],
+            ..Default::default()
+        });
+    }
+    let conversation_id = admin
+        .append_inbound(message)
+        .await
+        .expect("stored")
+        .into_inner()
+        .message
+        .expect("message")
+        .conversation_id;
+    admin
+        .set_conversation_owner(SetConversationOwnerRequest {
+            conversation_ids: vec![conversation_id],
+            owner_user_id: "u-agent".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("owner");
+
+    let read = |client: MessageStoreServiceClient<Authed>, key: String| async move {
+        let mut client = client;
+        let mut stream = client
+            .get_attachment(GetAttachmentRequest { storage_key: key })
+            .await?
+            .into_inner();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.message().await? {
+            bytes.extend_from_slice(&chunk.data);
+        }
+        Ok::<_, tonic::Status>(bytes)
+    };
+    let owner = MessageStoreServiceClient::with_interceptor(
+        store.channel().await,
+        giao_tests::as_user(TENANT, "u-agent", "agent"),
+    );
+    assert_eq!(
+        read(owner, stored.storage_key.clone())
+            .await
+            .expect("the owner reads it"),
+        photo
+    );
+    let stranger = MessageStoreServiceClient::with_interceptor(
+        store.channel().await,
+        giao_tests::as_user(TENANT, "u-other", "agent"),
+    );
+    let error = read(stranger, stored.storage_key.clone())
+        .await
+        .expect_err("not the stranger's");
+    assert_eq!(error.code(), tonic::Code::NotFound);
+    let other_tenant = message_store_client(&store, "other-co", "admin").await;
+    let error = read(other_tenant, stored.storage_key.clone())
+        .await
+        .expect_err("other tenant");
+    assert_eq!(error.code(), tonic::Code::NotFound);
+
+    let error = admin
+        .upload_attachment(upload(vec![
+            Part::Info(AttachmentInfo {
+                name: "big.bin".into(),
+                ..Default::default()
+            }),
+            Part::Data(vec![0u8; 70 * 1024]),
+        ]))
+        .await
+        .expect_err("over the limit");
+    assert_eq!(error.code(), tonic::Code::InvalidArgument);
+    assert!(
+        error
+            .message()
+            .starts_with("invalid data: attachment larger than"),
+        "{}",
+        error.message()
+    );
+    let error = admin
+        .upload_attachment(upload(vec![Part::Data(vec![1, 2, 3])]))
+        .await
+        .expect_err("no info");
+    assert!(
+        error.message().starts_with("missing info"),
+        "{}",
+        error.message()
+    );
+    store.stop().await.expect("stops");
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod postgres {
@@ -1066,4 +1193,5 @@ on_both_backends!(
     outbound_delivery_and_recall,
     notes_merges_reactions_and_export,
     edits_keep_versions_and_quotes_resolve,
+    attachments_follow_message_visibility,
 );

@@ -44,11 +44,20 @@ use crate::{
 pub struct Api {
     store: Arc<dyn Store>,
     ingestor: Ingestor,
+    attachments: crate::attachments::Attachments,
 }
 
 impl Api {
-    pub fn new(store: Arc<dyn Store>, ingestor: Ingestor) -> Self {
-        Self { store, ingestor }
+    pub fn new(
+        store: Arc<dyn Store>,
+        ingestor: Ingestor,
+        attachments: crate::attachments::Attachments,
+    ) -> Self {
+        Self {
+            store,
+            ingestor,
+            attachments,
+        }
     }
 
     async fn visible_conversation(
@@ -135,12 +144,142 @@ impl Api {
     }
 }
 
+type DataStream = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<pb::AttachmentData, Status>> + Send + 'static>,
+>;
+
 /// The stream type of server-streaming RPCs.
 type ChunkStream =
     std::pin::Pin<Box<dyn futures::Stream<Item = Result<ExportChunk, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl MessageStoreService for Api {
+    #[tracing::instrument(skip_all)]
+    async fn upload_attachment(
+        &self,
+        request: Request<tonic::Streaming<pb::UploadAttachmentRequest>>,
+    ) -> Result<Response<common::Attachment>, Status> {
+        let caller = principal(&request)?;
+        if !caller.has(Permission::MESSAGES_INGEST) {
+            caller.require(Permission::MESSAGES_WRITE)?;
+        }
+        let mut stream = request.into_inner();
+        let info = match stream.message().await? {
+            Some(pb::UploadAttachmentRequest {
+                part: Some(pb::upload_attachment_request::Part::Info(info)),
+            }) => info,
+            _ => {
+                return Err(Error::InvalidArgument(
+                    "missing info: the first message must describe the attachment".into(),
+                )
+                .into());
+            }
+        };
+        for (field, value, limit) in [
+            ("info.name", &info.name, 255),
+            ("info.mime_type", &info.mime_type, 127),
+            ("info.source_url", &info.source_url, 2048),
+        ] {
+            if value.len() > limit {
+                return Err(Error::InvalidArgument(format!(
+                    "invalid {field}: at most {limit} bytes"
+                ))
+                .into());
+            }
+        }
+        let max = self.attachments.max_bytes();
+        let mut chunks = Vec::new();
+        let mut total = 0u64;
+        while let Some(message) = stream.message().await? {
+            match message.part {
+                Some(pb::upload_attachment_request::Part::Data(data)) => {
+                    total += data.len() as u64;
+                    if total > max {
+                        return Err(Error::InvalidArgument(format!(
+                            "invalid data: attachment larger than {max} bytes"
+                        ))
+                        .into());
+                    }
+                    chunks.push(bytes::Bytes::from(data));
+                }
+                _ => return Err(Error::InvalidArgument("invalid info: sent twice".into()).into()),
+            }
+        }
+        if total == 0 {
+            return Err(Error::InvalidArgument(
+                "missing data: an attachment has at least one byte".into(),
+            )
+            .into());
+        }
+        let stored = self
+            .attachments
+            .put(
+                &caller.tenant_id,
+                &info.name,
+                &info.mime_type,
+                &info.source_url,
+                chunks,
+            )
+            .await?;
+        Ok(Response::new(stored))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_attachment(
+        &self,
+        request: Request<pb::GetAttachmentRequest>,
+    ) -> Result<Response<DataStream>, Status> {
+        use futures::StreamExt;
+        let caller = principal(&request)?;
+        caller.require(Permission::MESSAGES_READ)?;
+        let key = request.into_inner().storage_key;
+        let not_found = || Error::NotFound {
+            what: "attachment",
+            id: key.clone(),
+        };
+        if key.is_empty() {
+            return Err(Error::InvalidArgument("missing storage_key: required".into()).into());
+        }
+        if !crate::attachments::belongs_to(&caller.tenant_id, &key) {
+            return Err(not_found().into());
+        }
+        // Readable by whoever can see a message that carries it.
+        let mut visible = false;
+        for message_id in self
+            .store
+            .attachment_messages(&caller.tenant_id, &key)
+            .await?
+        {
+            let Some(message) = self
+                .store
+                .find_message(&caller.tenant_id, &MessageRef::Id(message_id))
+                .await?
+            else {
+                continue;
+            };
+            if let Some(conversation) = self
+                .store
+                .conversation(&caller.tenant_id, message.conversation_id)
+                .await?
+                && visibility::can_see(&caller, &conversation)
+            {
+                visible = true;
+                break;
+            }
+        }
+        if !visible {
+            return Err(not_found().into());
+        }
+        let stream = self.attachments.get(&key).await?;
+        Ok(Response::new(Box::pin(stream.map(|chunk| {
+            chunk
+                .map(|data| pb::AttachmentData {
+                    data: data.to_vec(),
+                })
+                .map_err(Status::from)
+        }))))
+    }
+
     #[tracing::instrument(skip_all)]
     async fn export_history(
         &self,

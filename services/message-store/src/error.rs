@@ -13,6 +13,9 @@ pub enum Error {
     Database(#[from] sqlx::Error),
     #[error("bus: {0}")]
     Bus(#[from] giao_bus::BusError),
+    /// The attachment store failed.
+    #[error("attachment storage: {0}")]
+    Storage(String),
     /// The caller went away (a stream's receiver was dropped).
     #[error("cancelled by the caller")]
     Cancelled,
@@ -31,7 +34,7 @@ impl ErrorCodeExt for Error {
             )
             | Error::Bus(_) => ErrorCode::Unavailable,
             Error::Database(_) | Error::Inconsistent(_) => ErrorCode::Internal,
-            Error::Cancelled => ErrorCode::Unavailable,
+            Error::Cancelled | Error::Storage(_) => ErrorCode::Unavailable,
         }
     }
 }

@@ -50,6 +50,8 @@ impl Ingestor {
     /// conversation). Safe to call again with the same message.
     pub async fn store(&self, message: &NewInbound) -> Result<AppendOutcome, Error> {
         let outcome = self.store.append_inbound(message, Utc::now()).await?;
+        self.link_attachments(&message.tenant_id, outcome.message.id, &message.content)
+            .await?;
         // A redelivery after a crash between commit and publish must still announce the
         // conversation; the first message of a conversation was stored in the same instant.
         let opened = outcome.conversation_created
@@ -117,6 +119,28 @@ impl Ingestor {
 }
 
 impl Ingestor {
+    /// Remembers which stored attachments a message refers to, so that whoever can see the
+    /// message can read them. Keys of other tenants are never linked.
+    async fn link_attachments(
+        &self,
+        tenant_id: &str,
+        message_id: uuid::Uuid,
+        content: &giao_proto::common::MessageContent,
+    ) -> Result<(), Error> {
+        let keys: Vec<String> = content
+            .attachments
+            .iter()
+            .map(|attachment| attachment.storage_key.clone())
+            .filter(|key| crate::attachments::belongs_to(tenant_id, key))
+            .collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.store
+            .link_attachments(tenant_id, message_id, &keys)
+            .await
+    }
+
     /// Records a pending outbound message and asks the connector to send it. Retries with the
     /// same idempotency key return the first message and re-announce it under the same event
     /// id, which the bus drops.
@@ -126,6 +150,8 @@ impl Ingestor {
         conversation: &ConversationRecord,
     ) -> Result<(StoredMessage, bool), Error> {
         let (stored, created) = self.store.record_outbound(message, Utc::now()).await?;
+        self.link_attachments(&message.tenant_id, stored.id, &message.content)
+            .await?;
         self.publisher
             .publish(
                 &message.tenant_id,

@@ -7,6 +7,7 @@
 //! [`store`] (PostgreSQL and SQLite side by side); [`ingest`] is the bus consumer.
 
 pub mod api;
+pub mod attachments;
 pub mod domain;
 pub mod error;
 pub mod export;
@@ -54,6 +55,9 @@ pub struct Config {
     /// How long a captured message pulled by a replica that died stays invisible to the
     /// others before it is delivered again.
     pub inbound_ack_wait_secs: u64,
+    /// Where attachment bytes are kept (a local directory; object storage in a cluster).
+    pub attachments_dir: String,
+    pub max_attachment_bytes: u64,
 }
 
 impl Default for Config {
@@ -72,6 +76,8 @@ impl Default for Config {
             telemetry: TelemetryConfig::default(),
             health_interval_ms: 2_000,
             inbound_ack_wait_secs: 30,
+            attachments_dir: "data/attachments".into(),
+            max_attachment_bytes: 50 * 1024 * 1024,
         }
     }
 }
@@ -81,6 +87,12 @@ impl Validate for Config {
         self.grpc.validate()?;
         if self.health_interval_ms < 100 {
             return Err("health_interval_ms must be at least 100".into());
+        }
+        if self.attachments_dir.trim().is_empty() {
+            return Err("attachments_dir must not be empty".into());
+        }
+        if self.max_attachment_bytes == 0 {
+            return Err("max_attachment_bytes must be at least 1".into());
         }
         if self.inbound_ack_wait_secs == 0 {
             return Err("inbound_ack_wait_secs must be at least 1".into());
@@ -163,7 +175,10 @@ impl MessageStore {
             .context("message-store housekeeping failed")?;
         let ingestor =
             ingest::Ingestor::new(store.clone(), EventPublisher::new(bus.clone(), SERVICE));
-        let api = api::Api::new(store.clone(), ingestor.clone());
+        let attachments =
+            attachments::Attachments::local(&config.attachments_dir, config.max_attachment_bytes)
+                .map_err(anyhow::Error::msg)?;
+        let api = api::Api::new(store.clone(), ingestor.clone(), attachments);
         let server = GrpcServer::new(&config.grpc)
             .add_service(
                 MessageStoreServiceServer::new(api)

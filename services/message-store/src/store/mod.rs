@@ -212,6 +212,21 @@ pub trait Store: Send + Sync + 'static {
         message_ids: &'a [Uuid],
     ) -> BoxFuture<'a, Result<Vec<crate::store::VersionRow>, Error>>;
 
+    /// Records that a message refers to stored attachments (idempotent).
+    fn link_attachments<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        message_id: Uuid,
+        storage_keys: &'a [String],
+    ) -> BoxFuture<'a, Result<(), Error>>;
+
+    /// The messages that refer to an attachment.
+    fn attachment_messages<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        storage_key: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Uuid>, Error>>;
+
     /// Flags a message recalled (first report wins); the content stays.
     fn mark_recalled<'a>(
         &'a self,
@@ -607,6 +622,23 @@ macro_rules! contact_store_methods {
             Result<Vec<crate::store::VersionRow>, crate::error::Error>,
         > {
             Box::pin(self.fetch_versions(tenant_id, message_ids))
+        }
+
+        fn link_attachments<'a>(
+            &'a self,
+            tenant_id: &'a str,
+            message_id: uuid::Uuid,
+            storage_keys: &'a [String],
+        ) -> futures::future::BoxFuture<'a, Result<(), crate::error::Error>> {
+            Box::pin(self.link_attachments(tenant_id, message_id, storage_keys))
+        }
+
+        fn attachment_messages<'a>(
+            &'a self,
+            tenant_id: &'a str,
+            storage_key: &'a str,
+        ) -> futures::future::BoxFuture<'a, Result<Vec<uuid::Uuid>, crate::error::Error>> {
+            Box::pin(self.referring_messages(tenant_id, storage_key))
         }
     };
 }

@@ -156,4 +156,38 @@ impl SqliteStore {
         .await?;
         Ok(())
     }
+
+    pub(super) async fn link_attachments(
+        &self,
+        tenant_id: &str,
+        message_id: Uuid,
+        storage_keys: &[String],
+    ) -> Result<(), Error> {
+        for key in storage_keys {
+            sqlx::query(
+                "INSERT INTO attachment_refs (tenant_id, storage_key, message_id) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(tenant_id)
+            .bind(key)
+            .bind(message_id)
+            .execute(self.pool())
+            .await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn referring_messages(
+        &self,
+        tenant_id: &str,
+        storage_key: &str,
+    ) -> Result<Vec<Uuid>, Error> {
+        Ok(sqlx::query_scalar(
+            "SELECT message_id FROM attachment_refs WHERE tenant_id = ?1 AND storage_key = ?2",
+        )
+        .bind(tenant_id)
+        .bind(storage_key)
+        .fetch_all(self.pool())
+        .await?)
+    }
 }
