@@ -1164,6 +1164,163 @@ async fn attachments_follow_message_visibility(kind: BackendKind) {
     store.stop().await.expect("stops");
 }
 
+/// A batch is stored exactly as the same messages appended one by one: conversations,
+/// unread counts, previews, contacts and history match, and repeats (inside the batch,
+/// across batches, a whole retried batch) are answered with the stored message.
+async fn batches_match_one_by_one_appends(kind: BackendKind) {
+    let (_backend, store, mut one_by_one) = start(kind).await;
+    let mut batched = message_store_client(&store, "other", "admin").await;
+    // Minutes after 2026-11-02 08:00 UTC.
+    let at = |minute: i64| prost_types::Timestamp {
+        seconds: 1_793_606_400 + minute * 60,
+        nanos: 0,
+    };
+    let mut messages = Vec::new();
+    for index in 0..40 {
+        let customer = format!("u-{}", index % 4);
+        let mut message = inbound(
+            "oa-1",
+            &customer,
+            &format!("Khách {}", index % 4),
+            &format!("m{index}"),
+            &format!("tin nhắn {index}"),
+        )
+        .message
+        .expect("message");
+        message.sent_at = Some(at(index));
+        if index % 7 == 3 {
+            // The owner answered on the phone: resets unread, counts as outbound.
+            message.direction = giao_proto::common::Direction::Outbound as i32;
+            message.sender_kind = giao_proto::common::SenderKind::AccountOwner as i32;
+        }
+        messages.push(message);
+    }
+    // A repeat inside the batch and one of an earlier batch.
+    let mut second = messages[20..].to_vec();
+    second.push(messages[25].clone());
+    second.push(messages[3].clone());
+
+    for message in messages.iter().chain(&second) {
+        one_by_one
+            .append_inbound(AppendInboundRequest {
+                message: Some(message.clone()),
+            })
+            .await
+            .expect("appends");
+    }
+    let first_results = batched
+        .append_inbound_batch(giao_proto::messagestore::AppendInboundBatchRequest {
+            messages: messages[..20].to_vec(),
+        })
+        .await
+        .expect("first batch")
+        .into_inner()
+        .results;
+    assert!(first_results.iter().all(|result| result.created));
+    assert_eq!(
+        first_results
+            .iter()
+            .filter(|result| result.conversation_created)
+            .count(),
+        4,
+        "each conversation is opened by exactly one message"
+    );
+    let second_results = batched
+        .append_inbound_batch(giao_proto::messagestore::AppendInboundBatchRequest {
+            messages: second.clone(),
+        })
+        .await
+        .expect("second batch")
+        .into_inner()
+        .results;
+    let created: Vec<bool> = second_results.iter().map(|result| result.created).collect();
+    assert!(created[..20].iter().all(|&created| created));
+    assert_eq!(&created[20..], &[false, false]);
+    let id = |result: &giao_proto::messagestore::AppendInboundResponse| {
+        result.message.as_ref().expect("message").message_id.clone()
+    };
+    assert_eq!(id(&second_results[20]), id(&second_results[5]));
+    assert_eq!(id(&second_results[21]), id(&first_results[3]));
+
+    // Retrying the whole batch changes nothing.
+    let retried = batched
+        .append_inbound_batch(giao_proto::messagestore::AppendInboundBatchRequest {
+            messages: second,
+        })
+        .await
+        .expect("retry")
+        .into_inner()
+        .results;
+    assert!(retried.iter().all(|result| !result.created));
+    assert_eq!(
+        retried.iter().map(id).collect::<Vec<_>>(),
+        second_results.iter().map(id).collect::<Vec<_>>()
+    );
+
+    let view = |conversation: &giao_proto::messagestore::Conversation| {
+        (
+            conversation.external_thread_id.clone(),
+            conversation.unread_count,
+            conversation.status,
+            conversation.last_inbound_at,
+            conversation.last_outbound_at,
+            conversation.last_activity_at,
+            conversation.last_message_preview.clone(),
+            conversation.waiting_for_reply,
+            conversation.title.clone(),
+        )
+    };
+    let mut expected = Vec::new();
+    let mut actual = Vec::new();
+    for (client, out) in [
+        (&mut one_by_one, &mut expected),
+        (&mut batched, &mut actual),
+    ] {
+        let conversations = client
+            .list_conversations(ListConversationsRequest::default())
+            .await
+            .expect("lists")
+            .into_inner()
+            .conversations;
+        assert_eq!(conversations.len(), 4);
+        for conversation in &conversations {
+            let history = client
+                .get_history(GetHistoryRequest {
+                    conversation_id: conversation.conversation_id.clone(),
+                    page: Some(PageRequest {
+                        page_size: 100,
+                        cursor: String::new(),
+                    }),
+                    ..Default::default()
+                })
+                .await
+                .expect("history")
+                .into_inner()
+                .messages;
+            let texts: Vec<String> = history
+                .iter()
+                .map(|message| message.content.as_ref().expect("content").text.clone())
+                .collect();
+            let contact = client
+                .get_contact(GetContactRequest {
+                    contact_id: conversation.contact_id.clone(),
+                })
+                .await
+                .expect("contact")
+                .into_inner();
+            out.push((
+                view(conversation),
+                texts,
+                contact.customer_code,
+                contact.display_name,
+                contact.phones,
+            ));
+        }
+    }
+    assert_eq!(actual, expected);
+    store.stop().await.expect("stops");
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod postgres {
@@ -1194,4 +1351,5 @@ on_both_backends!(
     notes_merges_reactions_and_export,
     edits_keep_versions_and_quotes_resolve,
     attachments_follow_message_visibility,
+    batches_match_one_by_one_appends,
 );

@@ -402,10 +402,13 @@ impl MessageStoreService for Api {
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(Error::InvalidArgument)?;
-        let mut results = Vec::with_capacity(validated.len());
-        for inbound in &validated {
-            results.push(append_response(self.ingestor.store(inbound).await?));
-        }
+        let results = self
+            .ingestor
+            .store_batch(&validated)
+            .await?
+            .into_iter()
+            .map(append_response)
+            .collect();
         Ok(Response::new(AppendInboundBatchResponse { results }))
     }
 

@@ -52,6 +52,49 @@ impl Ingestor {
         let outcome = self.store.append_inbound(message, Utc::now()).await?;
         self.link_attachments(&message.tenant_id, outcome.message.id, &message.content)
             .await?;
+        self.announce_opened(message, &outcome).await?;
+        self.announce_stored(message, &outcome).await?;
+        Ok(outcome)
+    }
+
+    /// Stores a batch in one transaction, then announces it: first every conversation and
+    /// contact it opened, then every message, each phase published concurrently (the bus
+    /// dedupes on the deterministic event ids, so a retried batch announces nothing twice).
+    pub async fn store_batch(&self, messages: &[NewInbound]) -> Result<Vec<AppendOutcome>, Error> {
+        // A whole batch (at most MAX_BATCH) in flight at once; JetStream pipelines the acks.
+        const IN_FLIGHT: usize = crate::domain::MAX_BATCH;
+        let outcomes = self
+            .store
+            .append_inbound_batch(messages, Utc::now())
+            .await?;
+        for (message, outcome) in messages.iter().zip(&outcomes) {
+            self.link_attachments(&message.tenant_id, outcome.message.id, &message.content)
+                .await?;
+        }
+        let pairs: Vec<(&NewInbound, &AppendOutcome)> = messages.iter().zip(&outcomes).collect();
+        for chunk in pairs.chunks(IN_FLIGHT) {
+            let opened: Vec<_> = chunk
+                .iter()
+                .map(|&(message, outcome)| self.announce_opened(message, outcome))
+                .collect();
+            futures::future::try_join_all(opened).await?;
+        }
+        for chunk in pairs.chunks(IN_FLIGHT) {
+            let stored: Vec<_> = chunk
+                .iter()
+                .map(|&(message, outcome)| self.announce_stored(message, outcome))
+                .collect();
+            futures::future::try_join_all(stored).await?;
+        }
+        Ok(outcomes)
+    }
+
+    /// ConversationOpened and ContactUpdated(created) for what this message opened.
+    async fn announce_opened(
+        &self,
+        message: &NewInbound,
+        outcome: &AppendOutcome,
+    ) -> Result<(), Error> {
         // A redelivery after a crash between commit and publish must still announce the
         // conversation; the first message of a conversation was stored in the same instant.
         let opened = outcome.conversation_created
@@ -89,6 +132,14 @@ impl Ingestor {
                 )
                 .await?;
         }
+        Ok(())
+    }
+
+    async fn announce_stored(
+        &self,
+        message: &NewInbound,
+        outcome: &AppendOutcome,
+    ) -> Result<(), Error> {
         let stored = &outcome.message;
         self.publisher
             .publish(
@@ -114,7 +165,7 @@ impl Ingestor {
                 }),
             )
             .await?;
-        Ok(outcome)
+        Ok(())
     }
 }
 

@@ -1,6 +1,7 @@
 //! Persistence of conversations and messages: one trait, a PostgreSQL and a SQLite
 //! implementation side by side, held to the same contract tests (tests/store_contract.rs).
 
+mod pg_batch;
 mod pg_contacts;
 mod pg_notes;
 mod pg_outbound;
@@ -37,6 +38,22 @@ pub trait Store: Send + Sync + 'static {
         message: &'a NewInbound,
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<AppendOutcome, Error>>;
+
+    /// Stores a batch of one tenant's messages, with the same outcome as appending them one
+    /// by one in order. Backends override this with a set-based path.
+    fn append_inbound_batch<'a>(
+        &'a self,
+        messages: &'a [NewInbound],
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Vec<AppendOutcome>, Error>> {
+        Box::pin(async move {
+            let mut outcomes = Vec::with_capacity(messages.len());
+            for message in messages {
+                outcomes.push(self.append_inbound(message, now).await?);
+            }
+            Ok(outcomes)
+        })
+    }
 
     fn conversation<'a>(
         &'a self,

@@ -62,18 +62,47 @@ impl PostgresStore {
         if let Some(id) = existing {
             return Ok((id, false));
         }
+        // The code comes from its own short statement, outside this transaction: holding the
+        // tenant's counter row until commit would serialise every ingest and let two batches
+        // deadlock. A code taken by a transaction that then loses is skipped, never reused.
         let number: i64 = sqlx::query_scalar(
             "INSERT INTO contact_codes (tenant_id, last_number) VALUES ($1, 1) \
              ON CONFLICT (tenant_id) DO UPDATE SET last_number = contact_codes.last_number + 1 \
              RETURNING last_number",
         )
         .bind(&message.tenant_id)
-        .fetch_one(&mut **tx)
+        .fetch_one(self.pool())
         .await?;
         let pipeline = self.pipeline_stages(&message.tenant_id).await?;
         let first_stage = pipeline.first().cloned().unwrap_or_else(|| "new".into());
         let id = Uuid::now_v7();
         let name = message.customer.display_name.trim().to_string();
+        // Claim the identity first: a concurrent first sight of the same customer waits here
+        // and then finds the contact the winner created.
+        let claimed = sqlx::query_scalar::<_, Uuid>(
+            "INSERT INTO contact_identities (tenant_id, channel_account_id, external_user_id, contact_id, display_name, avatar_url) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING contact_id",
+        )
+        .bind(&message.tenant_id)
+        .bind(&message.channel_account_id)
+        .bind(external_user_id)
+        .bind(id)
+        .bind(&name)
+        .bind(&message.customer.avatar_url)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if claimed.is_none() {
+            let winner: Uuid = sqlx::query_scalar(
+                "SELECT contact_id FROM contact_identities \
+                 WHERE tenant_id = $1 AND channel_account_id = $2 AND external_user_id = $3",
+            )
+            .bind(&message.tenant_id)
+            .bind(&message.channel_account_id)
+            .bind(external_user_id)
+            .fetch_one(&mut **tx)
+            .await?;
+            return Ok((winner, false));
+        }
         sqlx::query(
             "INSERT INTO contacts (id, tenant_id, customer_code, display_name, care_status, folded_name, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
@@ -85,18 +114,6 @@ impl PostgresStore {
         .bind(&first_stage)
         .bind(crate::domain::text::fold(&name))
         .bind(now)
-        .execute(&mut **tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO contact_identities (tenant_id, channel_account_id, external_user_id, contact_id, display_name, avatar_url) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&message.tenant_id)
-        .bind(&message.channel_account_id)
-        .bind(external_user_id)
-        .bind(id)
-        .bind(&name)
-        .bind(&message.customer.avatar_url)
         .execute(&mut **tx)
         .await?;
         // A phone the channel shared is kept when it is a real number; anything else is dropped.

@@ -89,7 +89,7 @@ impl From<MessageRow> for StoredMessage {
 }
 
 #[derive(sqlx::FromRow)]
-struct ConversationRow {
+pub(super) struct ConversationRow {
     id: Uuid,
     tenant_id: String,
     channel_account_id: String,
@@ -135,20 +135,20 @@ impl From<ConversationRow> for ConversationRecord {
     }
 }
 
-const CONVERSATION_COLUMNS: &str = "id, tenant_id, channel_account_id, channel_kind, external_thread_id, thread_kind, \
+pub(super) const CONVERSATION_COLUMNS: &str = "id, tenant_id, channel_account_id, channel_kind, external_thread_id, thread_kind, \
      customer_external_id, title, status, owner_user_id, team_id, unread_count, last_inbound_at, \
      last_outbound_at, last_activity_at, last_message_preview, created_at, contact_id";
 
-const MESSAGE_COLUMNS: &str = "id, tenant_id, conversation_id, channel_account_id, external_message_id, direction, \
+pub(super) const MESSAGE_COLUMNS: &str = "id, tenant_id, conversation_id, channel_account_id, external_message_id, direction, \
      sender_kind, sender_user_id, sender_external_id, content_type, text, content, quote_external_id, \
      delivery_status, sent_at, stored_at, recalled_at, recalled_by, failure_reason";
 
 /// Columns written when a message is inserted (the rest start empty).
-const MESSAGE_INSERT_COLUMNS: &str = "id, tenant_id, conversation_id, channel_account_id, external_message_id, direction, \
+pub(super) const MESSAGE_INSERT_COLUMNS: &str = "id, tenant_id, conversation_id, channel_account_id, external_message_id, direction, \
      sender_kind, sender_user_id, sender_external_id, content_type, text, content, quote_external_id, \
      delivery_status, sent_at, stored_at, folded_text";
 
-fn small(value: i32) -> i16 {
+pub(super) fn small(value: i32) -> i16 {
     i16::try_from(value).unwrap_or(i16::MAX)
 }
 
@@ -395,7 +395,7 @@ impl PostgresStore {
     }
 }
 
-fn delivered_status(inbound: bool) -> i32 {
+pub(super) fn delivered_status(inbound: bool) -> i32 {
     if inbound {
         giao_proto::common::DeliveryStatus::Delivered as i32
     } else {
@@ -442,6 +442,14 @@ impl Store for PostgresStore {
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<AppendOutcome, Error>> {
         Box::pin(self.append(message, now))
+    }
+
+    fn append_inbound_batch<'a>(
+        &'a self,
+        messages: &'a [NewInbound],
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Vec<AppendOutcome>, Error>> {
+        Box::pin(self.append_batch(messages, now))
     }
 
     fn conversation<'a>(

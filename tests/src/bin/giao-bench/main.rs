@@ -3,6 +3,12 @@
 //! Scenarios (later issues add theirs here):
 //! - `inbound_path/<backend>`: N captured messages published on the bus → stored by the
 //!   message store; rate from first publish to last stored, then GetHistory(50) latency.
+//! - `store_million/postgres`: see [`million`].
+//!
+//! `giao-bench [scenario…]` runs the named scenarios (`inbound_path`, `store_million`); all
+//! of them by default.
+
+mod million;
 
 use std::time::{Duration, Instant};
 
@@ -20,7 +26,7 @@ const MESSAGES: usize = 5_000;
 const CONVERSATIONS: usize = 50;
 const HISTORY_CALLS: usize = 300;
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -117,7 +123,16 @@ async fn inbound_path(kind: BackendKind, label: &str) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    inbound_path(BackendKind::Sqlite, "sqlite_embedded").await?;
-    inbound_path(BackendKind::Postgres, "postgres_jetstream").await?;
+    // Services' warnings and errors show up beside the figures.
+    giao_testkit::init_test_tracing();
+    let chosen: Vec<String> = std::env::args().skip(1).collect();
+    let wanted = |name: &str| chosen.is_empty() || chosen.iter().any(|c| c == name);
+    if wanted("inbound_path") {
+        inbound_path(BackendKind::Sqlite, "sqlite_embedded").await?;
+        inbound_path(BackendKind::Postgres, "postgres_jetstream").await?;
+    }
+    if wanted("store_million") {
+        million::run().await?;
+    }
     Ok(())
 }

@@ -1,0 +1,581 @@
+//! AppendInboundBatch on PostgreSQL: a whole batch in one transaction with a handful of
+//! set-based statements (UNNEST arrays) instead of five round trips per message, so a bulk
+//! import or a backfill runs at a rate close to a raw COPY of the same rows.
+//!
+//! The outcome is the same as appending the messages one by one in batch order: duplicates
+//! (already stored, or repeated inside the batch) change nothing and answer with the stored
+//! message; conversation counters and times fold the batch's new messages in order.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+use super::postgres::{
+    CONVERSATION_COLUMNS, ConversationRow, MESSAGE_COLUMNS, MESSAGE_INSERT_COLUMNS, MessageRow,
+    PostgresStore, delivered_status, message_columns, small,
+};
+use crate::{
+    domain::{AppendOutcome, ConversationRecord, StoredMessage, inbound::NewInbound},
+    error::Error,
+};
+
+type ThreadKey = (String, String);
+
+/// What the batch's new messages do to one conversation, folded in batch order.
+#[derive(Default)]
+struct ThreadChange {
+    latest_at: Option<DateTime<Utc>>,
+    latest_inbound_at: Option<DateTime<Utc>>,
+    latest_outbound_at: Option<DateTime<Utc>>,
+    /// An outbound message reset the unread count; `unread_added` counts inbound after it.
+    reset_unread: bool,
+    unread_added: i32,
+    preview: String,
+    contact_id: Option<Uuid>,
+}
+
+impl ThreadChange {
+    fn fold(&mut self, message: &NewInbound, inbound: bool, contact_id: Option<Uuid>) {
+        let at = message.sent_at;
+        if self.latest_at.is_none_or(|latest| at >= latest) {
+            self.latest_at = Some(at);
+            self.preview = message.preview();
+        }
+        if inbound {
+            self.latest_inbound_at = Some(self.latest_inbound_at.map_or(at, |t| t.max(at)));
+            self.unread_added += 1;
+        } else {
+            self.latest_outbound_at = Some(self.latest_outbound_at.map_or(at, |t| t.max(at)));
+            self.reset_unread = true;
+            self.unread_added = 0;
+        }
+        if self.contact_id.is_none() {
+            self.contact_id = contact_id;
+        }
+    }
+}
+
+fn is_inbound(message: &NewInbound) -> bool {
+    message.direction == giao_proto::common::Direction::Inbound as i32
+}
+
+impl PostgresStore {
+    pub(super) async fn append_batch(
+        &self,
+        messages: &[NewInbound],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<AppendOutcome>, Error> {
+        let Some(first) = messages.first() else {
+            return Ok(Vec::new());
+        };
+        let tenant_id = first.tenant_id.as_str();
+        if messages
+            .iter()
+            .any(|message| message.tenant_id != tenant_id)
+        {
+            return Err(Error::InvalidArgument(
+                "invalid messages: one batch belongs to one tenant".into(),
+            ));
+        }
+        let mut tx = self.pool().begin().await?;
+
+        // The first occurrence of each channel message inside the batch; repeats are duplicates.
+        let mut first_index: HashMap<(&str, &str), usize> = HashMap::new();
+        let mut candidates = Vec::new();
+        for (index, message) in messages.iter().enumerate() {
+            let key = (
+                message.channel_account_id.as_str(),
+                message.external_message_id.as_str(),
+            );
+            if !first_index.contains_key(&key) {
+                first_index.insert(key, index);
+                candidates.push(index);
+            }
+        }
+
+        let contacts = self.resolve_contacts(&mut tx, messages, now).await?;
+        let created_threads = self
+            .create_conversations(&mut tx, messages, now, &contacts)
+            .await?;
+
+        // Claim the dedupe keys; the ones that already existed are not new.
+        let message_ids: Vec<Uuid> = candidates.iter().map(|_| Uuid::now_v7()).collect();
+        let claimed: HashSet<(String, String)> = sqlx::query_as::<_, (String, String)>(
+            "INSERT INTO message_keys (tenant_id, channel_account_id, external_message_id, message_id, sent_at) \
+             SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::uuid[], $5::timestamptz[]) \
+             ON CONFLICT DO NOTHING RETURNING channel_account_id, external_message_id",
+        )
+        .bind(tenant_id)
+        .bind(candidates.iter().map(|&i| messages[i].channel_account_id.clone()).collect::<Vec<_>>())
+        .bind(candidates.iter().map(|&i| messages[i].external_message_id.clone()).collect::<Vec<_>>())
+        .bind(&message_ids)
+        .bind(candidates.iter().map(|&i| messages[i].sent_at).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        let fresh: Vec<(usize, Uuid)> = candidates
+            .iter()
+            .zip(&message_ids)
+            .filter(|&(&index, _)| {
+                let message = &messages[index];
+                claimed.contains(&(
+                    message.channel_account_id.clone(),
+                    message.external_message_id.clone(),
+                ))
+            })
+            .map(|(&index, &id)| (index, id))
+            .collect();
+
+        // Fold the new messages into their conversations, in batch order.
+        let mut changes: Vec<(ThreadKey, ThreadChange)> = Vec::new();
+        let mut change_index: HashMap<ThreadKey, usize> = HashMap::new();
+        for &(index, _) in &fresh {
+            let message = &messages[index];
+            let key = thread_key(message);
+            let slot = *change_index.entry(key.clone()).or_insert_with(|| {
+                changes.push((key, ThreadChange::default()));
+                changes.len() - 1
+            });
+            let contact = message
+                .contact_key()
+                .and_then(|user| contacts.get(&(message.channel_account_id.clone(), user)))
+                .map(|&(id, _)| id);
+            changes[slot].1.fold(message, is_inbound(message), contact);
+        }
+        changes.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut conversations: HashMap<ThreadKey, ConversationRecord> =
+            update_conversations(&mut tx, tenant_id, &changes).await?;
+
+        let mut stored: HashMap<usize, StoredMessage> = HashMap::new();
+        if !fresh.is_empty() {
+            stored = insert_messages(&mut tx, messages, &fresh, &conversations, now).await?;
+        }
+        tx.commit().await?;
+
+        // Answer duplicates with what is stored, as a single append would.
+        let duplicates: Vec<usize> = (0..messages.len())
+            .filter(|index| !stored.contains_key(index))
+            .collect();
+        let existing = self.existing_many(tenant_id, messages, &duplicates).await?;
+        let missing: Vec<ThreadKey> = duplicates
+            .iter()
+            .map(|&index| thread_key(&messages[index]))
+            .filter(|key| !conversations.contains_key(key))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        for record in self.conversations_by_thread(tenant_id, &missing).await? {
+            conversations.insert(
+                (
+                    record.channel_account_id.clone(),
+                    record.external_thread_id.clone(),
+                ),
+                record,
+            );
+        }
+
+        // Where each conversation and each contact first appears in the batch.
+        let mut thread_first: HashMap<ThreadKey, usize> = HashMap::new();
+        let mut contact_first: HashMap<(String, Option<String>), usize> = HashMap::new();
+        for (index, message) in messages.iter().enumerate() {
+            thread_first.entry(thread_key(message)).or_insert(index);
+            contact_first
+                .entry((message.channel_account_id.clone(), message.contact_key()))
+                .or_insert(index);
+        }
+
+        let mut outcomes = Vec::with_capacity(messages.len());
+        for (index, message) in messages.iter().enumerate() {
+            let key = thread_key(message);
+            let conversation = conversations.get(&key).cloned().ok_or_else(|| {
+                Error::Inconsistent("conversation of a stored message is missing".into())
+            })?;
+            let contact = message
+                .contact_key()
+                .and_then(|user| contacts.get(&(message.channel_account_id.clone(), user)));
+            let outcome = match stored.remove(&index) {
+                Some(row) => AppendOutcome {
+                    message: row,
+                    created: true,
+                    conversation_created: created_threads.contains(&key)
+                        && thread_first.get(&key) == Some(&index),
+                    contact_id: contact.map(|&(id, _)| id),
+                    contact_created: contact.is_some_and(|&(_, created)| created)
+                        && contact_first
+                            .get(&(message.channel_account_id.clone(), message.contact_key()))
+                            == Some(&index),
+                    conversation,
+                },
+                None => {
+                    let row = existing
+                        .get(&(
+                            message.channel_account_id.clone(),
+                            message.external_message_id.clone(),
+                        ))
+                        .cloned()
+                        .ok_or_else(|| {
+                            Error::Inconsistent("message key without a message".into())
+                        })?;
+                    AppendOutcome {
+                        message: row,
+                        created: false,
+                        contact_id: conversation.contact_id,
+                        conversation,
+                        conversation_created: false,
+                        contact_created: false,
+                    }
+                }
+            };
+            outcomes.push(outcome);
+        }
+        Ok(outcomes)
+    }
+
+    /// Contacts of every customer in the batch: one lookup for the known ones, then the
+    /// unknown ones created one by one (each takes the next customer code).
+    async fn resolve_contacts(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        messages: &[NewInbound],
+        now: DateTime<Utc>,
+    ) -> Result<HashMap<(String, String), (Uuid, bool)>, Error> {
+        let mut wanted: Vec<(usize, (String, String))> = Vec::new();
+        let mut seen = HashSet::new();
+        for (index, message) in messages.iter().enumerate() {
+            if let Some(user) = message.contact_key() {
+                let key = (message.channel_account_id.clone(), user);
+                if seen.insert(key.clone()) {
+                    wanted.push((index, key));
+                }
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let tenant_id = &messages[0].tenant_id;
+        let mut found: HashMap<(String, String), (Uuid, bool)> =
+            sqlx::query_as::<_, (String, String, Uuid)>(
+                "SELECT i.channel_account_id, i.external_user_id, i.contact_id \
+                 FROM contact_identities i \
+                 JOIN UNNEST($2::text[], $3::text[]) AS w(account, user_id) \
+                   ON i.channel_account_id = w.account AND i.external_user_id = w.user_id \
+                 WHERE i.tenant_id = $1",
+            )
+            .bind(tenant_id)
+            .bind(
+                wanted
+                    .iter()
+                    .map(|(_, (a, _))| a.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                wanted
+                    .iter()
+                    .map(|(_, (_, u))| u.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_all(&mut **tx)
+            .await?
+            .into_iter()
+            .map(|(account, user, id)| ((account, user), (id, false)))
+            .collect();
+        // New customers in key order, so concurrent batches wait on each other in one order.
+        wanted.sort_by(|a, b| a.1.cmp(&b.1));
+        for (index, key) in wanted {
+            if !found.contains_key(&key) {
+                let resolved = self
+                    .resolve_contact(tx, &messages[index], &key.1, now)
+                    .await?;
+                found.insert(key, resolved);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Creates the conversations the batch is the first to see; returns their thread keys.
+    async fn create_conversations(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        messages: &[NewInbound],
+        now: DateTime<Utc>,
+        contacts: &HashMap<(String, String), (Uuid, bool)>,
+    ) -> Result<HashSet<ThreadKey>, Error> {
+        let mut seen = HashSet::new();
+        let mut firsts: Vec<&NewInbound> = messages
+            .iter()
+            .filter(|message| seen.insert(thread_key(message)))
+            .collect();
+        // Concurrent batches touch conversations in one global order, so they never deadlock.
+        firsts.sort_by(|a, b| thread_key(a).cmp(&thread_key(b)));
+        let created = sqlx::query_as::<_, (String, String)>(
+            "INSERT INTO conversations (id, tenant_id, channel_account_id, channel_kind, external_thread_id, \
+             thread_kind, customer_external_id, title, status, last_activity_at, created_at, contact_id) \
+             SELECT u.id, $1, u.account, u.kind, u.thread, u.thread_kind, u.customer, u.title, 1, u.at, $2, u.contact \
+             FROM UNNEST($3::uuid[], $4::text[], $5::int2[], $6::text[], $7::int2[], $8::text[], $9::text[], \
+                         $10::timestamptz[], $11::uuid[]) \
+                  AS u(id, account, kind, thread, thread_kind, customer, title, at, contact) \
+             ON CONFLICT ON CONSTRAINT conversations_thread_key DO NOTHING \
+             RETURNING channel_account_id, external_thread_id",
+        )
+        .bind(&messages[0].tenant_id)
+        .bind(now)
+        .bind(firsts.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
+        .bind(firsts.iter().map(|m| m.channel_account_id.clone()).collect::<Vec<_>>())
+        .bind(firsts.iter().map(|m| small(m.channel_kind)).collect::<Vec<_>>())
+        .bind(firsts.iter().map(|m| m.external_thread_id.clone()).collect::<Vec<_>>())
+        .bind(firsts.iter().map(|m| small(m.thread_kind)).collect::<Vec<_>>())
+        .bind(firsts.iter().map(|m| m.customer.external_user_id.clone()).collect::<Vec<_>>())
+        .bind(
+            firsts
+                .iter()
+                .map(|m| {
+                    if m.group_name.is_empty() {
+                        m.customer.display_name.clone()
+                    } else {
+                        m.group_name.clone()
+                    }
+                })
+                .collect::<Vec<_>>(),
+        )
+        .bind(firsts.iter().map(|m| m.sent_at).collect::<Vec<_>>())
+        .bind(
+            firsts
+                .iter()
+                .map(|m| {
+                    m.contact_key()
+                        .and_then(|user| contacts.get(&(m.channel_account_id.clone(), user)))
+                        .map(|&(id, _)| id)
+                })
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(&mut **tx)
+        .await?;
+        Ok(created.into_iter().collect())
+    }
+
+    /// Stored messages of the given batch positions, by (channel account, external id).
+    async fn existing_many(
+        &self,
+        tenant_id: &str,
+        messages: &[NewInbound],
+        indexes: &[usize],
+    ) -> Result<HashMap<(String, String), StoredMessage>, Error> {
+        if indexes.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = sqlx::query_as::<_, MessageRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM message_keys k \
+             JOIN UNNEST($2::text[], $3::text[]) AS w(account, external_id) \
+               ON k.channel_account_id = w.account AND k.external_message_id = w.external_id \
+             JOIN messages m ON m.id = k.message_id AND m.sent_at = k.sent_at \
+             WHERE k.tenant_id = $1",
+            message_columns("m")
+        )))
+        .bind(tenant_id)
+        .bind(
+            indexes
+                .iter()
+                .map(|&i| messages[i].channel_account_id.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            indexes
+                .iter()
+                .map(|&i| messages[i].external_message_id.clone())
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(StoredMessage::from)
+            .map(|message| {
+                (
+                    (
+                        message.channel_account_id.clone(),
+                        message.external_message_id.clone().unwrap_or_default(),
+                    ),
+                    message,
+                )
+            })
+            .collect())
+    }
+
+    async fn conversations_by_thread(
+        &self,
+        tenant_id: &str,
+        threads: &[ThreadKey],
+    ) -> Result<Vec<ConversationRecord>, Error> {
+        if threads.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query_as::<_, ConversationRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations \
+             WHERE tenant_id = $1 AND (channel_account_id, external_thread_id) IN \
+                   (SELECT * FROM UNNEST($2::text[], $3::text[]))"
+        )))
+        .bind(tenant_id)
+        .bind(threads.iter().map(|(a, _)| a.clone()).collect::<Vec<_>>())
+        .bind(threads.iter().map(|(_, t)| t.clone()).collect::<Vec<_>>())
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+}
+
+fn thread_key(message: &NewInbound) -> ThreadKey {
+    (
+        message.channel_account_id.clone(),
+        message.external_thread_id.clone(),
+    )
+}
+
+/// Applies each conversation's folded change in one statement; the same rules as a single
+/// append (times only move forward, a customer writing again reopens a closed conversation).
+async fn update_conversations(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant_id: &str,
+    changes: &[(ThreadKey, ThreadChange)],
+) -> Result<HashMap<ThreadKey, ConversationRecord>, Error> {
+    if changes.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let accounts: Vec<String> = changes.iter().map(|((a, _), _)| a.clone()).collect();
+    let threads: Vec<String> = changes.iter().map(|((_, t), _)| t.clone()).collect();
+    // Row locks in key order first: an UPDATE ... FROM locks in whatever order its join
+    // produces, which could deadlock against a concurrent batch.
+    sqlx::query(
+        "SELECT 1 FROM conversations WHERE tenant_id = $1 AND (channel_account_id, external_thread_id) IN \
+           (SELECT * FROM UNNEST($2::text[], $3::text[])) \
+         ORDER BY channel_account_id, external_thread_id FOR UPDATE",
+    )
+    .bind(tenant_id)
+    .bind(&accounts)
+    .bind(&threads)
+    .execute(&mut **tx)
+    .await?;
+    let rows = sqlx::query_as::<_, ConversationRow>(sqlx::AssertSqlSafe(format!(
+        "UPDATE conversations c SET \
+           last_activity_at = GREATEST(c.last_activity_at, u.latest_at), \
+           last_inbound_at = CASE WHEN u.latest_in IS NULL THEN c.last_inbound_at \
+                                  ELSE GREATEST(COALESCE(c.last_inbound_at, u.latest_in), u.latest_in) END, \
+           last_outbound_at = CASE WHEN u.latest_out IS NULL THEN c.last_outbound_at \
+                                   ELSE GREATEST(COALESCE(c.last_outbound_at, u.latest_out), u.latest_out) END, \
+           unread_count = CASE WHEN u.reset THEN u.added ELSE c.unread_count + u.added END, \
+           status = CASE WHEN u.latest_in IS NOT NULL AND c.status = 3 THEN 1 ELSE c.status END, \
+           last_message_preview = CASE WHEN u.latest_at >= c.last_activity_at THEN u.preview ELSE c.last_message_preview END, \
+           contact_id = COALESCE(c.contact_id, u.contact) \
+         FROM UNNEST($2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::timestamptz[], \
+                     $7::bool[], $8::int4[], $9::text[], $10::uuid[]) \
+              AS u(account, thread, latest_at, latest_in, latest_out, reset, added, preview, contact) \
+         WHERE c.tenant_id = $1 AND c.channel_account_id = u.account AND c.external_thread_id = u.thread \
+         RETURNING {}",
+        CONVERSATION_COLUMNS
+            .split(',')
+            .map(|column| format!("c.{}", column.trim()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
+    .bind(tenant_id)
+    .bind(&accounts)
+    .bind(&threads)
+    .bind(changes.iter().map(|(_, c)| c.latest_at).collect::<Vec<_>>())
+    .bind(changes.iter().map(|(_, c)| c.latest_inbound_at).collect::<Vec<_>>())
+    .bind(changes.iter().map(|(_, c)| c.latest_outbound_at).collect::<Vec<_>>())
+    .bind(changes.iter().map(|(_, c)| c.reset_unread).collect::<Vec<_>>())
+    .bind(changes.iter().map(|(_, c)| c.unread_added).collect::<Vec<_>>())
+    .bind(changes.iter().map(|(_, c)| c.preview.clone()).collect::<Vec<_>>())
+    .bind(changes.iter().map(|(_, c)| c.contact_id).collect::<Vec<_>>())
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(ConversationRecord::from)
+        .map(|record| {
+            (
+                (
+                    record.channel_account_id.clone(),
+                    record.external_thread_id.clone(),
+                ),
+                record,
+            )
+        })
+        .collect())
+}
+
+async fn insert_messages(
+    tx: &mut Transaction<'_, Postgres>,
+    messages: &[NewInbound],
+    fresh: &[(usize, Uuid)],
+    conversations: &HashMap<ThreadKey, ConversationRecord>,
+    now: DateTime<Utc>,
+) -> Result<HashMap<usize, StoredMessage>, Error> {
+    let mut conversation_ids = Vec::with_capacity(fresh.len());
+    for &(index, _) in fresh {
+        let id = conversations
+            .get(&thread_key(&messages[index]))
+            .map(|record| record.id)
+            .ok_or_else(|| {
+                Error::Inconsistent("conversation of a new message is missing".into())
+            })?;
+        conversation_ids.push(id);
+    }
+    let pick = |f: &dyn Fn(&NewInbound) -> String| -> Vec<String> {
+        fresh
+            .iter()
+            .map(|&(index, _)| f(&messages[index]))
+            .collect()
+    };
+    let rows = sqlx::query_as::<_, MessageRow>(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO messages ({MESSAGE_INSERT_COLUMNS}) \
+         SELECT u.id, $1, u.conversation, u.account, u.external_id, u.direction, u.sender_kind, NULL, \
+                u.sender, u.content_type, u.text, u.content, u.quote, u.delivery, u.sent_at, $2, u.folded \
+         FROM UNNEST($3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::int2[], $8::int2[], $9::text[], \
+                     $10::int2[], $11::text[], $12::bytea[], $13::text[], $14::int2[], $15::timestamptz[], $16::text[]) \
+              AS u(id, conversation, account, external_id, direction, sender_kind, sender, content_type, \
+                   text, content, quote, delivery, sent_at, folded) \
+         RETURNING {MESSAGE_COLUMNS}"
+    )))
+    .bind(&messages[0].tenant_id)
+    .bind(now)
+    .bind(fresh.iter().map(|&(_, id)| id).collect::<Vec<_>>())
+    .bind(&conversation_ids)
+    .bind(pick(&|m| m.channel_account_id.clone()))
+    .bind(pick(&|m| m.external_message_id.clone()))
+    .bind(fresh.iter().map(|&(i, _)| small(messages[i].direction)).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|&(i, _)| small(messages[i].sender_kind)).collect::<Vec<_>>())
+    .bind(pick(&|m| m.sender_external_id.clone()))
+    .bind(fresh.iter().map(|&(i, _)| small(messages[i].content.r#type)).collect::<Vec<_>>())
+    .bind(pick(&|m| m.content.text.clone()))
+    .bind(
+        fresh
+            .iter()
+            .map(|&(i, _)| prost::Message::encode_to_vec(&messages[i].content))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        fresh
+            .iter()
+            .map(|&(i, _)| messages[i].quote_external_id.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        fresh
+            .iter()
+            .map(|&(i, _)| small(delivered_status(is_inbound(&messages[i]))))
+            .collect::<Vec<_>>(),
+    )
+    .bind(fresh.iter().map(|&(i, _)| messages[i].sent_at).collect::<Vec<_>>())
+    .bind(pick(&|m| crate::domain::text::fold(&m.content.text)))
+    .fetch_all(&mut **tx)
+    .await?;
+    let position: HashMap<Uuid, usize> = fresh.iter().map(|&(index, id)| (id, index)).collect();
+    Ok(rows
+        .into_iter()
+        .map(StoredMessage::from)
+        .filter_map(|message| position.get(&message.id).map(|&index| (index, message)))
+        .collect())
+}
