@@ -18,6 +18,30 @@ use tonic::{service::interceptor::InterceptedService, transport::Channel};
 
 pub use giao_platform::grpc::TraceInterceptor;
 
+/// Declares each named `async fn(BackendKind)` as two tests: `postgres::<name>` (PostgreSQL +
+/// NATS JetStream) and `sqlite::<name>` (SQLite + the embedded bus).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::BackendKind::Postgres).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::BackendKind::Sqlite).await;
+                }
+            )*
+        }
+    };
+}
+
 /// Which real components a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
@@ -114,7 +138,10 @@ pub fn no_metrics() -> MetricsConfig {
 }
 
 pub fn dev_auth() -> giao_authz::AuthConfig {
-    giao_authz::AuthConfig { dev_tokens: true }
+    giao_authz::AuthConfig {
+        dev_tokens: true,
+        ..Default::default()
+    }
 }
 
 /// A running service: its address and how to stop it.
@@ -154,20 +181,34 @@ impl Running {
     }
 }
 
+impl Running {
+    /// Runs a bound service in the background until stopped.
+    fn spawn<F>(
+        addr: SocketAddr,
+        metrics_addr: Option<SocketAddr>,
+        run: impl FnOnce(CancellationToken) -> F,
+    ) -> Self
+    where
+        F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(run(shutdown.clone()));
+        Self {
+            addr,
+            metrics_addr,
+            shutdown,
+            handle,
+        }
+    }
+}
+
 pub async fn start_message_store(config: giao_message_store::Config) -> Running {
     let service = giao_message_store::bind(config)
         .await
         .expect("message-store binds");
     let addr = service.grpc_addr();
     let metrics_addr = service.metrics_addr();
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(service.run(shutdown.clone()));
-    Running {
-        addr,
-        metrics_addr,
-        shutdown,
-        handle,
-    }
+    Running::spawn(addr, metrics_addr, |shutdown| service.run(shutdown))
 }
 
 pub async fn start_connector(config: giao_connector::Config) -> Running {
@@ -178,17 +219,24 @@ pub async fn start_connector(config: giao_connector::Config) -> Running {
         .ensure_demo_account("acme")
         .await
         .expect("simulator account");
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(service.run(shutdown.clone()));
-    Running {
-        addr,
-        metrics_addr: None,
-        shutdown,
-        handle,
-    }
+    Running::spawn(addr, None, |shutdown| service.run(shutdown))
 }
 
 /// Config of a message store on `backend`, on port 0.
+pub async fn start_assignment(config: giao_assignment::Config) -> Running {
+    let service = giao_assignment::bind(config)
+        .await
+        .expect("assignment binds");
+    let addr = service.grpc_addr();
+    Running::spawn(addr, None, |shutdown| service.run(shutdown))
+}
+
+pub async fn start_reporting(config: giao_reporting::Config) -> Running {
+    let service = giao_reporting::bind(config).await.expect("reporting binds");
+    let addr = service.grpc_addr();
+    Running::spawn(addr, None, |shutdown| service.run(shutdown))
+}
+
 pub async fn message_store_config(backend: &mut Backend) -> giao_message_store::Config {
     giao_message_store::Config {
         grpc: ephemeral_grpc(),
@@ -243,5 +291,48 @@ pub async fn connector_client(
     ConnectorServiceClient::with_interceptor(
         running.channel().await,
         as_user(tenant, &format!("u-{role}"), role),
+    )
+}
+
+/// Config of an auth service on `backend`, on port 0, with an HTTP listener on port 0 (for
+/// `/.well-known/jwks.json`) and a fresh key-encryption key. No developer tokens: callers
+/// log in.
+pub async fn auth_config(backend: &mut Backend) -> giao_auth::Config {
+    giao_auth::Config {
+        grpc: ephemeral_grpc(),
+        metrics: MetricsConfig {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        },
+        database: backend.database().await,
+        bus: backend.bus.clone(),
+        health_interval_ms: 200,
+        key_encryption_key: giao_auth::Secret(
+            giao_auth::keys::KeyEncryptionKey::generate().to_base64(),
+        ),
+        audit_ack_wait_secs: 3,
+        ..Default::default()
+    }
+}
+
+pub async fn start_auth(config: giao_auth::Config) -> Running {
+    let service = giao_auth::bind(config).await.expect("auth binds");
+    let addr = service.grpc_addr();
+    let metrics_addr = service.metrics_addr();
+    Running::spawn(addr, metrics_addr, |shutdown| service.run(shutdown))
+}
+
+/// An auth client sending `authorization: Bearer <bearer>` when given (an access token, an
+/// API key or a developer token), nothing otherwise.
+pub async fn auth_client(
+    running: &Running,
+    bearer: Option<&str>,
+) -> giao_proto::auth::auth_service_client::AuthServiceClient<Authed> {
+    let interceptor = match bearer {
+        Some(bearer) => TraceInterceptor::with_bearer(bearer).expect("valid bearer"),
+        None => TraceInterceptor::default(),
+    };
+    giao_proto::auth::auth_service_client::AuthServiceClient::with_interceptor(
+        running.channel().await,
+        interceptor,
     )
 }

@@ -237,28 +237,7 @@ async fn restart_mid_stream_loses_and_duplicates_nothing(kind: BackendKind) {
     store.stop().await.expect("stops");
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod postgres_nats {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::BackendKind::Postgres).await;
-                }
-            )*
-        }
-        mod sqlite_embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::BackendKind::Sqlite).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+giao_tests::on_both_backends!(
     simulated_message_reaches_history,
     same_message_three_times_is_stored_once,
     restart_mid_stream_loses_and_duplicates_nothing,

@@ -1321,28 +1321,7 @@ async fn batches_match_one_by_one_appends(kind: BackendKind) {
     store.stop().await.expect("stops");
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::BackendKind::Postgres).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::BackendKind::Sqlite).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+giao_tests::on_both_backends!(
     captured_customers_become_contacts_with_codes,
     contacts_are_edited_with_clear_errors,
     search_folds_vietnamese_and_respects_visibility,

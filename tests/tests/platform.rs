@@ -88,6 +88,7 @@ async fn every_service_serves_health_and_reflection() {
     let mut backend = Backend::new(BackendKind::Sqlite).await;
     let connector = start_connector(connector_config(&mut backend).await).await;
     let store = start_message_store(message_store_config(&mut backend).await).await;
+    let auth = giao_tests::start_auth(giao_tests::auth_config(&mut backend).await).await;
 
     macro_rules! start {
         ($krate:ident) => {{
@@ -111,11 +112,11 @@ async fn every_service_serves_health_and_reflection() {
     let services = [
         (connector.addr, service_names::CONNECTOR),
         (store.addr, service_names::MESSAGE_STORE),
+        (auth.addr, service_names::AUTH),
     ];
     let others = [
         (start!(giao_assignment), service_names::ASSIGNMENT),
         (start!(giao_reporting), service_names::REPORTING),
-        (start!(giao_auth), service_names::AUTH),
     ];
     for (addr, name) in services
         .iter()
@@ -145,6 +146,7 @@ async fn every_service_serves_health_and_reflection() {
         shutdown.cancel();
         handle.await.expect("joins").expect("stops cleanly");
     }
+    auth.stop().await.expect("stops");
     store.stop().await.expect("stops");
     connector.stop().await.expect("stops");
 }

@@ -9,6 +9,11 @@
 //! - [`Principal`], [`Role`], [`Permission`] and the role → permission table.
 //! - [`DevTokenAuthenticator`]: the laptop-only credential scheme `giao dev` uses until
 //!   signed tokens from the auth service verify through this same hook.
+//! - [`token`]: EdDSA-signed access tokens (sign, verify, JWK) and API key strings.
+
+pub mod rpcs;
+pub mod token;
+pub mod verify;
 
 use std::collections::BTreeSet;
 
@@ -147,6 +152,17 @@ impl Principal {
         }
     }
 
+    /// The principal of a verified access token; `None` when its role is not one giao knows.
+    pub fn from_claims(claims: &token::AccessClaims) -> Option<Self> {
+        let role = Role::parse(&claims.role)?;
+        if claims.tid.is_empty() || claims.sub.is_empty() {
+            return None;
+        }
+        let mut principal = Principal::user(claims.tid.clone(), claims.sub.clone(), role);
+        principal.team_ids = claims.teams.clone();
+        Some(principal)
+    }
+
     pub fn has(&self, permission: Permission) -> bool {
         role_permissions(self.role).contains(&permission) || self.scopes.contains(permission.0)
     }
@@ -225,35 +241,107 @@ impl Authenticator for DevTokenAuthenticator {
 }
 
 /// How a service verifies its callers.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
+    /// The auth service's gRPC address (`http://auth:7105`): access tokens are verified
+    /// against its JWKS, API keys are checked with it.
+    pub endpoint: String,
     /// Accept laptop-only `dev.<tenant>.<user>.<role>` bearer tokens. Never in production.
     pub dev_tokens: bool,
+    /// How long a checked API key is trusted before asking the auth service again (a
+    /// revoked key stops working within this time).
+    pub api_key_cache_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            dev_tokens: false,
+            api_key_cache_secs: 30,
+        }
+    }
+}
+
+/// What a service installs: the authenticator for its gRPC stack and, when it verifies
+/// tokens, the task that follows session revocations.
+pub struct Installed {
+    pub authenticator: std::sync::Arc<dyn Authenticator>,
+    pub task: Option<giao_platform::service::BackgroundTask>,
 }
 
 impl AuthConfig {
     /// The authenticator to install, or an error when none is configured: a service never
     /// starts open to the world by accident.
-    pub fn authenticator(
+    pub fn install(
         &self,
-        service: &str,
-    ) -> Result<std::sync::Arc<dyn Authenticator>, String> {
+        service: &'static str,
+        bus: &std::sync::Arc<dyn giao_bus::EventBus>,
+    ) -> Result<Installed, String> {
+        if self.endpoint.is_empty() && !self.dev_tokens {
+            return Err(format!(
+                "no caller authentication configured for {service}: set auth.endpoint to the auth \
+                 service's address (or auth.dev_tokens = true on a laptop)"
+            ));
+        }
         if self.dev_tokens {
             tracing::warn!(
                 service,
                 "auth.dev_tokens is on: unsigned developer tokens are accepted, never use this in production"
             );
-            return Ok(std::sync::Arc::new(DevTokenAuthenticator));
         }
-        Err(format!(
-            "no caller authentication configured for {service}: set auth.dev_tokens = true on a laptop \
-             (signed tokens from the auth service are verified once it is deployed)"
-        ))
+        let verifier = std::sync::Arc::new(verify::Verifier::new(
+            service,
+            &self.endpoint,
+            self.dev_tokens,
+            std::time::Duration::from_secs(self.api_key_cache_secs),
+            Some(bus.clone()),
+        )?);
+        let task: Option<giao_platform::service::BackgroundTask> = if self.endpoint.is_empty() {
+            None
+        } else {
+            let bus = bus.clone();
+            let sessions = verifier.sessions.clone();
+            Some(Box::new(move |stop| {
+                Box::pin(verify::follow_sessions(bus, service, sessions, stop))
+            }))
+        };
+        Ok(Installed {
+            authenticator: std::sync::Arc::new(verify::TokenAuthenticator(verifier)),
+            task,
+        })
     }
 }
 
-fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+/// The permission named `name` (`messages.ingest`, …), for validating API key scopes.
+pub fn permission_named(name: &str) -> Option<Permission> {
+    ALL_PERMISSIONS
+        .iter()
+        .copied()
+        .find(|permission| permission.0 == name)
+}
+
+/// Every permission an RPC can require.
+pub const ALL_PERMISSIONS: &[Permission] = &[
+    Permission::MESSAGES_READ,
+    Permission::MESSAGES_WRITE,
+    Permission::MESSAGES_INGEST,
+    Permission::CONTACTS_READ,
+    Permission::CONTACTS_WRITE,
+    Permission::EXPORT,
+    Permission::ACCOUNTS_READ,
+    Permission::ACCOUNTS_MANAGE,
+    Permission::SIMULATOR_DRIVE,
+    Permission::ASSIGNMENT_READ,
+    Permission::ASSIGNMENT_MANAGE,
+    Permission::REPORTS_READ,
+    Permission::USERS_MANAGE,
+    Permission::AUDIT_READ,
+];
+
+/// The credential of `authorization: Bearer <credential>`, when present.
+pub fn bearer(headers: &http::HeaderMap) -> Option<&str> {
     headers
         .get(http::header::AUTHORIZATION)?
         .to_str()

@@ -32,6 +32,7 @@ pub fn event_type(payload: &Payload) -> &'static str {
         Payload::FollowChanged(_) => "follow_changed",
         Payload::ReactionAdded(_) => "reaction_added",
         Payload::MessageEdited(_) => "message_edited",
+        Payload::AuditRequested(_) => "audit_requested",
     }
 }
 

@@ -53,6 +53,10 @@ pub struct ConsumerSpec {
     pub ack_wait: Duration,
     /// Deliveries before a message is given up on; `None` retries forever.
     pub max_deliver: Option<u32>,
+    /// For a consumer of one replica's own (e.g. every replica following session
+    /// revocations): the bus deletes it after this long without a subscriber. `None` keeps
+    /// a shared durable consumer forever. The embedded bus, one process, keeps them all.
+    pub inactive_threshold: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]

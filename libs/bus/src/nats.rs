@@ -132,6 +132,7 @@ impl EventBus for NatsBus {
                 ack_policy: AckPolicy::Explicit,
                 ack_wait: spec.ack_wait,
                 max_deliver: spec.max_deliver.map(i64::from).unwrap_or(-1),
+                inactive_threshold: spec.inactive_threshold.unwrap_or_default(),
                 ..Default::default()
             };
             let consumer = self

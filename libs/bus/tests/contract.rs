@@ -66,6 +66,7 @@ fn spec(name: &str, filter: &str, ack_wait: Duration) -> ConsumerSpec {
         filter_subjects: vec![filter.into()],
         ack_wait,
         max_deliver: None,
+        inactive_threshold: None,
     }
 }
 

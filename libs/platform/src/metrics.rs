@@ -112,11 +112,24 @@ pub async fn serve(
     readiness: Readiness,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_with_routes(listener, metrics, readiness, Router::new(), shutdown).await
+}
+
+/// [`serve`] plus a service's own HTTP routes (the auth service's
+/// `/.well-known/jwks.json`) on the same listener.
+pub async fn serve_with_routes(
+    listener: TcpListener,
+    metrics: Metrics,
+    readiness: Readiness,
+    extra: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(ready_handler))
-        .with_state(HttpState { metrics, readiness });
+        .with_state(HttpState { metrics, readiness })
+        .merge(extra);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

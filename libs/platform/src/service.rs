@@ -74,6 +74,16 @@ impl std::fmt::Debug for ServiceParts {
 /// tasks finish their in-flight work, then it returns. A background task that fails stops the
 /// whole service (and so the process), rather than leaving it half alive.
 pub async fn run(parts: ServiceParts, shutdown: CancellationToken) -> anyhow::Result<()> {
+    run_with_http(parts, axum::Router::new(), shutdown).await
+}
+
+/// [`run`] with extra HTTP routes served next to `/metrics` on the metrics listener (when
+/// one is configured).
+pub async fn run_with_http(
+    parts: ServiceParts,
+    http_routes: axum::Router,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let ServiceParts {
         name,
         listeners,
@@ -102,7 +112,7 @@ pub async fn run(parts: ServiceParts, shutdown: CancellationToken) -> anyhow::Re
         let readiness = readiness.clone();
         let stop = stop.clone();
         set.spawn(async move {
-            metrics::serve(listener, metrics, readiness, stop)
+            metrics::serve_with_routes(listener, metrics, readiness, http_routes, stop)
                 .await
                 .map_err(anyhow::Error::from)
         });

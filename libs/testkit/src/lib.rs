@@ -281,3 +281,70 @@ mod tests {
         assert_eq!(tables, 0);
     }
 }
+
+/// Everything the code under test logs, kept in memory so a test can check what reached the
+/// logs (e.g. that no secret did).
+#[derive(Clone, Default)]
+pub struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::fmt::Debug for LogCapture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogCapture")
+    }
+}
+
+impl LogCapture {
+    pub fn contents(&self) -> String {
+        self.0
+            .lock()
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// One write into the shared buffer.
+#[derive(Debug)]
+pub struct LogCaptureWriter(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCaptureWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut bytes) = self.0.lock() {
+            bytes.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
+    type Writer = LogCaptureWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        LogCaptureWriter(self.0.clone())
+    }
+}
+
+/// Installs, once per process, a global subscriber that writes every event at `debug` and
+/// above — JSON, with span fields, as in production — into the returned capture. Panics when
+/// another global subscriber was installed first, rather than capturing nothing.
+pub fn capture_logs() -> LogCapture {
+    static CAPTURE: std::sync::OnceLock<LogCapture> = std::sync::OnceLock::new();
+    CAPTURE
+        .get_or_init(|| {
+            let capture = LogCapture::default();
+            let subscriber = tracing_subscriber::fmt()
+                .json()
+                .with_current_span(true)
+                .with_span_list(true)
+                .with_writer(capture.clone())
+                .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other global tracing subscriber in this test process");
+            capture
+        })
+        .clone()
+}

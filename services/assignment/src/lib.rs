@@ -123,15 +123,15 @@ impl Assignment {
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let authenticator = self
+        let installed = self
             .config
             .auth
-            .authenticator(SERVICE)
+            .install(SERVICE, &self.bus)
             .map_err(anyhow::Error::msg)?;
         giao_platform::grpc::register_descriptor_set(giao_proto::FILE_DESCRIPTOR_SET);
         let server = GrpcServer::new(&self.config.grpc)
             .add_service(AssignmentServiceServer::new(api::Api))
-            .with_authenticator(authenticator);
+            .with_authenticator(installed.authenticator);
         giao_platform::service::run(
             ServiceParts {
                 name: SERVICE,
@@ -140,7 +140,7 @@ impl Assignment {
                 metrics: Metrics::new(SERVICE),
                 probes: vec![self.database.probe(), giao_bus::probe(&self.bus)],
                 health_interval: Duration::from_millis(self.config.health_interval_ms),
-                tasks: Vec::new(),
+                tasks: installed.task.into_iter().collect(),
             },
             shutdown,
         )

@@ -145,9 +145,9 @@ impl Connector {
             database,
             bus,
         } = self;
-        let authenticator = config
+        let installed = config
             .auth
-            .authenticator(SERVICE)
+            .install(SERVICE, &bus)
             .map_err(anyhow::Error::msg)?;
         giao_platform::grpc::register_descriptor_set(giao_proto::FILE_DESCRIPTOR_SET);
         let api = api::Api::new(
@@ -160,9 +160,9 @@ impl Connector {
                     .max_decoding_message_size(config.grpc.max_message_bytes)
                     .max_encoding_message_size(config.grpc.max_message_bytes),
             )
-            .with_authenticator(authenticator);
+            .with_authenticator(installed.authenticator);
         let probes = vec![database.probe(), giao_bus::probe(&bus)];
-        let mut tasks: Vec<BackgroundTask> = Vec::new();
+        let mut tasks: Vec<BackgroundTask> = installed.task.into_iter().collect();
         if config.simulator.demo {
             let demo = config.simulator.clone();
             tasks.push(Box::new(move |stop| {

@@ -49,6 +49,32 @@ enum Command {
         #[arg(long, default_value_t = 9100)]
         metrics_port_base: u16,
     },
+    /// Administration of the auth service's database (settings as for `giao serve auth`).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create a tenant and its first admin. The admin's password is generated and printed
+    /// once, unless --password-stdin reads it from standard input.
+    CreateTenant {
+        /// Tenant id: 2 to 40 lowercase letters, digits or -.
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        email: String,
+        /// Display name of the tenant (defaults to its id).
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Read the admin's password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -78,6 +104,71 @@ fn main() -> ExitCode {
             grpc_port_base,
             metrics_port_base,
         }),
+        Command::Admin { command, config } => admin(command, config),
+    }
+}
+
+fn admin(command: AdminCommand, config_path: Option<PathBuf>) -> ExitCode {
+    let config: giao_auth::Config = match giao_platform::config::load(config_path.as_deref()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("giao admin: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("giao admin: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async move {
+        match command {
+            AdminCommand::CreateTenant {
+                tenant,
+                email,
+                name,
+                password_stdin,
+            } => {
+                let password = if password_stdin {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    let password = line.trim_end_matches(['\r', '\n']).to_string();
+                    anyhow::ensure!(!password.is_empty(), "no password on standard input");
+                    Some(password)
+                } else {
+                    None
+                };
+                let generated = password.is_none();
+                let created =
+                    giao_auth::admin::create_tenant(&config, &tenant, &name, &email, password)
+                        .await?;
+                println!(
+                    "created tenant {} with admin {} (user id {})",
+                    created.tenant.id,
+                    created.user.email.as_deref().unwrap_or_default(),
+                    created.user.id
+                );
+                if generated {
+                    println!(
+                        "admin password (shown once, store it now): {}",
+                        created.password
+                    );
+                }
+                anyhow::Ok(())
+            }
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("giao admin: {error:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -164,7 +255,7 @@ async fn dev(options: DevOptions, shutdown: CancellationToken) -> anyhow::Result
         embedded_path: data.join("bus.db").display().to_string(),
         ..Default::default()
     };
-    let auth = giao_authz_dev();
+    let auth = giao_authz_dev(grpc + 5);
 
     let connector = giao_connector::bind(giao_connector::Config {
         grpc: giao_platform::config::GrpcConfig::with_listen(local(grpc + 1)),
@@ -216,7 +307,7 @@ async fn dev(options: DevOptions, shutdown: CancellationToken) -> anyhow::Result
         ..Default::default()
     })
     .await?;
-    let auth_service = giao_auth::bind(giao_auth::Config {
+    let auth_config = giao_auth::Config {
         grpc: giao_platform::config::GrpcConfig::with_listen(local(grpc + 5)),
         metrics: MetricsConfig {
             listen: Some(local(metrics + 5)),
@@ -224,9 +315,12 @@ async fn dev(options: DevOptions, shutdown: CancellationToken) -> anyhow::Result
         database: database("auth"),
         bus,
         auth,
+        // Laptop only: the signing keys' encryption key lives in data/auth.db.kek.
+        dev_generate_key_encryption_key: true,
         ..Default::default()
-    })
-    .await?;
+    };
+    let auth_service = giao_auth::bind(auth_config.clone()).await?;
+    let demo_users = giao_auth::admin::seed_demo(&auth_config).await?;
 
     println!("giao dev is running (data in {}):", data.display());
     println!(
@@ -261,6 +355,24 @@ async fn dev(options: DevOptions, shutdown: CancellationToken) -> anyhow::Result
         "  grpcurl -plaintext -H 'authorization: Bearer dev.demo.u-admin.admin' {} giao.messagestore.v1.MessageStoreService/ListConversations",
         message_store.grpc_addr()
     );
+    println!(
+        "Demo users (password \"{}\"): {}",
+        giao_auth::admin::DEV_PASSWORD,
+        demo_users
+            .iter()
+            .filter_map(|user| user.email.clone())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "  grpcurl -plaintext -d '{{\"tenant\":\"demo\",\"login\":\"admin@demo.giao.vn\",\"password\":\"{}\"}}' {} giao.auth.v1.AuthService/Login",
+        giao_auth::admin::DEV_PASSWORD,
+        auth_service.grpc_addr()
+    );
+    println!(
+        "  then: grpcurl -plaintext -H 'authorization: Bearer <access_token>' {} giao.messagestore.v1.MessageStoreService/ListConversations",
+        message_store.grpc_addr()
+    );
 
     let mut services = tokio::task::JoinSet::new();
     services.spawn(connector.run(shutdown.clone()));
@@ -282,6 +394,11 @@ async fn dev(options: DevOptions, shutdown: CancellationToken) -> anyhow::Result
     outcome
 }
 
-fn giao_authz_dev() -> giao_authz::AuthConfig {
-    giao_authz::AuthConfig { dev_tokens: true }
+/// Every service verifies the auth service's tokens, and on a laptop also developer tokens.
+fn giao_authz_dev(auth_port: u16) -> giao_authz::AuthConfig {
+    giao_authz::AuthConfig {
+        endpoint: format!("http://127.0.0.1:{auth_port}"),
+        dev_tokens: true,
+        ..Default::default()
+    }
 }

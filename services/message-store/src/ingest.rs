@@ -422,6 +422,7 @@ pub async fn consume(
         filter_subjects: vec![envelope::subject_filter("message_received")],
         ack_wait,
         max_deliver: None,
+        inactive_threshold: None,
     };
     giao_bus::run_consumer(bus, spec, shutdown, move |delivery: &Delivery| {
         let ingestor = ingestor.clone();
@@ -452,6 +453,7 @@ pub async fn consume_updates(
         ack_wait,
         // A report about a message that never arrives is given up after about ten minutes.
         max_deliver: Some(20),
+        inactive_threshold: None,
     };
     let handler = |ingestor: Ingestor| {
         move |delivery: &Delivery| {

@@ -162,9 +162,9 @@ impl MessageStore {
             database,
             bus,
         } = self;
-        let authenticator = config
+        let installed = config
             .auth
-            .authenticator(SERVICE)
+            .install(SERVICE, &bus)
             .map_err(anyhow::Error::msg)?;
         giao_platform::grpc::register_descriptor_set(giao_proto::FILE_DESCRIPTOR_SET);
 
@@ -185,7 +185,7 @@ impl MessageStore {
                     .max_decoding_message_size(config.grpc.max_message_bytes)
                     .max_encoding_message_size(config.grpc.max_message_bytes),
             )
-            .with_authenticator(authenticator);
+            .with_authenticator(installed.authenticator);
 
         let probes = vec![database.probe(), giao_bus::probe(&bus)];
         let consumer: BackgroundTask = {
@@ -224,7 +224,10 @@ impl MessageStore {
                 metrics: Metrics::new(SERVICE),
                 probes,
                 health_interval: Duration::from_millis(config.health_interval_ms),
-                tasks: vec![consumer, updates, housekeeping],
+                tasks: [consumer, updates, housekeeping]
+                    .into_iter()
+                    .chain(installed.task)
+                    .collect(),
             },
             shutdown,
         )

@@ -89,8 +89,8 @@ impl PostgresStore {
                 message.channel_account_id.as_str(),
                 message.external_message_id.as_str(),
             );
-            if !first_index.contains_key(&key) {
-                first_index.insert(key, index);
+            if let std::collections::hash_map::Entry::Vacant(slot) = first_index.entry(key) {
+                slot.insert(index);
                 candidates.push(index);
             }
         }
@@ -285,11 +285,12 @@ impl PostgresStore {
         // New customers in key order, so concurrent batches wait on each other in one order.
         wanted.sort_by(|a, b| a.1.cmp(&b.1));
         for (index, key) in wanted {
-            if !found.contains_key(&key) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = found.entry(key) {
+                let external_user_id = slot.key().1.clone();
                 let resolved = self
-                    .resolve_contact(tx, &messages[index], &key.1, now)
+                    .resolve_contact(tx, &messages[index], &external_user_id, now)
                     .await?;
-                found.insert(key, resolved);
+                slot.insert(resolved);
             }
         }
         Ok(found)
@@ -309,7 +310,7 @@ impl PostgresStore {
             .filter(|message| seen.insert(thread_key(message)))
             .collect();
         // Concurrent batches touch conversations in one global order, so they never deadlock.
-        firsts.sort_by(|a, b| thread_key(a).cmp(&thread_key(b)));
+        firsts.sort_by_key(|message| thread_key(message));
         let created = sqlx::query_as::<_, (String, String)>(
             "INSERT INTO conversations (id, tenant_id, channel_account_id, channel_kind, external_thread_id, \
              thread_kind, customer_external_id, title, status, last_activity_at, created_at, contact_id) \

@@ -410,7 +410,7 @@ pub async fn run() -> anyhow::Result<()> {
                 1 => giao_message_store::domain::text::fold(pick(PRODUCTS, seed)),
                 2 => giao_message_store::domain::text::fold(pick(PLACES, seed)),
                 _ => {
-                    let who = mix(seed % corpus.conversations ^ 0xC0FFEE);
+                    let who = mix((seed % corpus.conversations) ^ 0xC0FFEE);
                     giao_message_store::domain::text::fold(&format!(
                         "{} {} {}",
                         pick(FAMILY, who),
