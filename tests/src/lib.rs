@@ -106,6 +106,13 @@ impl Backend {
     }
 
     /// A fresh, empty database for one service.
+    /// Drops this backend's PostgreSQL databases now (for benchmarks that fill them).
+    pub async fn drop_databases(&mut self) {
+        for database in self.postgres.drain(..) {
+            giao_testkit::drop_postgres(&database).await;
+        }
+    }
+
     pub async fn database(&mut self) -> DatabaseConfig {
         let url = match self.kind {
             BackendKind::Postgres => {

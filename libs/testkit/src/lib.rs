@@ -79,6 +79,20 @@ pub async fn fresh_postgres() -> TestDatabase {
     }
 }
 
+/// Drops a test database now (benchmarks with big databases clean up after themselves
+/// rather than waiting for the sweep).
+pub async fn drop_postgres(database: &TestDatabase) {
+    let admin_url = postgres_admin_url();
+    if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            database.name
+        )))
+        .execute(&mut admin)
+        .await;
+    }
+}
+
 async fn sweep(admin: &mut PgConnection) {
     let names: Vec<String> =
         sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'giao\\_t\\_%'")

@@ -12,6 +12,10 @@ use giao_platform::{
 };
 use tokio_util::sync::CancellationToken;
 
+// glibc malloc spent about a fifth of the ingest path's CPU consolidating freed buffers.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "giao",

@@ -146,13 +146,18 @@ impl PostgresStore {
             changes[slot].1.fold(message, is_inbound(message), contact);
         }
         changes.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut conversations: HashMap<ThreadKey, ConversationRecord> =
-            update_conversations(&mut tx, tenant_id, &changes).await?;
 
+        // Messages first, conversation rows last: the row locks that concurrent batches
+        // contend for are then held only for the update and the commit, not for the bulk
+        // insert and its index maintenance.
         let mut stored: HashMap<usize, StoredMessage> = HashMap::new();
         if !fresh.is_empty() {
-            stored = insert_messages(&mut tx, messages, &fresh, &conversations, now).await?;
+            let threads: Vec<ThreadKey> = changes.iter().map(|(key, _)| key.clone()).collect();
+            let ids = conversation_ids(&mut tx, tenant_id, &threads).await?;
+            stored = insert_messages(&mut tx, messages, &fresh, &ids, now).await?;
         }
+        let mut conversations: HashMap<ThreadKey, ConversationRecord> =
+            update_conversations(&mut tx, tenant_id, &changes).await?;
         tx.commit().await?;
 
         // Answer duplicates with what is stored, as a single append would.
@@ -507,18 +512,40 @@ async fn update_conversations(
         .collect())
 }
 
+/// Ids of the given conversations (they exist: the batch created the missing ones).
+async fn conversation_ids(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant_id: &str,
+    threads: &[ThreadKey],
+) -> Result<HashMap<ThreadKey, Uuid>, Error> {
+    let rows = sqlx::query_as::<_, (String, String, Uuid)>(
+        "SELECT channel_account_id, external_thread_id, id FROM conversations \
+         WHERE tenant_id = $1 AND (channel_account_id, external_thread_id) IN \
+               (SELECT * FROM UNNEST($2::text[], $3::text[]))",
+    )
+    .bind(tenant_id)
+    .bind(threads.iter().map(|(a, _)| a.clone()).collect::<Vec<_>>())
+    .bind(threads.iter().map(|(_, t)| t.clone()).collect::<Vec<_>>())
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(account, thread, id)| ((account, thread), id))
+        .collect())
+}
+
 async fn insert_messages(
     tx: &mut Transaction<'_, Postgres>,
     messages: &[NewInbound],
     fresh: &[(usize, Uuid)],
-    conversations: &HashMap<ThreadKey, ConversationRecord>,
+    conversations: &HashMap<ThreadKey, Uuid>,
     now: DateTime<Utc>,
 ) -> Result<HashMap<usize, StoredMessage>, Error> {
     let mut conversation_ids = Vec::with_capacity(fresh.len());
     for &(index, _) in fresh {
         let id = conversations
             .get(&thread_key(&messages[index]))
-            .map(|record| record.id)
+            .copied()
             .ok_or_else(|| {
                 Error::Inconsistent("conversation of a new message is missing".into())
             })?;

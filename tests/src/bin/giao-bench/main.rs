@@ -10,6 +10,10 @@
 
 mod million;
 
+// The same allocator as the `giao` binary, so the figures are the product's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::{Duration, Instant};
 
 use giao_bus::envelope::EventPublisher;

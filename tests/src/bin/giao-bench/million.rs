@@ -10,10 +10,7 @@
 //! the same rows. `GIAO_BENCH_MESSAGES` scales it down for a quick look.
 
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -35,7 +32,7 @@ use crate::percentile;
 
 const TENANT: &str = "bench";
 const BATCH: usize = 500;
-const IN_FLIGHT: usize = 4;
+const IN_FLIGHT: usize = 8;
 const ACCOUNTS: u64 = 5;
 const HISTORY_CALLS: usize = 2_000;
 const SEARCH_CALLS: usize = 400;
@@ -222,15 +219,10 @@ async fn copy_baseline(corpus: &Corpus, now: DateTime<Utc>) -> anyhow::Result<Du
     )))
     .execute(&mut connection)
     .await?;
+    // Rows are rendered before the clock starts, as the gRPC requests are: both sides measure
+    // storing, not generating.
     let delivered = (DeliveryStatus::Delivered as i32).to_string();
-    let started = Instant::now();
-    let mut copy = connection
-        .copy_in_raw(
-            "COPY messages (id, tenant_id, conversation_id, channel_account_id, external_message_id, direction, \
-             sender_kind, sender_external_id, content_type, text, content, delivery_status, sent_at, stored_at, \
-             folded_text) FROM STDIN (FORMAT csv)",
-        )
-        .await?;
+    let mut chunks = Vec::new();
     let mut chunk = String::with_capacity(1 << 20);
     for index in 0..corpus.messages {
         let row = corpus.row(index);
@@ -261,11 +253,24 @@ async fn copy_baseline(corpus: &Corpus, now: DateTime<Utc>) -> anyhow::Result<Du
         );
         chunk.push('\n');
         if chunk.len() > (1 << 20) - 4096 {
-            copy.send(chunk.as_bytes()).await?;
-            chunk.clear();
+            chunks.push(std::mem::replace(
+                &mut chunk,
+                String::with_capacity(1 << 20),
+            ));
         }
     }
-    copy.send(chunk.as_bytes()).await?;
+    chunks.push(chunk);
+    let started = Instant::now();
+    let mut copy = connection
+        .copy_in_raw(
+            "COPY messages (id, tenant_id, conversation_id, channel_account_id, external_message_id, direction, \
+             sender_kind, sender_external_id, content_type, text, content, delivery_status, sent_at, stored_at, \
+             folded_text) FROM STDIN (FORMAT csv)",
+        )
+        .await?;
+    for chunk in &chunks {
+        copy.send(chunk.as_bytes()).await?;
+    }
     let copied = copy.finish().await?;
     let elapsed = started.elapsed();
     anyhow::ensure!(
@@ -273,6 +278,8 @@ async fn copy_baseline(corpus: &Corpus, now: DateTime<Utc>) -> anyhow::Result<Du
         "COPY stored {copied} rows"
     );
     drop(connection);
+    drop(db);
+    giao_testkit::drop_postgres(&database).await;
     Ok(elapsed)
 }
 
@@ -304,23 +311,24 @@ pub async fn run() -> anyhow::Result<()> {
     let mut config = message_store_config(&mut backend).await;
     config.database.max_connections = 16;
     let store = start_message_store(config.clone()).await;
-    let next = Arc::new(AtomicUsize::new(0));
-    let batches = messages.div_ceil(BATCH);
+    let requests: Vec<AppendInboundBatchRequest> = (0..messages.div_ceil(BATCH))
+        .map(|batch| AppendInboundBatchRequest {
+            messages: (batch * BATCH..((batch + 1) * BATCH).min(messages))
+                .map(|index| corpus.inbound(index))
+                .collect(),
+        })
+        .collect();
+    let queue = Arc::new(std::sync::Mutex::new(requests.into_iter()));
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..IN_FLIGHT {
         let mut client = message_store_client(&store, TENANT, "admin").await;
-        let next = next.clone();
-        let corpus = corpus.clone();
+        let queue = queue.clone();
         workers.push(tokio::spawn(async move {
             loop {
-                let batch = next.fetch_add(1, Ordering::Relaxed);
-                if batch >= batches {
+                let next = queue.lock().expect("queue").next();
+                let Some(request) = next else {
                     return anyhow::Ok(());
-                }
-                let range = batch * BATCH..((batch + 1) * BATCH).min(corpus.messages);
-                let request = AppendInboundBatchRequest {
-                    messages: range.map(|index| corpus.inbound(index)).collect(),
                 };
                 let results = client
                     .append_inbound_batch(request)
@@ -455,9 +463,11 @@ pub async fn run() -> anyhow::Result<()> {
         ingest_rate / copy_rate
     );
     store.stop().await?;
+    drop(pool_connection);
     giao_bus::nats::NatsBus::connect(&backend.bus)
         .await?
         .delete_stream()
         .await?;
+    backend.drop_databases().await;
     Ok(())
 }
