@@ -1217,6 +1217,25 @@ async fn batches_match_one_by_one_appends(kind: BackendKind) {
         .into_inner()
         .results;
     assert!(first_results.iter().all(|result| result.created));
+    // What the batch answered is what is stored.
+    let answered = first_results[7].message.clone().expect("message");
+    let read = batched
+        .get_history(GetHistoryRequest {
+            conversation_id: answered.conversation_id.clone(),
+            page: Some(PageRequest {
+                page_size: 100,
+                cursor: String::new(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("history")
+        .into_inner()
+        .messages
+        .into_iter()
+        .find(|message| message.message_id == answered.message_id)
+        .expect("stored");
+    assert_eq!(read, answered);
     assert_eq!(
         first_results
             .iter()

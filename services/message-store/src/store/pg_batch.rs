@@ -13,8 +13,8 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::postgres::{
-    CONVERSATION_COLUMNS, ConversationRow, MESSAGE_COLUMNS, MESSAGE_INSERT_COLUMNS, MessageRow,
-    PostgresStore, delivered_status, message_columns, small,
+    CONVERSATION_COLUMNS, ConversationRow, MESSAGE_INSERT_COLUMNS, MessageRow, PostgresStore,
+    delivered_status, message_columns, small,
 };
 use crate::{
     domain::{AppendOutcome, ConversationRecord, StoredMessage, inbound::NewInbound},
@@ -557,15 +557,20 @@ async fn insert_messages(
             .map(|&(index, _)| f(&messages[index]))
             .collect()
     };
-    let rows = sqlx::query_as::<_, MessageRow>(sqlx::AssertSqlSafe(format!(
+    // Times as PostgreSQL keeps them (microseconds), so what is answered equals what is read.
+    let now = micros(now);
+    let contents: Vec<Vec<u8>> = fresh
+        .iter()
+        .map(|&(i, _)| prost::Message::encode_to_vec(&messages[i].content))
+        .collect();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO messages ({MESSAGE_INSERT_COLUMNS}) \
          SELECT u.id, $1, u.conversation, u.account, u.external_id, u.direction, u.sender_kind, NULL, \
                 u.sender, u.content_type, u.text, u.content, u.quote, u.delivery, u.sent_at, $2, u.folded \
          FROM UNNEST($3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::int2[], $8::int2[], $9::text[], \
                      $10::int2[], $11::text[], $12::bytea[], $13::text[], $14::int2[], $15::timestamptz[], $16::text[]) \
               AS u(id, conversation, account, external_id, direction, sender_kind, sender, content_type, \
-                   text, content, quote, delivery, sent_at, folded) \
-         RETURNING {MESSAGE_COLUMNS}"
+                   text, content, quote, delivery, sent_at, folded)"
     )))
     .bind(&messages[0].tenant_id)
     .bind(now)
@@ -578,12 +583,7 @@ async fn insert_messages(
     .bind(pick(&|m| m.sender_external_id.clone()))
     .bind(fresh.iter().map(|&(i, _)| small(messages[i].content.r#type)).collect::<Vec<_>>())
     .bind(pick(&|m| m.content.text.clone()))
-    .bind(
-        fresh
-            .iter()
-            .map(|&(i, _)| prost::Message::encode_to_vec(&messages[i].content))
-            .collect::<Vec<_>>(),
-    )
+    .bind(&contents)
     .bind(
         fresh
             .iter()
@@ -596,14 +596,46 @@ async fn insert_messages(
             .map(|&(i, _)| small(delivered_status(is_inbound(&messages[i]))))
             .collect::<Vec<_>>(),
     )
-    .bind(fresh.iter().map(|&(i, _)| messages[i].sent_at).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|&(i, _)| micros(messages[i].sent_at)).collect::<Vec<_>>())
     .bind(pick(&|m| crate::domain::text::fold(&m.content.text)))
-    .fetch_all(&mut **tx)
+    .execute(&mut **tx)
     .await?;
-    let position: HashMap<Uuid, usize> = fresh.iter().map(|&(index, id)| (id, index)).collect();
-    Ok(rows
-        .into_iter()
-        .map(StoredMessage::from)
-        .filter_map(|message| position.get(&message.id).map(|&index| (index, message)))
+    // The rows are exactly what was written: answer from memory rather than reading 500
+    // rows (and their content) back.
+    Ok(fresh
+        .iter()
+        .zip(conversation_ids)
+        .zip(contents)
+        .map(|((&(index, id), conversation_id), content)| {
+            let message = &messages[index];
+            (
+                index,
+                StoredMessage {
+                    id,
+                    tenant_id: message.tenant_id.clone(),
+                    conversation_id,
+                    channel_account_id: message.channel_account_id.clone(),
+                    external_message_id: Some(message.external_message_id.clone()),
+                    direction: message.direction,
+                    sender_kind: message.sender_kind,
+                    sender_user_id: None,
+                    sender_external_id: message.sender_external_id.clone(),
+                    content_type: message.content.r#type,
+                    text: message.content.text.clone(),
+                    content,
+                    quote_external_id: message.quote_external_id.clone(),
+                    delivery_status: delivered_status(is_inbound(message)),
+                    sent_at: micros(message.sent_at),
+                    stored_at: now,
+                    recalled_at: None,
+                    recalled_by: None,
+                    failure_reason: None,
+                },
+            )
+        })
         .collect())
+}
+
+fn micros(at: DateTime<Utc>) -> DateTime<Utc> {
+    chrono::DurationRound::duration_trunc(at, chrono::Duration::microseconds(1)).unwrap_or(at)
 }
