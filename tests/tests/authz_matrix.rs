@@ -705,3 +705,102 @@ async fn other_services_honour_revocation_rotation_and_scopes() {
     })
     .await;
 }
+
+/// Exports and reads of conversations one does not own land in the tenant's audit chain,
+/// the export's record carrying the manifest's hash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_and_non_owner_reads_are_audited() {
+    let suite = Suite::start().await;
+    let admin = suite.token_for(TENANT, Role::Admin).await;
+    let store = suite
+        .channel("giao.messagestore.v1.MessageStoreService")
+        .await;
+    let mut client = MessageStoreServiceClient::with_interceptor(
+        store,
+        TraceInterceptor::with_bearer(&admin).expect("bearer"),
+    );
+    let stored = client
+        .append_inbound(AppendInboundRequest {
+            message: Some(InboundMessage {
+                channel_account_id: "oa-1".into(),
+                external_message_id: "m-1".into(),
+                external_thread_id: "cust-1".into(),
+                customer: Some(ChannelUser {
+                    external_user_id: "cust-1".into(),
+                    display_name: "Anh Tuấn".into(),
+                    ..Default::default()
+                }),
+                content: Some(MessageContent {
+                    r#type: ContentType::Text as i32,
+                    text: "Báo giá giúp anh".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("stored")
+        .into_inner()
+        .message
+        .expect("message");
+    client
+        .get_history(GetHistoryRequest {
+            conversation_id: stored.conversation_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("reads");
+    let mut export = client
+        .export_history(ExportHistoryRequest {
+            selector: Some(Selector::Tenant(true)),
+            ..Default::default()
+        })
+        .await
+        .expect("exports")
+        .into_inner();
+    let mut manifest = None;
+    while let Some(chunk) = export.message().await.expect("chunk") {
+        if let Some(giao_proto::messagestore::export_chunk::Chunk::Manifest(found)) = chunk.chunk {
+            manifest = Some(found);
+        }
+    }
+    let manifest = manifest.expect("a manifest ends the export");
+
+    let auth_admin = suite.auth_client(Some(&admin)).await;
+    let conversation_id = stored.conversation_id.clone();
+    let sha256 = manifest.sha256.clone();
+    giao_testkit::wait_until(
+        Duration::from_secs(10),
+        "the read and the export are in the audit log",
+        || {
+            let mut auth_admin = auth_admin.clone();
+            let conversation_id = conversation_id.clone();
+            let sha256 = sha256.clone();
+            async move {
+                let Ok(audit) = auth_admin
+                    .list_audit(giao_proto::auth::ListAuditRequest::default())
+                    .await
+                else {
+                    return false;
+                };
+                let records = audit.into_inner().records;
+                let read = records.iter().any(|record| {
+                    record.action == "conversation.opened_by_non_owner"
+                        && record.target == conversation_id
+                });
+                let exported = records.iter().any(|record| {
+                    record.action == "history.exported" && record.details_json.contains(&sha256)
+                });
+                read && exported
+            }
+        },
+    )
+    .await;
+    let verified = auth_admin
+        .clone()
+        .verify_audit_chain(giao_proto::auth::VerifyAuditChainRequest {})
+        .await
+        .expect("verifies")
+        .into_inner();
+    assert!(verified.ok);
+}

@@ -60,6 +60,34 @@ impl Api {
         }
     }
 
+    /// Someone other than the owner (a supervisor, an admin, an auditor) opened a
+    /// conversation: recorded in the audit chain, at most once an hour per reader and
+    /// conversation (the bus drops the repeats by event id). Best effort: a bus outage is
+    /// logged and does not block reading.
+    async fn audit_opened(&self, caller: &Principal, conversation: &ConversationRecord) {
+        let hour = chrono::Utc::now().format("%Y%m%d%H");
+        let outcome = self
+            .ingestor
+            .audit(
+                &caller.tenant_id,
+                format!(
+                    "conversation-opened-by-{}-{}-{hour}",
+                    caller.user_id, conversation.id
+                ),
+                &caller.user_id,
+                "conversation.opened_by_non_owner",
+                &conversation.id.to_string(),
+                serde_json::json!({
+                    "role": caller.role.as_str(),
+                    "owner_user_id": conversation.owner_user_id,
+                }),
+            )
+            .await;
+        if let Err(error) = outcome {
+            tracing::warn!(%error, "cannot record a non-owner read in the audit log");
+        }
+    }
+
     async fn visible_conversation(
         &self,
         principal: &Principal,
@@ -341,6 +369,7 @@ impl MessageStoreService for Api {
         let (sender, receiver) = tokio::sync::mpsc::channel(4);
         tokio::spawn(crate::export::run(
             self.store.clone(),
+            self.ingestor.clone(),
             caller,
             selector,
             range,
@@ -424,6 +453,10 @@ impl MessageStoreService for Api {
             .visible_conversation(&caller, "conversation_id", &request.conversation_id)
             .await?;
         let page = request.page.unwrap_or_default();
+        if page.cursor.is_empty() && conversation.owner_user_id.as_deref() != Some(&caller.user_id)
+        {
+            self.audit_opened(&caller, &conversation).await;
+        }
         let query = HistoryQuery {
             order: match pb::HistoryDirection::try_from(request.direction) {
                 Ok(pb::HistoryDirection::Forward) => HistoryOrder::OldestFirst,

@@ -168,6 +168,7 @@ fn note_line(note: &NoteRecord) -> serde_json::Value {
 /// caller goes away.
 pub async fn run(
     store: Arc<dyn Store>,
+    ingestor: crate::ingest::Ingestor,
     caller: Principal,
     selector: Selector,
     range: Option<Range>,
@@ -203,11 +204,33 @@ pub async fn run(
                 sha256 = %manifest.sha256,
                 "history exported"
             );
-            let _ = sender
-                .send(Ok(ExportChunk {
-                    chunk: Some(Chunk::Manifest(manifest)),
-                }))
+            // No proof of an export leaves before its audit record is durable on the bus.
+            let recorded = ingestor
+                .audit(
+                    &caller.tenant_id,
+                    format!("history-exported-{export_id}"),
+                    &caller.user_id,
+                    "history.exported",
+                    &format!("{selector:?}"),
+                    json!({
+                        "export_id": manifest.export_id,
+                        "purpose": purpose,
+                        "conversations": manifest.conversations,
+                        "messages": manifest.messages,
+                        "contacts": manifest.contacts,
+                        "notes": manifest.notes,
+                        "bytes": manifest.bytes,
+                        "sha256": manifest.sha256,
+                    }),
+                )
                 .await;
+            let last = match recorded {
+                Ok(()) => Ok(ExportChunk {
+                    chunk: Some(Chunk::Manifest(manifest)),
+                }),
+                Err(error) => Err(tonic::Status::from(error)),
+            };
+            let _ = sender.send(last).await;
         }
         Err(Error::Cancelled) => {
             tracing::info!(export_id = %export_id, "export abandoned by the caller")

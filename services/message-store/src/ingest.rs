@@ -170,6 +170,33 @@ impl Ingestor {
 }
 
 impl Ingestor {
+    /// Asks for a record in the tenant's audit chain (the auth service appends it once per
+    /// `event_id`).
+    pub async fn audit(
+        &self,
+        tenant_id: &str,
+        event_id: String,
+        actor: &str,
+        action: &str,
+        target: &str,
+        details: serde_json::Value,
+    ) -> Result<(), Error> {
+        self.publisher
+            .publish(
+                tenant_id,
+                event_id,
+                Payload::AuditRequested(events::AuditRequested {
+                    actor: actor.to_string(),
+                    action: action.to_string(),
+                    target: target.to_string(),
+                    details_json: details.to_string(),
+                    at: Some(timestamp(Utc::now())),
+                }),
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Remembers which stored attachments a message refers to, so that whoever can see the
     /// message can read them. Keys of other tenants are never linked.
     async fn link_attachments(
