@@ -665,6 +665,7 @@ async fn token_attacks_are_rejected(kind: BackendKind) {
     // Forged: right kid, wrong key.
     let forger = TokenSigner::new(kid.clone(), ed25519_dalek::SigningKey::from_bytes(&[7; 32]));
     let forged = forger.sign(&claims);
+    let forged_signature = forged.rsplit('.').next().expect("signature").to_string();
     // alg none, and HS256 with the public key as the secret.
     let body = b64(&serde_json::to_string(&claims).expect("json"));
     let none = format!(
@@ -770,6 +771,30 @@ async fn token_attacks_are_rejected(kind: BackendKind) {
     assert!(
         actions.iter().any(|a| a == "auth.token_rejected"),
         "expired token audited: {actions:?}"
+    );
+    // Forged, alg none and HS256 tokens name this tenant: recorded there as claims.
+    let rejected = admin
+        .list_audit(giao_proto::auth::ListAuditRequest {
+            action: "auth.token_rejected".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("audit")
+        .into_inner()
+        .records;
+    let claimed = rejected
+        .iter()
+        .filter(|record| record.details_json.contains("\"claimed\":true"))
+        .count();
+    assert!(
+        claimed >= 3,
+        "forged tokens audited as claims: {rejected:?}"
+    );
+    assert!(
+        rejected
+            .iter()
+            .all(|record| !record.details_json.contains(&forged_signature)),
+        "no token in the audit log"
     );
     fixture.auth.stop().await.expect("stops");
 }
