@@ -396,6 +396,9 @@ impl PostgresStore {
                       WHERE c.tenant_id = k.tenant_id AND c.contact_id = k.id AND (c.owner_user_id = $5 OR c.team_id = ANY($6)))) \
                  ORDER BY updated_at DESC, id DESC LIMIT $7"
             )))
+            // Planned for each pattern: a cached generic plan cannot tell a rare order
+            // code (trigram index) from a common word (newest-first scan) and picks wrong.
+            .persistent(false)
             .bind(tenant_id)
             .bind(like_pattern(&query.folded))
             .bind(&query.folded)
@@ -430,6 +433,9 @@ impl PostgresStore {
                  ORDER BY m.sent_at DESC, m.id DESC LIMIT $8",
                 columns = super::postgres::message_columns("m")
             )))
+            // Planned for each pattern: a cached generic plan cannot tell a rare order
+            // code (trigram index) from a common word (newest-first scan) and picks wrong.
+            .persistent(false)
             .bind(tenant_id)
             .bind(like_pattern(&query.folded))
             .bind(query.conversation_id)

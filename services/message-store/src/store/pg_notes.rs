@@ -220,6 +220,9 @@ impl PostgresStore {
                   WHERE c.tenant_id = n.tenant_id AND c.contact_id = n.contact_id AND (c.owner_user_id = $3 OR c.team_id = ANY($4)))) \
              ORDER BY created_at DESC, id DESC LIMIT $5"
         )))
+        // Planned for each pattern: a cached generic plan cannot tell a rare order
+        // code (trigram index) from a common word (newest-first scan) and picks wrong.
+        .persistent(false)
         .bind(tenant_id)
         .bind(pattern)
         .bind(&query.visible_owner)

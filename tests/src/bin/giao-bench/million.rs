@@ -468,6 +468,11 @@ pub async fn run() -> anyhow::Result<()> {
         .await?
         .delete_stream()
         .await?;
-    backend.drop_databases().await;
+    // GIAO_BENCH_KEEP=1 keeps the filled database for a closer look (EXPLAIN and the like).
+    if std::env::var("GIAO_BENCH_KEEP").is_err() {
+        backend.drop_databases().await;
+    } else {
+        println!("store_million: kept database {}", config.database.url);
+    }
     Ok(())
 }
