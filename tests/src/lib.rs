@@ -343,3 +343,75 @@ pub async fn auth_client(
         interceptor,
     )
 }
+
+/// A connector whose HTTP listener (metrics and the Zalo webhooks) is on port 0; the
+/// returned `metrics_addr` is that listener.
+pub async fn start_connector_with_http(mut config: giao_connector::Config) -> Running {
+    config.metrics = MetricsConfig {
+        listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+    };
+    let service = giao_connector::bind(config).await.expect("connector binds");
+    let addr = service.grpc_addr();
+    let http_addr = service.http_addr();
+    Running::spawn(addr, http_addr, |shutdown| service.run(shutdown))
+}
+
+/// One HTTP/1.1 request on a fresh connection; returns the status code and the body.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connects to the HTTP listener");
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await.expect("writes");
+    // The server may answer 413 and close before reading a large body.
+    let _ = stream.write_all(body).await;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Config of an assignment service on `backend`, on port 0, calling the message store at
+/// `message_store_endpoint`.
+pub async fn assignment_config(
+    backend: &mut Backend,
+    message_store_endpoint: &str,
+) -> giao_assignment::Config {
+    giao_assignment::Config {
+        grpc: ephemeral_grpc(),
+        metrics: no_metrics(),
+        database: backend.database().await,
+        bus: backend.bus.clone(),
+        auth: dev_auth(),
+        health_interval_ms: 200,
+        message_store: giao_assignment::MessageStoreLink {
+            endpoint: message_store_endpoint.to_string(),
+            api_key: None,
+            timeout_ms: 10_000,
+        },
+        ..Default::default()
+    }
+}

@@ -554,6 +554,87 @@ async fn another_tenants_ids_answer_not_found() {
             .map(|_| ()),
     ));
 
+    // Reporting: once the owner's tenant sees the captured traffic on oa-1, the same account
+    // from tenant B is NotFound in every report that names it.
+    let reporting = suite.channel("giao.reporting.v1.ReportingService").await;
+    let reports = |token: &str| {
+        giao_proto::reporting::reporting_service_client::ReportingServiceClient::with_interceptor(
+            reporting.clone(),
+            TraceInterceptor::with_bearer(token).expect("bearer"),
+        )
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let scope = giao_proto::reporting::ReportScope {
+        range: Some(giao_proto::common::TimeRange {
+            start: Some(prost_types::Timestamp {
+                seconds: now - 86_400,
+                nanos: 0,
+            }),
+            end: Some(prost_types::Timestamp {
+                seconds: now + 3_600,
+                nanos: 0,
+            }),
+        }),
+        ..Default::default()
+    };
+    let activity = giao_proto::reporting::AccountActivityRequest {
+        scope: Some(scope.clone()),
+        channel_account_id: "oa-1".into(),
+    };
+    giao_testkit::wait_until(
+        Duration::from_secs(20),
+        "reporting sees the captured message",
+        || {
+            let mut client = reports(&owner);
+            let request = activity.clone();
+            async move {
+                client
+                    .account_activity(request)
+                    .await
+                    .map(|reply| reply.into_inner().messages_in >= 1)
+                    .unwrap_or(false)
+            }
+        },
+    )
+    .await;
+    let mut their_reports = reports(&intruder);
+    codes.push((
+        "AccountActivity",
+        their_reports
+            .account_activity(activity.clone())
+            .await
+            .map(|_| ()),
+    ));
+    let by_account: std::collections::HashMap<String, String> =
+        [("channel_account_id".to_string(), "oa-1".to_string())].into();
+    codes.push((
+        "DrillDown",
+        their_reports
+            .drill_down(giao_proto::reporting::DrillDownRequest {
+                scope: Some(scope.clone()),
+                metric: "messages_in".into(),
+                dimensions: by_account.clone(),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+    ));
+    codes.push((
+        "ExportReport",
+        their_reports
+            .export_report(giao_proto::reporting::ExportReportRequest {
+                scope: Some(scope.clone()),
+                per_conversation: true,
+                dimensions: by_account,
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+    ));
+
     let wrong: Vec<String> = codes
         .iter()
         .filter(|(_, result)| !matches!(result, Err(status) if status.code() == Code::NotFound))
@@ -706,10 +787,10 @@ async fn other_services_honour_revocation_rotation_and_scopes() {
     .await;
 }
 
-/// Exports and reads of conversations one does not own land in the tenant's audit chain,
-/// the export's record carrying the manifest's hash.
+/// Exports, reads of conversations one does not own and channel credential changes land in
+/// the tenant's audit chain, the export's record carrying the manifest's hash.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exports_and_non_owner_reads_are_audited() {
+async fn exports_reads_and_credential_changes_are_audited() {
     let suite = Suite::start().await;
     let admin = suite.token_for(TENANT, Role::Admin).await;
     let store = suite
@@ -766,9 +847,26 @@ async fn exports_and_non_owner_reads_are_audited() {
     }
     let manifest = manifest.expect("a manifest ends the export");
 
+    // A channel account's credentials set by an admin.
+    let connector = suite.channel("giao.connector.v1.ConnectorService").await;
+    let account = giao_proto::connector::connector_service_client::ConnectorServiceClient::with_interceptor(
+        connector,
+        TraceInterceptor::with_bearer(&admin).expect("bearer"),
+    )
+    .create_account(giao_proto::connector::CreateAccountRequest {
+        kind: giao_proto::common::ChannelKind::ZaloOa as i32,
+        display_name: "Shop OA".into(),
+        credentials_json: r#"{"app_id":"app-1","app_secret":"s3cret-app","oa_secret_key":"s3cret-oa","oa_id":"oa-42"}"#.into(),
+        ..Default::default()
+    })
+    .await
+    .expect("account created")
+    .into_inner();
+
     let auth_admin = suite.auth_client(Some(&admin)).await;
     let conversation_id = stored.conversation_id.clone();
     let sha256 = manifest.sha256.clone();
+    let account_id = account.channel_account_id.clone();
     giao_testkit::wait_until(
         Duration::from_secs(10),
         "the read and the export are in the audit log",
@@ -776,6 +874,7 @@ async fn exports_and_non_owner_reads_are_audited() {
             let mut auth_admin = auth_admin.clone();
             let conversation_id = conversation_id.clone();
             let sha256 = sha256.clone();
+            let account_id = account_id.clone();
             async move {
                 let Ok(audit) = auth_admin
                     .list_audit(giao_proto::auth::ListAuditRequest::default())
@@ -791,7 +890,12 @@ async fn exports_and_non_owner_reads_are_audited() {
                 let exported = records.iter().any(|record| {
                     record.action == "history.exported" && record.details_json.contains(&sha256)
                 });
-                read && exported
+                let credentials = records.iter().any(|record| {
+                    record.action == "account.credentials_set"
+                        && record.target == account_id
+                        && !record.details_json.contains("s3cret")
+                });
+                read && exported && credentials
             }
         },
     )

@@ -1340,6 +1340,455 @@ async fn batches_match_one_by_one_appends(kind: BackendKind) {
     store.stop().await.expect("stops");
 }
 
+/// Batches racing on the same new customers: each customer gets exactly one contact and one
+/// conversation, every code is distinct, and every message is stored once.
+async fn concurrent_batches_create_each_customer_once(kind: BackendKind) {
+    let (_backend, store, _admin) = start(kind).await;
+    const CUSTOMERS: usize = 30;
+    const BATCHES: usize = 6;
+    let mut tasks = Vec::new();
+    for batch in 0..BATCHES {
+        let mut client = message_store_client(&store, TENANT, "admin").await;
+        // Every batch sees every customer, in a different order.
+        let messages: Vec<InboundMessage> = (0..CUSTOMERS)
+            .map(|i| {
+                let rotated = (i + batch * 7) % CUSTOMERS;
+                let customer = if batch % 2 == 0 {
+                    rotated
+                } else {
+                    CUSTOMERS - 1 - rotated
+                };
+                inbound(
+                    "oa-1",
+                    &format!("u-{customer}"),
+                    &format!("Khách {customer}"),
+                    &format!("b{batch}-m{i}"),
+                    "Chào shop",
+                )
+                .message
+                .expect("message")
+            })
+            .collect();
+        tasks.push(tokio::spawn(async move {
+            client
+                .append_inbound_batch(giao_proto::messagestore::AppendInboundBatchRequest {
+                    messages,
+                })
+                .await
+                .map(|response| response.into_inner().results)
+        }));
+    }
+    let mut stored = 0;
+    for task in tasks {
+        let results = task.await.expect("joins").expect("batch stored");
+        stored += results.iter().filter(|result| result.created).count();
+    }
+    assert_eq!(stored, CUSTOMERS * BATCHES);
+
+    let mut admin = message_store_client(&store, TENANT, "admin").await;
+    let contacts = admin
+        .list_contacts(ListContactsRequest {
+            page: Some(PageRequest {
+                page_size: 100,
+                cursor: String::new(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("lists contacts")
+        .into_inner()
+        .contacts;
+    assert_eq!(contacts.len(), CUSTOMERS, "one contact per customer");
+    let codes: std::collections::HashSet<&str> = contacts
+        .iter()
+        .map(|contact| contact.customer_code.as_str())
+        .collect();
+    assert_eq!(codes.len(), CUSTOMERS, "codes are distinct");
+    let conversations = admin
+        .list_conversations(ListConversationsRequest {
+            page: Some(PageRequest {
+                page_size: 100,
+                cursor: String::new(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("lists conversations")
+        .into_inner()
+        .conversations;
+    assert_eq!(conversations.len(), CUSTOMERS);
+    let linked: std::collections::HashSet<&str> = conversations
+        .iter()
+        .map(|conversation| conversation.contact_id.as_str())
+        .collect();
+    assert_eq!(
+        linked.len(),
+        CUSTOMERS,
+        "each conversation has its own contact"
+    );
+    assert!(
+        conversations
+            .iter()
+            .all(|conversation| conversation.unread_count == BATCHES as u32),
+        "every batch's message counted once"
+    );
+    store.stop().await.expect("stops");
+}
+
+/// An export of many conversations keeps every history under its own conversation line,
+/// oldest first, and every note under its own contact, whatever order the customers wrote in.
+async fn exports_group_histories_and_notes(kind: BackendKind) {
+    use giao_proto::messagestore::{
+        AddNoteRequest, ExportHistoryRequest, export_chunk::Chunk, export_history_request::Selector,
+    };
+    let (_backend, store, mut admin) = start(kind).await;
+    // Three customers writing in turns, 7 messages each.
+    let mut contacts = Vec::new();
+    for index in 0..21 {
+        let customer = format!("u-{}", index % 3);
+        let mut request = inbound(
+            "oa-1",
+            &customer,
+            &format!("Khách {}", index % 3),
+            &format!("m{index}"),
+            &format!("tin {index}"),
+        );
+        if let Some(message) = request.message.as_mut() {
+            message.sent_at = Some(prost_types::Timestamp {
+                seconds: 1_793_606_400 + index * 60,
+                nanos: 0,
+            });
+        }
+        admin.append_inbound(request).await.expect("stored");
+    }
+    contacts.extend(
+        admin
+            .list_contacts(ListContactsRequest::default())
+            .await
+            .expect("contacts")
+            .into_inner()
+            .contacts
+            .into_iter()
+            .map(|contact| contact.contact_id),
+    );
+    assert_eq!(contacts.len(), 3);
+    // Notes on the first and last contact only: the middle one has none.
+    for (contact, count) in [(&contacts[0], 2), (&contacts[2], 1)] {
+        for n in 0..count {
+            admin
+                .add_note(AddNoteRequest {
+                    contact_id: contact.clone(),
+                    text: format!("ghi chú {n}"),
+                    idempotency_key: format!("{contact}-{n}"),
+                    ..Default::default()
+                })
+                .await
+                .expect("noted");
+        }
+    }
+    let mut stream = admin
+        .export_history(ExportHistoryRequest {
+            selector: Some(Selector::Tenant(true)),
+            purpose: "audit".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("export starts")
+        .into_inner();
+    let mut body = Vec::new();
+    let mut manifest = None;
+    while let Some(chunk) = stream.message().await.expect("chunk") {
+        match chunk.chunk {
+            Some(Chunk::Jsonl(bytes)) => body.extend_from_slice(&bytes),
+            Some(Chunk::Manifest(last)) => manifest = Some(last),
+            None => panic!("empty chunk"),
+        }
+    }
+    let manifest = manifest.expect("manifest");
+    let lines: Vec<serde_json::Value> = body
+        .split(|byte| *byte == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| serde_json::from_slice(line).expect("JSON line"))
+        .collect();
+    let (mut conversation, mut contact, mut last_sent) = (None, None, String::new());
+    let mut per_conversation = std::collections::HashMap::new();
+    let mut notes_per_contact = std::collections::HashMap::new();
+    for line in &lines {
+        match line["type"].as_str().expect("type") {
+            "conversation" => {
+                conversation = Some(line["conversation_id"].clone());
+                last_sent.clear();
+            }
+            "message" => {
+                assert_eq!(Some(&line["conversation_id"]), conversation.as_ref());
+                let sent = line["sent_at"].as_str().expect("sent_at").to_string();
+                assert!(sent > last_sent, "oldest first within a conversation");
+                last_sent = sent;
+                *per_conversation
+                    .entry(line["conversation_id"].to_string())
+                    .or_insert(0) += 1;
+            }
+            "contact" => contact = Some(line["contact_id"].clone()),
+            "note" => {
+                assert_eq!(Some(&line["contact_id"]), contact.as_ref());
+                *notes_per_contact
+                    .entry(line["contact_id"].as_str().expect("id").to_string())
+                    .or_insert(0) += 1;
+            }
+            other => panic!("unexpected line {other}"),
+        }
+    }
+    assert_eq!(
+        (
+            manifest.conversations,
+            manifest.messages,
+            manifest.contacts,
+            manifest.notes
+        ),
+        (3, 21, 3, 3)
+    );
+    assert!(per_conversation.values().all(|count| *count == 7));
+    assert_eq!(notes_per_contact.get(&contacts[0]), Some(&2));
+    assert_eq!(notes_per_contact.get(&contacts[1]), None);
+    assert_eq!(notes_per_contact.get(&contacts[2]), Some(&1));
+    store.stop().await.expect("stops");
+}
+
+/// The owner closes a conversation with an outcome: one ConversationClosed however often
+/// the call is retried; a new customer message reopens it and a second close is a new event.
+/// Other agents cannot close it; a missing status is named.
+async fn conversations_close_and_reopen(kind: BackendKind) {
+    use giao_proto::{
+        events::envelope::Payload,
+        messagestore::{ConversationStatus, SetConversationStatusRequest},
+    };
+    let (backend, store, mut admin) = start(kind).await;
+    let closed: std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>> =
+        std::sync::Arc::default();
+    let collected = closed.clone();
+    let bus_config = backend.bus.clone();
+    let listener = tokio_util::sync::CancellationToken::new();
+    let stop_listening = listener.clone();
+    tokio::spawn(async move {
+        let bus = giao_bus::connect(&bus_config).await.expect("bus");
+        let spec = giao_bus::ConsumerSpec {
+            durable_name: "test-closed".into(),
+            filter_subjects: vec![giao_bus::envelope::subject_filter("conversation_closed")],
+            ack_wait: std::time::Duration::from_secs(5),
+            max_deliver: None,
+            inactive_threshold: None,
+        };
+        let _ =
+            giao_bus::run_consumer(bus, spec, listener, move |delivery: &giao_bus::Delivery| {
+                let collected = collected.clone();
+                let decoded = giao_bus::envelope::decode(delivery);
+                async move {
+                    if let Ok((envelope, _)) = decoded
+                        && let Some(Payload::ConversationClosed(event)) = envelope.payload
+                    {
+                        collected.lock().expect("lock").push((
+                            envelope.event_id,
+                            event.closed_by,
+                            event.outcome,
+                        ));
+                    }
+                    giao_bus::HandlerOutcome::Done
+                }
+            })
+            .await;
+    });
+
+    let conversation_id = admin
+        .append_inbound(inbound("oa-1", "u-1", "Lan", "m1", "Cho em hỏi giá"))
+        .await
+        .expect("stored")
+        .into_inner()
+        .message
+        .expect("message")
+        .conversation_id;
+    admin
+        .set_conversation_owner(SetConversationOwnerRequest {
+            conversation_ids: vec![conversation_id.clone()],
+            owner_user_id: "u-agent".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("owner set");
+    let close = SetConversationStatusRequest {
+        conversation_id: conversation_id.clone(),
+        status: ConversationStatus::Closed as i32,
+        outcome: "won".into(),
+    };
+    let mut other = MessageStoreServiceClient::with_interceptor(
+        store.channel().await,
+        giao_tests::as_user(TENANT, "u-other", "agent"),
+    );
+    let error = other
+        .set_conversation_status(close.clone())
+        .await
+        .expect_err("not theirs");
+    assert_eq!(error.code(), tonic::Code::NotFound);
+    let error = admin
+        .set_conversation_status(SetConversationStatusRequest {
+            conversation_id: conversation_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no status");
+    assert_eq!(error.code(), tonic::Code::InvalidArgument);
+    assert!(error.message().contains("status"), "{}", error.message());
+
+    let mut agent = MessageStoreServiceClient::with_interceptor(
+        store.channel().await,
+        giao_tests::as_user(TENANT, "u-agent", "agent"),
+    );
+    let first = agent
+        .set_conversation_status(close.clone())
+        .await
+        .expect("closes")
+        .into_inner();
+    assert_eq!(first.status, ConversationStatus::Closed as i32);
+    agent
+        .set_conversation_status(close.clone())
+        .await
+        .expect("a retry answers the same");
+
+    // The customer writes again: the conversation is open again; closing it is a new event.
+    admin
+        .append_inbound(inbound("oa-1", "u-1", "Lan", "m2", "Em đặt thêm"))
+        .await
+        .expect("stored");
+    let reopened = admin
+        .get_conversation(giao_proto::messagestore::GetConversationRequest {
+            conversation_id: conversation_id.clone(),
+        })
+        .await
+        .expect("conversation")
+        .into_inner();
+    assert_eq!(reopened.status, ConversationStatus::Open as i32);
+    agent
+        .set_conversation_status(close)
+        .await
+        .expect("closes again");
+
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let seen = closed.lock().expect("lock").clone();
+        if seen.len() >= 2 {
+            // Give a wrongly duplicated event the chance to arrive before judging.
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            let seen = closed.lock().expect("lock").clone();
+            assert_eq!(seen.len(), 2, "one event per close: {seen:?}");
+            assert_ne!(seen[0].0, seen[1].0);
+            assert!(
+                seen.iter()
+                    .all(|(_, by, outcome)| by == "u-agent" && outcome == "won")
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "closes announced: {seen:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    stop_listening.cancel();
+    store.stop().await.expect("stops");
+}
+
+/// A follower of an OA becomes a contact with the follow source as lead source, before
+/// writing anything; a later follow (another source) keeps the first touch, a repeated
+/// event changes nothing, and the follower's first message lands on the same contact.
+async fn followers_become_contacts_with_their_lead_source(kind: BackendKind) {
+    use giao_proto::events::{FollowChanged, envelope::Payload};
+    let (backend, store, mut admin) = start(kind).await;
+    let bus = giao_bus::connect(&backend.bus).await.expect("bus");
+    let publisher = giao_bus::envelope::EventPublisher::new(bus, "connector");
+    let follow = |source: &str| {
+        Payload::FollowChanged(FollowChanged {
+            channel_account_id: "oa-1".into(),
+            user: Some(ChannelUser {
+                external_user_id: "u-follow".into(),
+                display_name: "Trần Văn Minh".into(),
+                ..Default::default()
+            }),
+            following: true,
+            source: source.into(),
+            ..Default::default()
+        })
+    };
+    publisher
+        .publish(TENANT, "follow-1".into(), follow("oa_qr"))
+        .await
+        .expect("published");
+    // The same follow delivered again under another id, then a later follow from an ad.
+    publisher
+        .publish(TENANT, "follow-1-again".into(), follow("oa_qr"))
+        .await
+        .expect("published");
+    publisher
+        .publish(TENANT, "follow-2".into(), follow("ads_123"))
+        .await
+        .expect("published");
+
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let contact = loop {
+        let contacts = admin
+            .list_contacts(ListContactsRequest::default())
+            .await
+            .expect("contacts")
+            .into_inner()
+            .contacts;
+        if let Some(contact) = contacts.first()
+            && !contact.lead_source.is_empty()
+        {
+            assert_eq!(contacts.len(), 1, "one contact per follower");
+            break contact.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the follower never became a contact"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(contact.display_name, "Trần Văn Minh");
+    assert_eq!(contact.lead_source, "oa_qr");
+
+    // Give the later follows time to be applied, then check the first touch held.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let first = admin
+        .append_inbound(inbound(
+            "oa-1",
+            "u-follow",
+            "Trần Văn Minh",
+            "m1",
+            "Chào shop",
+        ))
+        .await
+        .expect("stored")
+        .into_inner()
+        .message
+        .expect("message");
+    let conversation = admin
+        .get_conversation(giao_proto::messagestore::GetConversationRequest {
+            conversation_id: first.conversation_id,
+        })
+        .await
+        .expect("conversation")
+        .into_inner();
+    assert_eq!(conversation.contact_id, contact.contact_id);
+    let again = admin
+        .get_contact(GetContactRequest {
+            contact_id: contact.contact_id.clone(),
+        })
+        .await
+        .expect("contact")
+        .into_inner();
+    assert_eq!(again.lead_source, "oa_qr");
+    assert_eq!(again.customer_code, contact.customer_code);
+    store.stop().await.expect("stops");
+}
+
 giao_tests::on_both_backends!(
     captured_customers_become_contacts_with_codes,
     contacts_are_edited_with_clear_errors,
@@ -1350,4 +1799,8 @@ giao_tests::on_both_backends!(
     edits_keep_versions_and_quotes_resolve,
     attachments_follow_message_visibility,
     batches_match_one_by_one_appends,
+    concurrent_batches_create_each_customer_once,
+    exports_group_histories_and_notes,
+    conversations_close_and_reopen,
+    followers_become_contacts_with_their_lead_source,
 );

@@ -273,6 +273,30 @@ pub const RPCS: &[(&str, Access)] = &[
         "/giao.assignment.v1.AssignmentService/SetAvailability",
         needs(P::MESSAGES_WRITE),
     ),
+    (
+        "/giao.assignment.v1.AssignmentService/SetRoutingPolicy",
+        needs(P::ASSIGNMENT_MANAGE),
+    ),
+    (
+        "/giao.assignment.v1.AssignmentService/SetCapacity",
+        needs(P::ASSIGNMENT_MANAGE),
+    ),
+    (
+        "/giao.assignment.v1.AssignmentService/SyncRoster",
+        needs(P::ASSIGNMENT_MANAGE),
+    ),
+    (
+        "/giao.assignment.v1.AssignmentService/SetSlaPolicy",
+        needs(P::ASSIGNMENT_MANAGE),
+    ),
+    (
+        "/giao.assignment.v1.AssignmentService/SetFollowUpRule",
+        needs(P::ASSIGNMENT_MANAGE),
+    ),
+    (
+        "/giao.assignment.v1.AssignmentService/ListRoutingPolicies",
+        needs(P::ASSIGNMENT_READ),
+    ),
     // reporting
     (
         "/giao.reporting.v1.ReportingService/AgentScorecard",

@@ -1,10 +1,1611 @@
-//! The gRPC surface. Every RPC answers Unimplemented until its issue builds it; the
-//! generated default methods say so with the RPC's name.
+//! The gRPC surface. Ownership (Assign, Transfer, BulkReassign, GetOwnershipHistory),
+//! OffboardStaff, SetAvailability and routing settings (SetRoutingPolicy,
+//! ListRoutingPolicies, SetCapacity, SyncRoster), SetSlaPolicy, ListUnattended, reminders
+//! (CreateReminder, ListReminders), SetFollowUpRule and shifts (SetShift, ListShifts).
+//!
+//! Ownership RPCs act on message-store with the caller's own `authorization` metadata, so
+//! message-store applies the caller's visibility (an invisible or other tenant's conversation
+//! is NotFound) and permission, and the owner there is updated before the RPC returns.
 
-use giao_proto::assignment::assignment_service_server::AssignmentService;
+use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Default)]
-pub struct Api;
+use chrono::Utc;
+use giao_authz::{Permission, Principal, principal};
+use giao_bus::envelope::EventPublisher;
+use giao_platform::grpc::TraceInterceptor;
+use giao_proto::{
+    assignment::{
+        AssignRequest, AssignResponse, Availability, BulkReassignRequest, BulkReassignResponse,
+        CreateReminderRequest, FollowUpRule, GetOwnershipHistoryRequest,
+        GetOwnershipHistoryResponse, ListRemindersRequest, ListRemindersResponse,
+        ListRoutingPoliciesRequest, ListRoutingPoliciesResponse, ListShiftsRequest,
+        ListShiftsResponse, ListUnattendedRequest, ListUnattendedResponse, OffboardStaffRequest,
+        OffboardStaffResponse, OwnershipChange as PbChange, Reminder, RoutingPolicy, RoutingRule,
+        RoutingStrategy, SetAvailabilityRequest, SetAvailabilityResponse, SetCapacityRequest,
+        SetCapacityResponse, SetFollowUpRuleRequest, SetRoutingPolicyRequest, SetShiftRequest,
+        SetSlaPolicyRequest, Shift, ShiftChange, SlaPolicy, SlaState, SyncRosterRequest,
+        SyncRosterResponse, TransferRequest, UnattendedConversation,
+        assignment_service_server::AssignmentService, offboard_staff_request::Successor,
+    },
+    auth::{
+        GetUserRequest, SetUserStatusRequest, User, UserStatus,
+        auth_service_client::AuthServiceClient,
+    },
+    common::{PageRequest, PageResponse},
+    events::{ConversationAssigned, StaffOffboarded, envelope::Payload},
+    messagestore::{
+        Conversation, ExportHistoryRequest, GetConversationRequest, ListConversationsRequest,
+        SetConversationOwnerRequest, export_chunk::Chunk, export_history_request::Selector,
+        message_store_service_client::MessageStoreServiceClient,
+    },
+};
+use giao_storage::Database;
+use tonic::{
+    Request, Response, Status,
+    metadata::{Ascii, MetadataValue},
+    service::interceptor::InterceptedService,
+    transport::Channel,
+};
+use uuid::Uuid;
+
+use crate::{
+    error::Error,
+    router::Router,
+    routing::{self, Rule, Strategy},
+    store::{
+        self, OwnershipChange,
+        routing::Load,
+        sla::{Scope, SlaPolicyRow},
+    },
+};
+
+/// Most conversations one BulkReassign moves; matches message-store's batch limit.
+const MAX_BULK: usize = 500;
+/// Longest reason or note kept in the history.
+const MAX_REASON_CHARS: usize = 2_000;
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 500;
+
+#[derive(Clone)]
+pub struct Api {
+    database: Database,
+    publisher: EventPublisher,
+    message_store: Option<Channel>,
+    auth: Option<Channel>,
+    router: Router,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api").finish_non_exhaustive()
+    }
+}
+
+type Credential = Option<MetadataValue<Ascii>>;
+type AuthClient = AuthServiceClient<InterceptedService<Channel, TraceInterceptor>>;
+type StoreClient = MessageStoreServiceClient<InterceptedService<Channel, TraceInterceptor>>;
+
+/// A request to another service that carries the caller's own credential.
+fn forwarded<T>(credential: &Credential, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Some(value) = credential {
+        request
+            .metadata_mut()
+            .insert("authorization", value.clone());
+    }
+    request
+}
+
+fn required(field: &str, value: &str) -> Result<(), Error> {
+    if value.trim().is_empty() {
+        return Err(Error::InvalidArgument(format!("missing {field}")));
+    }
+    Ok(())
+}
+
+fn bounded(field: &str, value: &str) -> Result<(), Error> {
+    if value.chars().count() > MAX_REASON_CHARS {
+        return Err(Error::InvalidArgument(format!(
+            "invalid {field}: at most {MAX_REASON_CHARS} characters"
+        )));
+    }
+    Ok(())
+}
+
+fn non_empty(value: &str) -> Option<String> {
+    Some(value.to_string()).filter(|value| !value.is_empty())
+}
+
+impl Api {
+    pub fn new(
+        database: Database,
+        publisher: EventPublisher,
+        message_store: Option<Channel>,
+        auth: Option<Channel>,
+        router: Router,
+    ) -> Self {
+        Self {
+            database,
+            publisher,
+            message_store,
+            auth,
+            router,
+        }
+    }
+
+    fn auth_client(&self) -> Result<AuthClient, Error> {
+        let channel = self.auth.clone().ok_or(Error::NotConfigured(
+            "auth_service.endpoint is not configured",
+        ))?;
+        Ok(AuthServiceClient::with_interceptor(
+            channel,
+            TraceInterceptor::default(),
+        ))
+    }
+
+    fn store_client(&self) -> Result<StoreClient, Error> {
+        let channel = self.message_store.clone().ok_or(Error::NotConfigured(
+            "message_store.endpoint is not configured",
+        ))?;
+        Ok(MessageStoreServiceClient::with_interceptor(
+            channel,
+            TraceInterceptor::default(),
+        ))
+    }
+
+    /// The conversation as the caller sees it; NotFound when the caller may not see it.
+    async fn visible_conversation(
+        &self,
+        credential: &Credential,
+        conversation_id: &str,
+    ) -> Result<Conversation, Status> {
+        let mut client = self.store_client()?;
+        Ok(client
+            .get_conversation(forwarded(
+                credential,
+                GetConversationRequest {
+                    conversation_id: conversation_id.to_string(),
+                },
+            ))
+            .await?
+            .into_inner())
+    }
+
+    /// Moves `conversation_ids` to `to_user_id`: checks every one is visible first (nothing
+    /// moves when one is not), updates message-store, then records history and publishes
+    /// ConversationAssigned. Conversations already owned by `to_user_id` are left alone, which
+    /// makes a retried call change nothing.
+    async fn move_conversations(
+        &self,
+        caller: &Principal,
+        credential: &Credential,
+        conversation_ids: &[String],
+        to_user_id: &str,
+        reason: &str,
+    ) -> Result<Vec<OwnershipChange>, Status> {
+        let mut current = Vec::with_capacity(conversation_ids.len());
+        for conversation_id in conversation_ids {
+            current.push(
+                self.visible_conversation(credential, conversation_id)
+                    .await?,
+            );
+        }
+        self.move_known(caller, credential, &current, to_user_id, reason, false)
+            .await
+    }
+
+    /// Moves conversations the caller has already been shown (see `move_conversations`).
+    ///
+    /// With `resumable`, the history is written before the move and deduplicated, so a crash
+    /// between the two loses no history: the job that is resumed moves the rest (a one-off
+    /// move writes after, so a refused move never appears in the history).
+    async fn move_known(
+        &self,
+        caller: &Principal,
+        credential: &Credential,
+        current: &[Conversation],
+        to_user_id: &str,
+        reason: &str,
+        resumable: bool,
+    ) -> Result<Vec<OwnershipChange>, Status> {
+        let at = Utc::now();
+        let changes: Vec<OwnershipChange> = current
+            .iter()
+            .filter(|c| c.owner_user_id != to_user_id)
+            .map(|conversation| OwnershipChange {
+                id: Uuid::now_v7(),
+                conversation_id: conversation.conversation_id.clone(),
+                owner_user_id: non_empty(to_user_id),
+                previous_owner: non_empty(&conversation.owner_user_id),
+                actor: caller.user_id.clone(),
+                reason: reason.to_string(),
+                at,
+            })
+            .collect();
+        if resumable {
+            store::record_changes_once(&self.database, &caller.tenant_id, &changes).await?;
+        }
+        // message-store sets owner and team together: keep each conversation's team.
+        let mut by_team: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for conversation in current.iter().filter(|c| c.owner_user_id != to_user_id) {
+            by_team
+                .entry(conversation.team_id.clone())
+                .or_default()
+                .push(conversation.conversation_id.clone());
+        }
+        let mut client = self.store_client()?;
+        for (team_id, ids) in &by_team {
+            client
+                .set_conversation_owner(forwarded(
+                    credential,
+                    SetConversationOwnerRequest {
+                        conversation_ids: ids.clone(),
+                        owner_user_id: to_user_id.to_string(),
+                        team_id: team_id.clone(),
+                        reason: reason.to_string(),
+                    },
+                ))
+                .await?;
+        }
+        if !resumable {
+            store::record_changes(&self.database, &caller.tenant_id, &changes).await?;
+        }
+        // Routing counts open conversations per owner and remembers each customer's owner;
+        // a conversation given out by hand leaves the queue.
+        let loads: Vec<Load> = current
+            .iter()
+            .filter(|c| c.owner_user_id != to_user_id)
+            .map(|conversation| Load {
+                tenant_id: caller.tenant_id.clone(),
+                conversation_id: conversation.conversation_id.clone(),
+                contact_id: conversation.contact_id.clone(),
+                channel_account_id: conversation.channel_account_id.clone(),
+                owner_user_id: non_empty(to_user_id),
+                team_id: conversation.team_id.clone(),
+                applied: true,
+                reason: reason.to_string(),
+                previous_owner_user_id: non_empty(&conversation.owner_user_id),
+            })
+            .collect();
+        store::routing::record_owners(&self.database, &caller.tenant_id, &loads).await?;
+        // The previous owners may have room for a queued conversation now.
+        self.router.wake();
+        // Published concurrently: a handover's batch is hundreds of events, and each publish
+        // waits for the bus's acknowledgement.
+        let mut publishing = tokio::task::JoinSet::new();
+        for (change, conversation) in changes
+            .iter()
+            .zip(current.iter().filter(|c| c.owner_user_id != to_user_id))
+        {
+            let payload = Payload::ConversationAssigned(ConversationAssigned {
+                conversation_id: change.conversation_id.clone(),
+                owner_user_id: to_user_id.to_string(),
+                previous_owner_user_id: conversation.owner_user_id.clone(),
+                team_id: conversation.team_id.clone(),
+                reason: reason.to_string(),
+                actor: caller.user_id.clone(),
+            });
+            let publisher = self.publisher.clone();
+            let tenant = caller.tenant_id.clone();
+            let event_id = format!("assigned-{}", change.id);
+            let conversation_id = change.conversation_id.clone();
+            publishing.spawn(async move {
+                // The owner is already moved and recorded; a bus hiccup must not fail the
+                // call, and the event id (the history row) makes a re-publish a duplicate.
+                if let Err(error) = publisher.publish(&tenant, event_id, payload).await {
+                    tracing::warn!(%conversation_id, %error, "cannot publish conversation assigned");
+                }
+            });
+            if publishing.len() >= 64 {
+                publishing.join_next().await;
+            }
+        }
+        publishing.join_all().await;
+        Ok(changes)
+    }
+
+    async fn assign_one(
+        &self,
+        caller: Principal,
+        credential: Credential,
+        conversation_id: &str,
+        to_user_id: &str,
+        reason: &str,
+    ) -> Result<AssignResponse, Status> {
+        let before = self
+            .visible_conversation(&credential, conversation_id)
+            .await?;
+        self.move_conversations(
+            &caller,
+            &credential,
+            &[conversation_id.to_string()],
+            to_user_id,
+            reason,
+        )
+        .await?;
+        Ok(AssignResponse {
+            conversation_id: conversation_id.to_string(),
+            owner_user_id: to_user_id.to_string(),
+            previous_owner_user_id: before.owner_user_id,
+        })
+    }
+
+    /// Validates an OffboardStaff request against auth before anything moves.
+    async fn offboarding_parties(
+        &self,
+        caller: &Principal,
+        credential: &Credential,
+        request: &OffboardStaffRequest,
+    ) -> Result<(User, User), Status> {
+        required("user_id", &request.user_id)?;
+        let successor_id = match &request.successor {
+            Some(Successor::SuccessorUserId(id)) if !id.trim().is_empty() => id.clone(),
+            Some(Successor::RedistributeAcrossTeam(true)) => {
+                return Err(Status::unimplemented(
+                    "redistribute_across_team is not supported yet: name a successor_user_id",
+                ));
+            }
+            _ => {
+                return Err(Error::InvalidArgument(
+                    "missing successor: set successor_user_id or redistribute_across_team".into(),
+                )
+                .into());
+            }
+        };
+        if request.user_id == caller.user_id {
+            return Err(Error::InvalidArgument(
+                "invalid user_id: you cannot offboard yourself".into(),
+            )
+            .into());
+        }
+        if successor_id == request.user_id {
+            return Err(Error::InvalidArgument(
+                "invalid successor_user_id: the leaver cannot succeed themselves".into(),
+            )
+            .into());
+        }
+        let mut auth = self.auth_client()?;
+        let leaver = lookup_user(&mut auth, credential, "user_id", &request.user_id).await?;
+        let successor =
+            lookup_user(&mut auth, credential, "successor_user_id", &successor_id).await?;
+        if successor.status != UserStatus::Active as i32 {
+            return Err(Status::failed_precondition(format!(
+                "invalid successor_user_id \"{successor_id}\": the user is not active"
+            )));
+        }
+        Ok((leaver, successor))
+    }
+
+    /// Runs (or resumes) the leaver's handover: export, deactivation, then the move. Each
+    /// step records its progress, so a call after a crash continues where the last stopped.
+    async fn offboard(
+        &self,
+        caller: &Principal,
+        credential: &Credential,
+        leaver: &User,
+        successor: &User,
+    ) -> Result<OffboardStaffResponse, Status> {
+        let tenant = caller.tenant_id.as_str();
+        let user_id = leaver.user_id.as_str();
+        let mut job = store::start_offboarding(
+            &self.database,
+            tenant,
+            user_id,
+            &successor.user_id,
+            &caller.user_id,
+        )
+        .await?;
+        if job.successor_user_id != successor.user_id {
+            return Err(Status::failed_precondition(format!(
+                "invalid successor_user_id: {user_id} is already being handed over to {}",
+                job.successor_user_id
+            )));
+        }
+        if job.completed {
+            return Ok(report(&job));
+        }
+        let reason = format!("offboarding {user_id}");
+        if job.export_id.is_empty() {
+            // Exported before the move: the selector is "owned by the leaver".
+            let mut stream = self
+                .store_client()?
+                .export_history(forwarded(
+                    credential,
+                    ExportHistoryRequest {
+                        selector: Some(Selector::OwnerUserId(user_id.to_string())),
+                        purpose: reason.clone(),
+                        ..Default::default()
+                    },
+                ))
+                .await?
+                .into_inner();
+            let mut manifest = None;
+            while let Some(chunk) = stream.message().await? {
+                if let Some(Chunk::Manifest(found)) = chunk.chunk {
+                    manifest = Some(found);
+                }
+            }
+            let manifest = manifest.ok_or_else(|| {
+                Status::unavailable("message-store export ended without a manifest")
+            })?;
+            store::record_export(
+                &self.database,
+                tenant,
+                user_id,
+                &manifest.export_id,
+                &manifest.sha256,
+            )
+            .await?;
+            job.export_id = manifest.export_id;
+            job.export_sha256 = manifest.sha256;
+        }
+        if !job.deactivated {
+            // The leaver's sessions end here; the caller's credential makes it their act in
+            // auth's audit log.
+            let outcome = self
+                .auth_client()?
+                .set_user_status(forwarded(
+                    credential,
+                    SetUserStatusRequest {
+                        user_id: user_id.to_string(),
+                        status: UserStatus::Offboarded as i32,
+                        reason: format!("handover to {}", successor.user_id),
+                    },
+                ))
+                .await;
+            match outcome {
+                Ok(_) => {}
+                // Already offboarded (e.g. by an earlier, interrupted call).
+                Err(status) if status.code() == tonic::Code::FailedPrecondition => {}
+                Err(status) => return Err(status),
+            }
+            store::mark_deactivated(&self.database, tenant, user_id).await?;
+        }
+        let mut client = self.store_client()?;
+        loop {
+            // Always the first page: every batch moved leaves the leaver's list.
+            let page = client
+                .list_conversations(forwarded(
+                    credential,
+                    ListConversationsRequest {
+                        owner_user_id: user_id.to_string(),
+                        page: Some(PageRequest {
+                            page_size: MAX_BULK as u32,
+                            cursor: String::new(),
+                        }),
+                        ..Default::default()
+                    },
+                ))
+                .await?
+                .into_inner()
+                .conversations;
+            if page.is_empty() {
+                break;
+            }
+            let moved = self
+                .move_known(caller, credential, &page, &successor.user_id, &reason, true)
+                .await?;
+            if moved.is_empty() {
+                break;
+            }
+            let moved = i64::try_from(moved.len()).unwrap_or(i64::MAX);
+            store::add_moved(&self.database, tenant, user_id, moved).await?;
+            job.conversations_moved += moved;
+        }
+        // Counted from the history rather than summed per batch, so a batch whose count was
+        // lost to a crash is still in the report.
+        job.conversations_moved =
+            store::count_moves_from(&self.database, tenant, user_id, &reason).await?;
+        // Pending reminders and shifts go to the successor too. The two moves and their count
+        // are not one transaction: a crash between them under-counts the report, never the
+        // move.
+        let reminders = i64::try_from(
+            store::reminders::move_pending(&self.database, tenant, user_id, &successor.user_id)
+                .await?,
+        )
+        .unwrap_or(i64::MAX);
+        let shifts = i64::try_from(
+            store::shifts::move_all(&self.database, tenant, user_id, &successor.user_id).await?,
+        )
+        .unwrap_or(i64::MAX);
+        store::add_moved_extras(&self.database, tenant, user_id, reminders, shifts).await?;
+        job.reminders_moved += reminders;
+        job.shifts_moved += shifts;
+        // The handover is in the tenant's audit chain before the job counts as done, so a
+        // failed publish is retried by the next call rather than lost.
+        let now = Utc::now();
+        self.publisher
+            .publish(
+                tenant,
+                format!("handover-{}", job.id),
+                Payload::AuditRequested(giao_proto::events::AuditRequested {
+                    actor: caller.user_id.clone(),
+                    action: "staff.handover".into(),
+                    target: user_id.to_string(),
+                    details_json: serde_json::json!({
+                        "successor_user_id": successor.user_id,
+                        "conversations_moved": job.conversations_moved,
+                        "export_id": job.export_id,
+                        "export_sha256": job.export_sha256,
+                    })
+                    .to_string(),
+                    at: Some(prost_types::Timestamp {
+                        seconds: now.timestamp(),
+                        nanos: now.timestamp_subsec_nanos() as i32,
+                    }),
+                }),
+            )
+            .await
+            .map_err(|error| Status::unavailable(format!("cannot record the handover: {error}")))?;
+        store::complete_offboarding(&self.database, tenant, user_id, job.conversations_moved)
+            .await?;
+        job.completed = true;
+        let payload = Payload::StaffOffboarded(StaffOffboarded {
+            user_id: user_id.to_string(),
+            successor_user_id: successor.user_id.clone(),
+            conversations_moved: u64::try_from(job.conversations_moved).unwrap_or(0),
+            reminders_moved: u64::try_from(job.reminders_moved).unwrap_or(0),
+            shifts_moved: u64::try_from(job.shifts_moved).unwrap_or(0),
+            export_id: job.export_id.clone(),
+            actor_user_id: caller.user_id.clone(),
+            ..Default::default()
+        });
+        if let Err(error) = self
+            .publisher
+            .publish(tenant, format!("offboarded-{}", job.id), payload)
+            .await
+        {
+            tracing::warn!(offboarding_id = %job.id, %error, "cannot publish staff offboarded");
+        }
+        Ok(report(&job))
+    }
+}
+
+/// A user of the caller's tenant; auth answers NotFound for unknown users and for users of
+/// other tenants alike, and the error names the request field.
+async fn lookup_user(
+    auth: &mut AuthClient,
+    credential: &Credential,
+    field: &str,
+    user_id: &str,
+) -> Result<User, Status> {
+    match auth
+        .get_user(forwarded(
+            credential,
+            GetUserRequest {
+                user_id: user_id.to_string(),
+            },
+        ))
+        .await
+    {
+        Ok(user) => Ok(user.into_inner()),
+        Err(status) if status.code() == tonic::Code::NotFound => Err(Status::not_found(format!(
+            "{field} \"{user_id}\" not found in this tenant"
+        ))),
+        Err(status) => Err(status),
+    }
+}
+
+fn report(job: &store::OffboardingJob) -> OffboardStaffResponse {
+    OffboardStaffResponse {
+        offboarding_id: job.id.clone(),
+        conversations_moved: u64::try_from(job.conversations_moved).unwrap_or(0),
+        reminders_moved: u64::try_from(job.reminders_moved).unwrap_or(0),
+        shifts_moved: u64::try_from(job.shifts_moved).unwrap_or(0),
+        export_id: job.export_id.clone(),
+        export_sha256: job.export_sha256.clone(),
+        ..Default::default()
+    }
+}
+
+/// Longest id (user, team, channel account, tag, lead source) a policy may name.
+const MAX_ID_CHARS: usize = 200;
+const MAX_RULES: usize = 50;
+/// Highest capacity one agent may be given.
+const MAX_CAPACITY: u32 = 10_000;
+
+fn short(field: &str, value: &str) -> Result<(), Error> {
+    if value.chars().count() > MAX_ID_CHARS {
+        return Err(Error::InvalidArgument(format!(
+            "invalid {field}: at most {MAX_ID_CHARS} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// A validated policy from the request; the message names the offending field.
+fn policy_from(policy: RoutingPolicy) -> Result<routing::Policy, Error> {
+    short("policy.channel_account_id", &policy.channel_account_id)?;
+    short("policy.team_id", &policy.team_id)?;
+    let time_zone = time_zone_of("policy.time_zone", &policy.time_zone)?;
+    let strategy = match RoutingStrategy::try_from(policy.strategy) {
+        Ok(RoutingStrategy::RoundRobin) => Strategy::RoundRobin,
+        Ok(RoutingStrategy::LeastOpen) => Strategy::LeastOpen,
+        _ => {
+            return Err(Error::InvalidArgument(format!(
+                "invalid policy.strategy {}: ROUND_ROBIN or LEAST_OPEN",
+                policy.strategy
+            )));
+        }
+    };
+    if policy.max_open_per_agent > MAX_CAPACITY {
+        return Err(Error::InvalidArgument(format!(
+            "invalid policy.max_open_per_agent: at most {MAX_CAPACITY}"
+        )));
+    }
+    if policy.rules.len() > MAX_RULES {
+        return Err(Error::InvalidArgument(format!(
+            "invalid policy.rules: at most {MAX_RULES}"
+        )));
+    }
+    let mut rules = Vec::with_capacity(policy.rules.len());
+    for (index, rule) in policy.rules.into_iter().enumerate() {
+        for (name, value) in [
+            ("lead_source", &rule.lead_source),
+            ("tag", &rule.tag),
+            ("team_id", &rule.team_id),
+            ("user_id", &rule.user_id),
+        ] {
+            short(&format!("policy.rules[{index}].{name}"), value)?;
+        }
+        if rule.lead_source.is_empty() && rule.tag.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "invalid policy.rules[{index}]: set lead_source or tag"
+            )));
+        }
+        if rule.team_id.is_empty() && rule.user_id.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "invalid policy.rules[{index}]: set team_id or user_id"
+            )));
+        }
+        rules.push(Rule {
+            lead_source: rule.lead_source,
+            tag: rule.tag,
+            team_id: rule.team_id,
+            user_id: rule.user_id,
+        });
+    }
+    Ok(routing::Policy {
+        channel_account_id: policy.channel_account_id,
+        team_id: policy.team_id,
+        strategy,
+        sticky_owner: policy.sticky_owner,
+        max_open_per_agent: i64::from(policy.max_open_per_agent),
+        rules,
+        last_user_id: String::new(),
+        time_zone,
+        on_shift_change: match ShiftChange::try_from(policy.on_shift_change) {
+            Ok(ShiftChange::MoveToIncoming) => routing::ShiftChange::MoveToIncoming,
+            _ => routing::ShiftChange::StayWithOwner,
+        },
+    })
+}
+
+fn policy_to_pb(policy: routing::Policy) -> RoutingPolicy {
+    RoutingPolicy {
+        channel_account_id: policy.channel_account_id,
+        team_id: policy.team_id,
+        strategy: match policy.strategy {
+            Strategy::RoundRobin => RoutingStrategy::RoundRobin as i32,
+            Strategy::LeastOpen => RoutingStrategy::LeastOpen as i32,
+        },
+        sticky_owner: policy.sticky_owner,
+        max_open_per_agent: u32::try_from(policy.max_open_per_agent).unwrap_or(0),
+        rules: policy
+            .rules
+            .into_iter()
+            .map(|rule| RoutingRule {
+                lead_source: rule.lead_source,
+                tag: rule.tag,
+                team_id: rule.team_id,
+                user_id: rule.user_id,
+            })
+            .collect(),
+        time_zone: policy.time_zone,
+        on_shift_change: match policy.on_shift_change {
+            routing::ShiftChange::MoveToIncoming => ShiftChange::MoveToIncoming as i32,
+            routing::ShiftChange::StayWithOwner => ShiftChange::StayWithOwner as i32,
+        },
+    }
+}
+
+/// An IANA time zone, the default when empty; the error names `field`.
+fn time_zone_of(field: &str, value: &str) -> Result<String, Error> {
+    let zone = if value.is_empty() {
+        crate::sla::DEFAULT_TIME_ZONE
+    } else {
+        value
+    };
+    if <chrono_tz::Tz as std::str::FromStr>::from_str(zone).is_err() {
+        return Err(Error::InvalidArgument(format!(
+            "invalid {field} \"{value}\": an IANA zone such as Asia/Ho_Chi_Minh"
+        )));
+    }
+    Ok(zone.to_string())
+}
+
+/// Longest target one SLA policy may set (30 days).
+const MAX_SLA_SECS: u32 = 30 * 24 * 3_600;
+const MAX_HOLIDAYS: usize = 400;
+
+/// A validated SLA policy; the message names the offending field.
+fn sla_policy_from(policy: SlaPolicy) -> Result<SlaPolicyRow, Error> {
+    short("policy.channel_account_id", &policy.channel_account_id)?;
+    short("policy.escalate_to_user_id", &policy.escalate_to_user_id)?;
+    for (field, secs) in [
+        ("policy.first_response_secs", policy.first_response_secs),
+        ("policy.next_response_secs", policy.next_response_secs),
+        ("policy.reassign_after_secs", policy.reassign_after_secs),
+    ] {
+        if secs > MAX_SLA_SECS {
+            return Err(Error::InvalidArgument(format!(
+                "invalid {field}: at most {MAX_SLA_SECS}"
+            )));
+        }
+    }
+    if policy.first_response_secs == 0
+        && policy.next_response_secs == 0
+        && policy.reassign_after_secs == 0
+    {
+        return Err(Error::InvalidArgument(
+            "missing policy.first_response_secs, policy.next_response_secs or \
+             policy.reassign_after_secs"
+                .into(),
+        ));
+    }
+    let time_zone = if policy.time_zone.is_empty() {
+        crate::sla::DEFAULT_TIME_ZONE.to_string()
+    } else {
+        policy.time_zone.clone()
+    };
+    if <chrono_tz::Tz as std::str::FromStr>::from_str(&time_zone).is_err() {
+        return Err(Error::InvalidArgument(format!(
+            "invalid policy.time_zone \"{}\": an IANA zone such as Asia/Ho_Chi_Minh",
+            policy.time_zone
+        )));
+    }
+    let (weekdays, opens_at, closes_at) = match &policy.business_hours {
+        None => (String::new(), String::new(), String::new()),
+        Some(hours) => {
+            if hours.weekdays.is_empty() || hours.weekdays.iter().any(|day| !(1..=7).contains(day))
+            {
+                return Err(Error::InvalidArgument(
+                    "invalid policy.business_hours.weekdays: 1 (Monday) to 7 (Sunday)".into(),
+                ));
+            }
+            let opens = crate::sla::parse_time(&hours.opens_at).ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "invalid policy.business_hours.opens_at \"{}\": HH:MM",
+                    hours.opens_at
+                ))
+            })?;
+            let closes = crate::sla::parse_time(&hours.closes_at).ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "invalid policy.business_hours.closes_at \"{}\": HH:MM",
+                    hours.closes_at
+                ))
+            })?;
+            if closes <= opens {
+                return Err(Error::InvalidArgument(
+                    "invalid policy.business_hours.closes_at: after opens_at".into(),
+                ));
+            }
+            let mut days = hours.weekdays.clone();
+            days.sort_unstable();
+            days.dedup();
+            let days: Vec<String> = days.iter().map(u32::to_string).collect();
+            (
+                days.join(","),
+                hours.opens_at.clone(),
+                hours.closes_at.clone(),
+            )
+        }
+    };
+    if policy.holidays.len() > MAX_HOLIDAYS {
+        return Err(Error::InvalidArgument(format!(
+            "invalid policy.holidays: at most {MAX_HOLIDAYS}"
+        )));
+    }
+    for (index, day) in policy.holidays.iter().enumerate() {
+        if chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").is_err() {
+            return Err(Error::InvalidArgument(format!(
+                "invalid policy.holidays[{index}] \"{day}\": YYYY-MM-DD"
+            )));
+        }
+    }
+    Ok(SlaPolicyRow {
+        channel_account_id: policy.channel_account_id,
+        first_response_secs: i64::from(policy.first_response_secs),
+        next_response_secs: i64::from(policy.next_response_secs),
+        weekdays,
+        opens_at,
+        closes_at,
+        holidays: policy.holidays.join(","),
+        time_zone,
+        escalate_to_user_id: policy.escalate_to_user_id,
+        reassign_after_secs: i64::from(policy.reassign_after_secs),
+    })
+}
+
+fn timestamp_of(micros: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: i32::try_from(micros.rem_euclid(1_000_000) * 1_000).unwrap_or(0),
+    }
+}
+
+/// Breached once due (fired or not yet); at risk in the last quarter of the target.
+fn sla_state(
+    waiting_since_us: i64,
+    due_at_us: Option<i64>,
+    breached: bool,
+    now_us: i64,
+) -> SlaState {
+    let Some(due) = due_at_us else {
+        return SlaState::Unspecified;
+    };
+    if breached || now_us >= due {
+        return SlaState::Breached;
+    }
+    if (due - now_us) * 4 <= due - waiting_since_us {
+        return SlaState::AtRisk;
+    }
+    SlaState::Ok
+}
+
+/// Longest a reminder may wait (about five years).
+const MAX_REMINDER_AHEAD_SECS: i64 = 5 * 366 * 24 * 3_600;
+
+fn reminder_to_pb(row: store::reminders::ReminderRow) -> Reminder {
+    Reminder {
+        reminder_id: row.reminder_id,
+        user_id: row.user_id,
+        conversation_id: row.conversation_id,
+        contact_id: row.contact_id,
+        text: row.text,
+        due_at: Some(timestamp_of(row.due_at_us)),
+        done: row.fired_at_us.is_some(),
+        source: row.source,
+    }
+}
+
+const MAX_SHIFT_ACCOUNTS: usize = 100;
+
+/// A validated shift; the message names the offending field.
+fn shift_from(shift: Shift) -> Result<store::shifts::ShiftRow, Error> {
+    required("shift.user_id", &shift.user_id)?;
+    short("shift.user_id", &shift.user_id)?;
+    short("shift.shift_id", &shift.shift_id)?;
+    if shift.channel_account_ids.is_empty() || shift.channel_account_ids.len() > MAX_SHIFT_ACCOUNTS
+    {
+        return Err(Error::InvalidArgument(format!(
+            "invalid shift.channel_account_ids: 1 to {MAX_SHIFT_ACCOUNTS}"
+        )));
+    }
+    for (index, account) in shift.channel_account_ids.iter().enumerate() {
+        required(&format!("shift.channel_account_ids[{index}]"), account)?;
+        short(&format!("shift.channel_account_ids[{index}]"), account)?;
+        if account.contains(',') {
+            return Err(Error::InvalidArgument(format!(
+                "invalid shift.channel_account_ids[{index}]: no commas"
+            )));
+        }
+    }
+    if shift.weekdays.is_empty() || shift.weekdays.iter().any(|day| !(1..=7).contains(day)) {
+        return Err(Error::InvalidArgument(
+            "invalid shift.weekdays: 1 (Monday) to 7 (Sunday)".into(),
+        ));
+    }
+    for (field, value) in [
+        ("shift.starts_at", &shift.starts_at),
+        ("shift.ends_at", &shift.ends_at),
+    ] {
+        if crate::sla::parse_time(value).is_none() {
+            return Err(Error::InvalidArgument(format!(
+                "invalid {field} \"{value}\": HH:MM"
+            )));
+        }
+    }
+    let mut days = shift.weekdays.clone();
+    days.sort_unstable();
+    days.dedup();
+    let mut accounts = String::from(",");
+    for account in &shift.channel_account_ids {
+        accounts.push_str(account);
+        accounts.push(',');
+    }
+    Ok(store::shifts::ShiftRow {
+        shift_id: if shift.shift_id.is_empty() {
+            Uuid::now_v7().to_string()
+        } else {
+            shift.shift_id
+        },
+        user_id: shift.user_id,
+        channel_account_ids: accounts,
+        weekdays: days
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        starts_at: shift.starts_at,
+        ends_at: shift.ends_at,
+    })
+}
+
+fn shift_to_pb(row: store::shifts::ShiftRow) -> Shift {
+    Shift {
+        channel_account_ids: row.accounts(),
+        weekdays: row.days(),
+        shift_id: row.shift_id,
+        user_id: row.user_id,
+        starts_at: row.starts_at,
+        ends_at: row.ends_at,
+    }
+}
+
+fn credential<T>(request: &Request<T>) -> Credential {
+    request.metadata().get("authorization").cloned()
+}
 
 #[tonic::async_trait]
-impl AssignmentService for Api {}
+impl AssignmentService for Api {
+    #[tracing::instrument(skip_all)]
+    async fn assign(
+        &self,
+        request: Request<AssignRequest>,
+    ) -> Result<Response<AssignResponse>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Permission::ASSIGNMENT_MANAGE)?;
+        let credential = credential(&request);
+        let request = request.into_inner();
+        required("conversation_id", &request.conversation_id)?;
+        required("owner_user_id", &request.owner_user_id)?;
+        bounded("reason", &request.reason)?;
+        let response = self
+            .assign_one(
+                caller,
+                credential,
+                &request.conversation_id,
+                &request.owner_user_id,
+                &request.reason,
+            )
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn transfer(
+        &self,
+        request: Request<TransferRequest>,
+    ) -> Result<Response<AssignResponse>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Permission::ASSIGNMENT_MANAGE)?;
+        let credential = credential(&request);
+        let request = request.into_inner();
+        required("conversation_id", &request.conversation_id)?;
+        required("to_user_id", &request.to_user_id)?;
+        required("note", &request.note)?;
+        bounded("note", &request.note)?;
+        let response = self
+            .assign_one(
+                caller,
+                credential,
+                &request.conversation_id,
+                &request.to_user_id,
+                &request.note,
+            )
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn bulk_reassign(
+        &self,
+        request: Request<BulkReassignRequest>,
+    ) -> Result<Response<BulkReassignResponse>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Permission::ASSIGNMENT_MANAGE)?;
+        let credential = credential(&request);
+        let request = request.into_inner();
+        if request.conversation_ids.is_empty() {
+            return Err(
+                Error::InvalidArgument("missing conversation_ids: at least one".into()).into(),
+            );
+        }
+        if request.conversation_ids.len() > MAX_BULK {
+            return Err(Error::InvalidArgument(format!(
+                "invalid conversation_ids: at most {MAX_BULK} at once"
+            ))
+            .into());
+        }
+        for (index, id) in request.conversation_ids.iter().enumerate() {
+            required(&format!("conversation_ids[{index}]"), id)?;
+        }
+        required("to_user_id", &request.to_user_id)?;
+        bounded("reason", &request.reason)?;
+        let mut ids = request.conversation_ids.clone();
+        ids.sort();
+        ids.dedup();
+        let changes = self
+            .move_conversations(
+                &caller,
+                &credential,
+                &ids,
+                &request.to_user_id,
+                &request.reason,
+            )
+            .await?;
+        Ok(Response::new(BulkReassignResponse {
+            moved: u32::try_from(changes.len()).unwrap_or(u32::MAX),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn offboard_staff(
+        &self,
+        request: Request<OffboardStaffRequest>,
+    ) -> Result<Response<OffboardStaffResponse>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Permission::ASSIGNMENT_MANAGE)?;
+        let credential = credential(&request);
+        let request = request.into_inner();
+        let (leaver, successor) = self
+            .offboarding_parties(&caller, &credential, &request)
+            .await?;
+        // The handover runs in its own task: a caller that hangs up (or times out) does not
+        // cut it off between two steps; a second call then finds it finished or resumes it.
+        let api = self.clone();
+        let report = tokio::spawn(async move {
+            api.offboard(&caller, &credential, &leaver, &successor)
+                .await
+        })
+        .await
+        .map_err(|_| Status::internal("the handover task failed"))??;
+        Ok(Response::new(report))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn set_availability(
+        &self,
+        request: Request<SetAvailabilityRequest>,
+    ) -> Result<Response<SetAvailabilityResponse>, Status> {
+        let caller = principal(&request)?;
+        let request = request.into_inner();
+        // Empty means "me"; setting someone else's is a manager's act.
+        let user_id = if request.user_id.is_empty() {
+            caller.user_id.clone()
+        } else {
+            request.user_id.clone()
+        };
+        if user_id != caller.user_id {
+            caller.require(Permission::ASSIGNMENT_MANAGE)?;
+        }
+        let name = match Availability::try_from(request.availability) {
+            Ok(Availability::Online) => "online",
+            Ok(Availability::Away) => "away",
+            Ok(Availability::Offline) => "offline",
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "invalid availability {}: online, away or offline",
+                    request.availability
+                ))
+                .into());
+            }
+        };
+        store::set_availability(
+            &self.database,
+            &caller.tenant_id,
+            &user_id,
+            name,
+            &caller.user_id,
+        )
+        .await?;
+        // Coming online may be what the queue was waiting for.
+        self.router.wake();
+        Ok(Response::new(SetAvailabilityResponse {
+            availability: request.availability,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_ownership_history(
+        &self,
+        request: Request<GetOwnershipHistoryRequest>,
+    ) -> Result<Response<GetOwnershipHistoryResponse>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Permission::ASSIGNMENT_READ)?;
+        let credential = credential(&request);
+        let request = request.into_inner();
+        required("conversation_id", &request.conversation_id)?;
+        // Visibility is message-store's: the history of a conversation the caller cannot
+        // see is NotFound as well.
+        self.visible_conversation(&credential, &request.conversation_id)
+            .await?;
+        let page = request.page.unwrap_or_default();
+        let size = match page.page_size {
+            0 => DEFAULT_PAGE,
+            size => size.min(MAX_PAGE),
+        };
+        let offset: i64 = if page.cursor.is_empty() {
+            0
+        } else {
+            page.cursor
+                .parse()
+                .ok()
+                .filter(|offset: &i64| *offset >= 0)
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!("invalid page.cursor \"{}\"", page.cursor))
+                })?
+        };
+        let mut rows = store::ownership_history(
+            &self.database,
+            &caller.tenant_id,
+            &request.conversation_id,
+            offset,
+            i64::from(size) + 1,
+        )
+        .await?;
+        let more = rows.len() > size as usize;
+        rows.truncate(size as usize);
+        let next_cursor = if more {
+            (offset + i64::from(size)).to_string()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(GetOwnershipHistoryResponse {
+            changes: rows
+                .into_iter()
+                .map(|change| PbChange {
+                    owner_user_id: change.owner_user_id.unwrap_or_default(),
+                    previous_owner_user_id: change.previous_owner.unwrap_or_default(),
+                    actor: change.actor,
+                    reason: change.reason,
+                    at: Some(prost_types::Timestamp {
+                        seconds: change.at.timestamp(),
+                        nanos: i32::try_from(change.at.timestamp_subsec_nanos()).unwrap_or(0),
+                    }),
+                })
+                .collect(),
+            page: Some(PageResponse { next_cursor }),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn set_routing_policy(
+        &self,
+        request: Request<SetRoutingPolicyRequest>,
+    ) -> Result<Response<RoutingPolicy>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Permission::ASSIGNMENT_MANAGE)?;
+        let policy = request
+            .into_inner()
+            .policy
+            .ok_or_else(|| Error::InvalidArgument("missing policy".into()))?;
+        let policy = policy_from(policy)?;
+        // A supervisor routes within their own teams; the tenant's whole workforce is an
+        // admin's to route.
+        if caller.role != giao_authz::Role::Admin {
+            let teams = std::iter::once(&policy.team_id)
+                .chain(policy.rules.iter().map(|rule| &rule.team_id))
+                .filter(|team| !team.is_empty());
+            let mut named = false;
+            for team in teams {
+                named = true;
+                if !caller.team_ids.contains(team) {
+                    return Err(Status::permission_denied(format!(
+                        "team {team} is not one of your teams"
+                    )));
+                }
+            }
+            if !named || policy.team_id.is_empty() {
+                return Err(Status::permission_denied(
+                    "only an admin may route to every agent of the tenant: set policy.team_id",
+                ));
+            }
+        }
+        store::routing::put_policy(&self.database, &caller.tenant_id, &policy).await?;
+        self.router.wake();
+        Ok(Response::new(policy_to_pb(policy)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_routing_policies(
+        &self,
+        request: Request<ListRoutingPoliciesRequest>,
+    ) -> Result<Response<ListRoutingPoliciesResponse>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Permission::ASSIGNMENT_READ)?;
+        let page = request.into_inner().page.unwrap_or_default();
+        let size = match page.page_size {
+            0 => DEFAULT_PAGE,
+            size => size.min(MAX_PAGE),
+        };
+        // The default policy's account id is empty, so cursors carry a prefix.
+        let after = if page.cursor.is_empty() {
+            None
+        } else {
+            Some(page.cursor.strip_prefix("a:").ok_or_else(|| {
+                Error::InvalidArgument(format!("invalid page.cursor \"{}\"", page.cursor))
+            })?)
+        };
+        let mut policies = store::routing::list_policies(
+            &self.database,
+            &caller.tenant_id,
+            after,
+            i64::from(size) + 1,
+        )
+        .await?;
+        let more = policies.len() > size as usize;
+        policies.truncate(size as usize);
+        let next_cursor = match policies.last() {
+            Some(last) if more => format!("a:{}", last.channel_account_id),
+            _ => String::new(),
+        };
+        Ok(Response::new(ListRoutingPoliciesResponse {
+            policies: policies.into_iter().map(policy_to_pb).collect(),
+            page: Some(PageResponse { next_cursor }),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn set_capacity(
+        &self,
+        request: Request<SetCapacityRequest>,
+    ) -> Result<Response<SetCapacityResponse>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Permission::ASSIGNMENT_MANAGE)?;
+        let request = request.into_inner();
+        required("user_id", &request.user_id)?;
+        short("user_id", &request.user_id)?;
+        if request.max_open > MAX_CAPACITY {
+            return Err(Error::InvalidArgument(format!(
+                "invalid max_open: at most {MAX_CAPACITY}"
+            ))
+            .into());
+        }
+        store::routing::set_capacity(
+            &self.database,
+            &caller.tenant_id,
+            &request.user_id,
+            i64::from(request.max_open),
+        )
+        .await?;
+        self.router.wake();
+        Ok(Response::new(SetCapacityResponse {
+            max_open: request.max_open,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn sync_roster(
+        &self,
+        request: Request<SyncRosterRequest>,
+    ) -> Result<Response<SyncRosterResponse>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Permission::ASSIGNMENT_MANAGE)?;
+        // The tenant's service key lists users: managers trigger a sync without holding
+        // users.manage themselves.
+        let credential = self.router.credential(&caller.tenant_id).ok_or_else(|| {
+            Status::failed_precondition(
+                "no service key for this tenant: set routing.tenant_api_keys",
+            )
+        })?;
+        let (users, active) = self
+            .router
+            .sync_roster(&caller.tenant_id, &credential)
+            .await?;
+        Ok(Response::new(SyncRosterResponse { users, active }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn set_sla_policy(
+        &self,
+        request: Request<SetSlaPolicyRequest>,
+    ) -> Result<Response<SlaPolicy>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Permission::ASSIGNMENT_MANAGE)?;
+        let policy = request
+            .into_inner()
+            .policy
+            .ok_or_else(|| Error::InvalidArgument("missing policy".into()))?;
+        let row = sla_policy_from(policy.clone())?;
+        // Response targets are the company's promise to every customer: an admin's call.
+        if caller.role != giao_authz::Role::Admin {
+            return Err(Status::permission_denied("only an admin sets SLA policies"));
+        }
+        store::sla::put_policy(&self.database, &caller.tenant_id, &row).await?;
+        Ok(Response::new(SlaPolicy {
+            time_zone: row.time_zone,
+            ..policy
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_unattended(
+        &self,
+        request: Request<ListUnattendedRequest>,
+    ) -> Result<Response<ListUnattendedResponse>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Permission::ASSIGNMENT_READ)?;
+        let request = request.into_inner();
+        short("team_id", &request.team_id)?;
+        // The same visibility as message-store's: agents their own, supervisors their own
+        // and their teams', everyone else the tenant.
+        let scope = match caller.role {
+            giao_authz::Role::Agent => Scope::Own(caller.user_id.clone()),
+            giao_authz::Role::Supervisor => Scope::Teams {
+                user_id: caller.user_id.clone(),
+                team_ids: caller.team_ids.clone(),
+            },
+            _ => Scope::Tenant,
+        };
+        let (size, after) = keyset_page(request.page.unwrap_or_default())?;
+        let mut rows = store::sla::unattended(
+            &self.database,
+            &caller.tenant_id,
+            &scope,
+            &request.team_id,
+            after,
+            i64::from(size) + 1,
+        )
+        .await?;
+        let more = rows.len() > size as usize;
+        rows.truncate(size as usize);
+        let next_cursor = match rows.last() {
+            Some(last) if more => format!("{}:{}", last.waiting_since_us, last.conversation_id),
+            _ => String::new(),
+        };
+        let now = Utc::now().timestamp_micros();
+        Ok(Response::new(ListUnattendedResponse {
+            conversations: rows
+                .into_iter()
+                .map(|row| UnattendedConversation {
+                    sla_state: sla_state(
+                        row.waiting_since_us,
+                        row.due_at_us,
+                        row.breached_at_us.is_some(),
+                        now,
+                    ) as i32,
+                    sla_due_at: row.due_at_us.map(timestamp_of),
+                    waiting_since: Some(timestamp_of(row.waiting_since_us)),
+                    conversation_id: row.conversation_id,
+                    owner_user_id: row.owner_user_id,
+                })
+                .collect(),
+            page: Some(PageResponse { next_cursor }),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn create_reminder(
+        &self,
+        request: Request<CreateReminderRequest>,
+    ) -> Result<Response<Reminder>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Permission::MESSAGES_WRITE)?;
+        let credential = credential(&request);
+        let request = request.into_inner();
+        let reminder = request
+            .reminder
+            .ok_or_else(|| Error::InvalidArgument("missing reminder".into()))?;
+        required("reminder.text", &reminder.text)?;
+        bounded("reminder.text", &reminder.text)?;
+        short("reminder.conversation_id", &reminder.conversation_id)?;
+        short("reminder.contact_id", &reminder.contact_id)?;
+        short("idempotency_key", &request.idempotency_key)?;
+        let due = reminder
+            .due_at
+            .ok_or_else(|| Error::InvalidArgument("missing reminder.due_at".into()))?;
+        let now = Utc::now().timestamp();
+        if due.seconds > now + MAX_REMINDER_AHEAD_SECS || due.nanos < 0 {
+            return Err(Error::InvalidArgument(
+                "invalid reminder.due_at: within five years".into(),
+            )
+            .into());
+        }
+        // Empty means "me"; reminding someone else is a manager's act.
+        let user_id = if reminder.user_id.is_empty() {
+            caller.user_id.clone()
+        } else {
+            short("reminder.user_id", &reminder.user_id)?;
+            reminder.user_id.clone()
+        };
+        if user_id != caller.user_id {
+            caller.require(Permission::ASSIGNMENT_MANAGE)?;
+        }
+        // A reminder about a conversation the caller cannot see is NotFound, as the
+        // conversation is; its contact is taken from the conversation.
+        let mut contact_id = reminder.contact_id.clone();
+        if !reminder.conversation_id.is_empty() {
+            let conversation = self
+                .visible_conversation(&credential, &reminder.conversation_id)
+                .await?;
+            contact_id = conversation.contact_id;
+        }
+        let stored = store::reminders::create(
+            &self.database,
+            &caller.tenant_id,
+            &store::reminders::NewReminder {
+                reminder_id: Uuid::now_v7().to_string(),
+                user_id,
+                conversation_id: reminder.conversation_id,
+                contact_id,
+                text: reminder.text,
+                due_at_us: due.seconds * 1_000_000 + i64::from(due.nanos / 1_000),
+                source: "manual".into(),
+                quiet_secs: 0,
+                created_by: caller.user_id.clone(),
+                idempotency_key: request.idempotency_key,
+            },
+        )
+        .await?
+        .ok_or_else(|| Status::internal("the reminder was not stored"))?;
+        Ok(Response::new(reminder_to_pb(stored)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_reminders(
+        &self,
+        request: Request<ListRemindersRequest>,
+    ) -> Result<Response<ListRemindersResponse>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Permission::ASSIGNMENT_READ)?;
+        let request = request.into_inner();
+        short("user_id", &request.user_id)?;
+        let user_id = if request.user_id.is_empty() {
+            caller.user_id.clone()
+        } else {
+            request.user_id.clone()
+        };
+        // Someone else's reminders are for those who manage assignments (and auditors).
+        if user_id != caller.user_id
+            && !(caller.has(Permission::ASSIGNMENT_MANAGE)
+                || caller.role == giao_authz::Role::Auditor)
+        {
+            return Err(Status::permission_denied(
+                "permission assignment.manage required to list another user's reminders",
+            ));
+        }
+        let (size, after) = keyset_page(request.page.unwrap_or_default())?;
+        let mut rows = store::reminders::list(
+            &self.database,
+            &caller.tenant_id,
+            &user_id,
+            after,
+            i64::from(size) + 1,
+        )
+        .await?;
+        let more = rows.len() > size as usize;
+        rows.truncate(size as usize);
+        let next_cursor = match rows.last() {
+            Some(last) if more => format!("{}:{}", last.due_at_us, last.reminder_id),
+            _ => String::new(),
+        };
+        Ok(Response::new(ListRemindersResponse {
+            reminders: rows.into_iter().map(reminder_to_pb).collect(),
+            page: Some(PageResponse { next_cursor }),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn set_follow_up_rule(
+        &self,
+        request: Request<SetFollowUpRuleRequest>,
+    ) -> Result<Response<FollowUpRule>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Permission::ASSIGNMENT_MANAGE)?;
+        let rule = request
+            .into_inner()
+            .rule
+            .ok_or_else(|| Error::InvalidArgument("missing rule".into()))?;
+        required("rule.rule_id", &rule.rule_id)?;
+        short("rule.rule_id", &rule.rule_id)?;
+        required("rule.care_status", &rule.care_status)?;
+        short("rule.care_status", &rule.care_status)?;
+        required("rule.text", &rule.text)?;
+        bounded("rule.text", &rule.text)?;
+        if rule.quiet_secs == 0 || rule.quiet_secs > MAX_SLA_SECS * 12 {
+            return Err(Error::InvalidArgument(format!(
+                "invalid rule.quiet_secs: 1 to {}",
+                MAX_SLA_SECS * 12
+            ))
+            .into());
+        }
+        store::reminders::put_rule(
+            &self.database,
+            &caller.tenant_id,
+            &store::reminders::FollowUpRuleRow {
+                rule_id: rule.rule_id.clone(),
+                care_status: rule.care_status.clone(),
+                quiet_secs: i64::from(rule.quiet_secs),
+                text: rule.text.clone(),
+            },
+        )
+        .await?;
+        Ok(Response::new(rule))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn set_shift(
+        &self,
+        request: Request<SetShiftRequest>,
+    ) -> Result<Response<Shift>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Permission::ASSIGNMENT_MANAGE)?;
+        let shift = request
+            .into_inner()
+            .shift
+            .ok_or_else(|| Error::InvalidArgument("missing shift".into()))?;
+        let row = shift_from(shift)?;
+        store::shifts::put(&self.database, &caller.tenant_id, &row).await?;
+        // A changed shift may change who is on shift now: that is a shift change.
+        self.router.wake();
+        Ok(Response::new(shift_to_pb(row)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_shifts(
+        &self,
+        request: Request<ListShiftsRequest>,
+    ) -> Result<Response<ListShiftsResponse>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Permission::ASSIGNMENT_READ)?;
+        let request = request.into_inner();
+        short("user_id", &request.user_id)?;
+        // Agents see their own shifts; the rota is for those who manage it (and auditors).
+        let user_id = if caller.role == giao_authz::Role::Agent {
+            if !request.user_id.is_empty() && request.user_id != caller.user_id {
+                return Err(Status::permission_denied(
+                    "permission assignment.manage required to list another user's shifts",
+                ));
+            }
+            caller.user_id.clone()
+        } else {
+            request.user_id.clone()
+        };
+        let page = request.page.unwrap_or_default();
+        let size = match page.page_size {
+            0 => DEFAULT_PAGE,
+            size => size.min(MAX_PAGE),
+        };
+        let mut rows = store::shifts::list(
+            &self.database,
+            &caller.tenant_id,
+            &user_id,
+            &page.cursor,
+            i64::from(size) + 1,
+        )
+        .await?;
+        let more = rows.len() > size as usize;
+        rows.truncate(size as usize);
+        let next_cursor = match rows.last() {
+            Some(last) if more => last.shift_id.clone(),
+            _ => String::new(),
+        };
+        Ok(Response::new(ListShiftsResponse {
+            shifts: rows.into_iter().map(shift_to_pb).collect(),
+            page: Some(PageResponse { next_cursor }),
+        }))
+    }
+}
+
+/// Page size and the `<micros>:<id>` position of a keyset-paged list.
+fn keyset_page(
+    page: giao_proto::common::PageRequest,
+) -> Result<(u32, Option<(i64, String)>), Error> {
+    let size = match page.page_size {
+        0 => DEFAULT_PAGE,
+        size => size.min(MAX_PAGE),
+    };
+    if page.cursor.is_empty() {
+        return Ok((size, None));
+    }
+    let parsed = page
+        .cursor
+        .split_once(':')
+        .and_then(|(at, id)| Some((at.parse::<i64>().ok()?, id.to_string())));
+    let after = parsed.ok_or_else(|| {
+        Error::InvalidArgument(format!("invalid page.cursor \"{}\"", page.cursor))
+    })?;
+    Ok((size, Some(after)))
+}

@@ -6,6 +6,10 @@ use giao_platform::error::{ErrorCode, ErrorCodeExt, to_status};
 pub enum Error {
     #[error("{0}")]
     InvalidArgument(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
     #[error("{what} {id} not found")]
     NotFound { what: &'static str, id: String },
     #[error("database: {0}")]
@@ -19,6 +23,8 @@ impl ErrorCodeExt for Error {
         match self {
             Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
             Error::NotFound { .. } => ErrorCode::NotFound,
+            Error::Unavailable(_) => ErrorCode::Unavailable,
+            Error::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
             Error::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) | Error::Bus(_) => {
                 ErrorCode::Unavailable
             }

@@ -4,12 +4,17 @@
 //! is acknowledged to the channel. Today the simulator channel feeds it; the Zalo OA and
 //! personal adapters plug into the same path.
 //!
-//! Layout: [`api`] (gRPC) → [`simulator`] (the simulator channel) → [`store`] (accounts).
+//! Layout: [`api`] (gRPC) → [`simulator`] (the simulator channel), [`zalo`] (the OA
+//! adapter: webhook, error table) → [`store`] (accounts, credentials sealed by
+//! [`credentials`]).
 
 pub mod api;
+pub mod credentials;
 pub mod error;
+pub mod sessions;
 pub mod simulator;
 pub mod store;
+pub mod zalo;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -28,6 +33,7 @@ use giao_storage::{Database, DatabaseConfig, Migrations};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+pub use credentials::CredentialsConfig;
 pub use simulator::SimulatorConfig;
 
 pub const SERVICE: &str = "connector";
@@ -48,7 +54,36 @@ pub struct Config {
     pub auth: AuthConfig,
     pub telemetry: TelemetryConfig,
     pub simulator: SimulatorConfig,
+    /// AEAD keys sealing channel credentials at rest.
+    pub credentials: CredentialsConfig,
+    /// Zalo webhooks are served on the HTTP (metrics) listener.
+    pub webhook: WebhookConfig,
+    /// Session leases shared among replicas.
+    pub sessions: sessions::SessionsConfig,
+    /// The Zalo OA adapter: API hosts, the giao app for OAuth connects, pacing.
+    pub zalo_oa: zalo::client::ZaloOaConfig,
+    /// Unacked outbound requests come back after this long.
+    pub outbound_ack_wait_secs: u64,
+    /// giao's attachment store, the one message-store writes (read only here): outbound
+    /// images and files are read from it by `storage_key` and uploaded to Zalo. Empty: such
+    /// messages fail with a clear reason.
+    pub attachments_dir: String,
     pub health_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Larger webhook bodies are refused with 413.
+    pub max_body_bytes: usize,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 256 * 1024,
+        }
+    }
 }
 
 impl Default for Config {
@@ -66,6 +101,13 @@ impl Default for Config {
             auth: AuthConfig::default(),
             telemetry: TelemetryConfig::default(),
             simulator: SimulatorConfig::default(),
+            credentials: CredentialsConfig::default(),
+            webhook: WebhookConfig::default(),
+            sessions: sessions::SessionsConfig::default(),
+            zalo_oa: zalo::client::ZaloOaConfig::default(),
+            outbound_ack_wait_secs: 30,
+            // message-store's default, so one machine's services share it unconfigured.
+            attachments_dir: "data/attachments".into(),
             health_interval_ms: 2_000,
         }
     }
@@ -77,6 +119,12 @@ impl Validate for Config {
         if self.health_interval_ms < 100 {
             return Err("health_interval_ms must be at least 100".into());
         }
+        if self.webhook.max_body_bytes < 1024 {
+            return Err("webhook.max_body_bytes must be at least 1024".into());
+        }
+        credentials::Sealer::from_config(&self.credentials)?;
+        self.zalo_oa.extra_roots()?;
+        self.sessions.validate()?;
         Ok(())
     }
 }
@@ -123,6 +171,11 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 }
 
 impl Connector {
+    /// The HTTP listener: `/metrics` and the Zalo webhooks.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.listeners.metrics_addr()
+    }
+
     pub fn grpc_addr(&self) -> SocketAddr {
         self.listeners
             .grpc_addr()
@@ -150,9 +203,42 @@ impl Connector {
             .install(SERVICE, &bus)
             .map_err(anyhow::Error::msg)?;
         giao_platform::grpc::register_descriptor_set(giao_proto::FILE_DESCRIPTOR_SET);
+        let sealer =
+            credentials::Sealer::from_config(&config.credentials).map_err(anyhow::Error::msg)?;
+        let publisher = EventPublisher::new(bus.clone(), SERVICE);
+        let objects = zalo::media::Objects::local(&config.attachments_dir);
+        let oa = zalo::outbound::OaRuntime::new(
+            store::AccountStore::new(database.clone()),
+            sealer.clone(),
+            config.zalo_oa.clone(),
+            publisher.clone(),
+            objects,
+        );
         let api = api::Api::new(
             store::AccountStore::new(database.clone()),
             simulator.clone(),
+            sealer.clone(),
+            publisher.clone(),
+            store::LeaseStore::new(database.clone()),
+            oa.clone(),
+        );
+        let metrics = Metrics::new(SERVICE);
+        let rejected = zalo::webhook::Rejected::default();
+        metrics.register(
+            "connector_webhook_rejected",
+            "Zalo webhooks refused, by reason (unsigned, forged, malformed, unknown_account)",
+            rejected.clone(),
+        );
+        let webhooks = zalo::webhook::router(
+            zalo::webhook::WebhookState {
+                accounts: store::AccountStore::new(database.clone()),
+                sealer,
+                publisher,
+                rejected,
+                raw: zalo::RawEvents::new(database.clone()),
+                oa: oa.clone(),
+            },
+            config.webhook.max_body_bytes,
         );
         let server = GrpcServer::new(&config.grpc)
             .add_service(
@@ -163,24 +249,75 @@ impl Connector {
             .with_authenticator(installed.authenticator);
         let probes = vec![database.probe(), giao_bus::probe(&bus)];
         let mut tasks: Vec<BackgroundTask> = installed.task.into_iter().collect();
+        let oa_refresh = oa.clone();
+        {
+            let bus = bus.clone();
+            let ack_wait = Duration::from_secs(config.outbound_ack_wait_secs.max(1));
+            tasks.push(Box::new(move |stop| {
+                Box::pin(oa.consume(bus, ack_wait, stop))
+            }));
+        }
+        if config.sessions.enabled {
+            let sessions =
+                sessions::Sessions::new(store::LeaseStore::new(database.clone()), &config.sessions);
+            tracing::info!(replica = %sessions.replica(), "running account sessions");
+            // The holder of an OA account's session keeps its token fresh, so an account
+            // that sends nothing for weeks does not let its refresh token lapse.
+            let refresher = sessions.clone();
+            let accounts = store::AccountStore::new(database.clone());
+            let oa = oa_refresh;
+            tasks.push(Box::new(move |stop| {
+                Box::pin(refresh_held_tokens(refresher, accounts, oa, stop))
+            }));
+            tasks.push(Box::new(move |stop| Box::pin(sessions.run(stop))));
+        }
         if config.simulator.demo {
             let demo = config.simulator.clone();
             tasks.push(Box::new(move |stop| {
                 Box::pin(simulator::feed_demo(simulator, demo, stop))
             }));
         }
-        giao_platform::service::run(
+        giao_platform::service::run_with_http(
             ServiceParts {
                 name: SERVICE,
                 listeners,
                 server,
-                metrics: Metrics::new(SERVICE),
+                metrics,
                 probes,
                 health_interval: Duration::from_millis(config.health_interval_ms),
                 tasks,
             },
+            webhooks,
             shutdown,
         )
         .await
+    }
+}
+
+/// Every minute, refreshes the due OA tokens of the accounts whose sessions run here.
+async fn refresh_held_tokens(
+    sessions: sessions::Sessions,
+    accounts: store::AccountStore,
+    oa: zalo::outbound::OaRuntime,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+        for (tenant, account) in sessions.held() {
+            // Thousands of held accounts must not hold up a shutdown.
+            if stop.is_cancelled() {
+                return Ok(());
+            }
+            let is_oa = matches!(
+                accounts.get(&tenant, &account).await,
+                Ok(Some(found)) if found.kind == giao_proto::common::ChannelKind::ZaloOa as i32
+            );
+            if is_oa && let Err(error) = oa.access_token(&tenant, &account, false).await {
+                tracing::warn!(account = %account, %error, "OA token not refreshed");
+            }
+        }
     }
 }

@@ -79,7 +79,7 @@ impl Simulator {
             .accounts
             .get(tenant_id, channel_account_id)
             .await?
-            .filter(|account| account.kind == ChannelKind::Simulator as i32)
+            .filter(|account| account.kind == ChannelKind::Simulator as i32 && !account.disabled)
             .ok_or_else(|| Error::NotFound {
                 what: "simulator account",
                 id: channel_account_id.to_string(),

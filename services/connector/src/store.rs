@@ -1,9 +1,10 @@
-//! Channel accounts, on PostgreSQL or SQLite.
+//! Channel accounts, on PostgreSQL or SQLite. Every query names the tenant: an id of another
+//! tenant reads as absent.
 
 use chrono::Utc;
 use giao_storage::Database;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AccountRecord {
     pub id: String,
     pub tenant_id: String,
@@ -12,9 +13,140 @@ pub struct AccountRecord {
     pub status: i32,
 }
 
+/// An account with everything but its credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Account {
+    pub id: String,
+    pub tenant_id: String,
+    pub kind: i32,
+    pub display_name: String,
+    pub status: i32,
+    pub external_id: String,
+    pub team_id: String,
+    pub send_rate_per_minute: u32,
+    pub status_reason: String,
+    /// Microseconds since the epoch.
+    pub status_since: i64,
+    pub disabled: bool,
+    pub created_at: i64,
+}
+
+/// Credentials as stored: the key id and the sealed bytes.
+#[derive(Debug, Clone)]
+pub struct SealedCredentials {
+    pub key_id: String,
+    pub sealed: Vec<u8>,
+}
+
+/// A new account and its sealed credentials.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    pub account: Account,
+    pub credentials: Option<SealedCredentials>,
+    pub idempotency_key: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct AccountStore {
     database: Database,
+}
+
+type Row = (
+    String,
+    String,
+    i16,
+    String,
+    i16,
+    String,
+    String,
+    i32,
+    String,
+    i64,
+    bool,
+    i64,
+);
+
+const COLUMNS: &str = "id, tenant_id, kind, display_name, status, external_id, team_id, \
+     send_rate_per_minute, status_reason, status_since, disabled";
+
+fn columns(database: &Database) -> String {
+    match database {
+        Database::Postgres(_) => {
+            format!("{COLUMNS}, (EXTRACT(EPOCH FROM created_at) * 1000000)::BIGINT")
+        }
+        Database::Sqlite(_) => format!("{COLUMNS}, created_at"),
+    }
+}
+
+fn from_row(row: Row) -> Account {
+    let (
+        id,
+        tenant_id,
+        kind,
+        display_name,
+        status,
+        external_id,
+        team_id,
+        rate,
+        status_reason,
+        status_since,
+        disabled,
+        created_at,
+    ) = row;
+    Account {
+        id,
+        tenant_id,
+        kind: kind.into(),
+        display_name,
+        status: status.into(),
+        external_id,
+        team_id,
+        send_rate_per_minute: rate.max(0) as u32,
+        status_reason,
+        status_since,
+        disabled,
+        created_at,
+    }
+}
+
+/// SQLite numbers parameters `?N`; the statements here are written with PostgreSQL's `$N`.
+fn for_backend(database: &Database, sql: &str) -> String {
+    match database {
+        Database::Postgres(_) => sql.to_string(),
+        Database::Sqlite(_) => sql.replace('$', "?"),
+    }
+}
+
+/// Runs the same statement on either pool: `$bind` receives the prepared query as `$q`.
+macro_rules! on_pool {
+    ($database:expr, $sql:expr, $make:path, |$q:ident| $bind:expr, $run:ident) => {{
+        let sql = for_backend($database, $sql);
+        match $database {
+            Database::Postgres(pool) => {
+                // Built only from constants in this file: no caller text reaches the SQL.
+                let $q = $make(sqlx::AssertSqlSafe(sql));
+                $bind.$run(pool).await
+            }
+            Database::Sqlite(pool) => {
+                let $q = $make(sqlx::AssertSqlSafe(sql));
+                $bind.$run(pool).await
+            }
+        }
+    }};
+    // `execute`: the number of rows affected (the result types differ per backend).
+    ($database:expr, $sql:expr, |$q:ident| $bind:expr) => {{
+        let sql = for_backend($database, $sql);
+        match $database {
+            Database::Postgres(pool) => {
+                let $q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                $bind.execute(pool).await.map(|done| done.rows_affected())
+            }
+            Database::Sqlite(pool) => {
+                let $q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                $bind.execute(pool).await.map(|done| done.rows_affected())
+            }
+        }
+    }};
 }
 
 impl AccountStore {
@@ -22,88 +154,589 @@ impl AccountStore {
         Self { database }
     }
 
-    /// Creates the account unless it exists; returns what is stored.
+    pub fn database(&self) -> &Database {
+        &self.database
+    }
+
+    /// Creates the account unless it exists; returns what is stored. Used for the demo.
     pub async fn ensure(&self, account: &AccountRecord) -> Result<AccountRecord, sqlx::Error> {
+        let now = Utc::now();
         match &self.database {
             Database::Postgres(pool) => {
                 sqlx::query(
-                    "INSERT INTO channel_accounts (id, tenant_id, kind, display_name, status, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                    "INSERT INTO channel_accounts (id, tenant_id, kind, display_name, status, created_at, status_since) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
                 )
                 .bind(&account.id)
                 .bind(&account.tenant_id)
                 .bind(account.kind as i16)
                 .bind(&account.display_name)
                 .bind(account.status as i16)
-                .bind(Utc::now())
+                .bind(now)
+                .bind(now.timestamp_micros())
                 .execute(pool)
                 .await?;
             }
             Database::Sqlite(pool) => {
                 sqlx::query(
-                    "INSERT INTO channel_accounts (id, tenant_id, kind, display_name, status, created_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                    "INSERT INTO channel_accounts (id, tenant_id, kind, display_name, status, created_at, status_since) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
                 )
                 .bind(&account.id)
                 .bind(&account.tenant_id)
                 .bind(account.kind)
                 .bind(&account.display_name)
                 .bind(account.status)
-                .bind(Utc::now().timestamp_micros())
+                .bind(now.timestamp_micros())
+                .bind(now.timestamp_micros())
                 .execute(pool)
                 .await?;
             }
         }
-        self.get(&account.tenant_id, &account.id)
+        let stored = self
+            .get(&account.tenant_id, &account.id)
             .await?
-            .ok_or(sqlx::Error::RowNotFound)
+            .ok_or(sqlx::Error::RowNotFound)?;
+        Ok(AccountRecord {
+            id: stored.id,
+            tenant_id: stored.tenant_id,
+            kind: stored.kind,
+            display_name: stored.display_name,
+            status: stored.status,
+        })
     }
 
-    pub async fn get(
+    /// Inserts a new account. With an idempotency key already used in the tenant, inserts
+    /// nothing and returns the account created the first time.
+    pub async fn create(&self, new: &NewAccount) -> Result<(Account, bool), sqlx::Error> {
+        if let Some(key) = &new.idempotency_key
+            && let Some(existing) = self.by_idempotency_key(&new.account.tenant_id, key).await?
+        {
+            return Ok((existing, false));
+        }
+        let a = &new.account;
+        let (kid, sealed) = match &new.credentials {
+            Some(c) => (Some(c.key_id.clone()), Some(c.sealed.clone())),
+            None => (None, None),
+        };
+        let now = Utc::now();
+        let sql = "INSERT INTO channel_accounts (id, tenant_id, kind, display_name, status, \
+                   created_at, external_id, team_id, send_rate_per_minute, status_reason, \
+                   status_since, disabled, credentials, credentials_kid, idempotency_key) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+        let result = match &self.database {
+            Database::Postgres(pool) => sqlx::query(sql)
+                .bind(&a.id)
+                .bind(&a.tenant_id)
+                .bind(a.kind as i16)
+                .bind(&a.display_name)
+                .bind(a.status as i16)
+                .bind(now)
+                .bind(&a.external_id)
+                .bind(&a.team_id)
+                .bind(a.send_rate_per_minute as i32)
+                .bind(&a.status_reason)
+                .bind(now.timestamp_micros())
+                .bind(a.disabled)
+                .bind(&sealed)
+                .bind(&kid)
+                .bind(&new.idempotency_key)
+                .execute(pool)
+                .await
+                .map(|_| ()),
+            Database::Sqlite(pool) => sqlx::query(sqlx::AssertSqlSafe(sql.replace('$', "?")))
+                .bind(&a.id)
+                .bind(&a.tenant_id)
+                .bind(a.kind)
+                .bind(&a.display_name)
+                .bind(a.status)
+                .bind(now.timestamp_micros())
+                .bind(&a.external_id)
+                .bind(&a.team_id)
+                .bind(a.send_rate_per_minute as i32)
+                .bind(&a.status_reason)
+                .bind(now.timestamp_micros())
+                .bind(a.disabled)
+                .bind(&sealed)
+                .bind(&kid)
+                .bind(&new.idempotency_key)
+                .execute(pool)
+                .await
+                .map(|_| ()),
+        };
+        match result {
+            Ok(_) => {}
+            // Two concurrent creates with one key: the loser returns the winner's account.
+            Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
+                if let Some(key) = &new.idempotency_key
+                    && let Some(existing) = self.by_idempotency_key(&a.tenant_id, key).await?
+                {
+                    return Ok((existing, false));
+                }
+                return Err(sqlx::Error::Database(error));
+            }
+            Err(error) => return Err(error),
+        }
+        let stored = self
+            .get(&a.tenant_id, &a.id)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
+        Ok((stored, true))
+    }
+
+    async fn by_idempotency_key(
+        &self,
+        tenant_id: &str,
+        key: &str,
+    ) -> Result<Option<Account>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {} FROM channel_accounts WHERE tenant_id = $1 AND idempotency_key = $2",
+            columns(&self.database)
+        );
+        let row: Option<Row> = on_pool!(
+            &self.database,
+            &sql,
+            sqlx::query_as,
+            |q| q.bind(tenant_id).bind(key),
+            fetch_optional
+        )?;
+        Ok(row.map(from_row))
+    }
+
+    pub async fn get(&self, tenant_id: &str, id: &str) -> Result<Option<Account>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {} FROM channel_accounts WHERE tenant_id = $1 AND id = $2",
+            columns(&self.database)
+        );
+        let row: Option<Row> = on_pool!(
+            &self.database,
+            &sql,
+            sqlx::query_as,
+            |q| q.bind(tenant_id).bind(id),
+            fetch_optional
+        )?;
+        Ok(row.map(from_row))
+    }
+
+    /// A page of the tenant's accounts in id order, after `after`; `kind`/`status` 0 = any.
+    pub async fn list_page(
+        &self,
+        tenant_id: &str,
+        kind: i32,
+        status: i32,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<Account>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {} FROM channel_accounts WHERE tenant_id = $1 AND id > $2 \
+             AND ($3 = 0 OR kind = $3) AND ($4 = 0 OR status = $4) ORDER BY id LIMIT $5",
+            columns(&self.database)
+        );
+        let rows: Vec<Row> = on_pool!(
+            &self.database,
+            &sql,
+            sqlx::query_as,
+            |q| q
+                .bind(tenant_id)
+                .bind(after)
+                .bind(kind as i16)
+                .bind(status as i16)
+                .bind(i64::from(limit)),
+            fetch_all
+        )?;
+        Ok(rows.into_iter().map(from_row).collect())
+    }
+
+    /// Every account of the tenant (used by the simulator's demo path).
+    pub async fn list(&self, tenant_id: &str) -> Result<Vec<Account>, sqlx::Error> {
+        self.list_page(tenant_id, 0, 0, "", 10_000).await
+    }
+
+    pub async fn update(&self, account: &Account) -> Result<bool, sqlx::Error> {
+        let sql = "UPDATE channel_accounts SET display_name = $3, team_id = $4, \
+                   send_rate_per_minute = $5, external_id = $6 WHERE tenant_id = $1 AND id = $2";
+        let done = on_pool!(&self.database, sql, |q| q
+            .bind(&account.tenant_id)
+            .bind(&account.id)
+            .bind(&account.display_name)
+            .bind(&account.team_id)
+            .bind(account.send_rate_per_minute as i32)
+            .bind(&account.external_id))?;
+        Ok(done == 1)
+    }
+
+    /// Moves the account to `status` unless it is disabled (a disabled account only changes
+    /// when `disable` is true, which is how it gets there). Returns the previous status when
+    /// it changed.
+    pub async fn set_status(
         &self,
         tenant_id: &str,
         id: &str,
-    ) -> Result<Option<AccountRecord>, sqlx::Error> {
-        Ok(self
-            .list(tenant_id)
-            .await?
-            .into_iter()
-            .find(|account| account.id == id))
+        status: i32,
+        reason: &str,
+        disable: bool,
+    ) -> Result<Option<i32>, sqlx::Error> {
+        let Some(before) = self.get(tenant_id, id).await? else {
+            return Ok(None);
+        };
+        if before.status == status && before.disabled == disable {
+            return Ok(None);
+        }
+        let sql = "UPDATE channel_accounts SET status = $3, status_reason = $4, \
+                   status_since = $5, disabled = $6 \
+                   WHERE tenant_id = $1 AND id = $2 AND status = $7 AND (disabled = FALSE OR $6)";
+        let done = on_pool!(&self.database, sql, |q| q
+            .bind(tenant_id)
+            .bind(id)
+            .bind(status as i16)
+            .bind(reason)
+            .bind(Utc::now().timestamp_micros())
+            .bind(disable || before.disabled)
+            .bind(before.status as i16))?;
+        Ok((done == 1).then_some(before.status))
     }
 
-    pub async fn list(&self, tenant_id: &str) -> Result<Vec<AccountRecord>, sqlx::Error> {
-        let rows: Vec<(String, String, i32, String, i32)> = match &self.database {
-            Database::Postgres(pool) => sqlx::query_as::<_, (String, String, i16, String, i16)>(
-                "SELECT id, tenant_id, kind, display_name, status FROM channel_accounts \
-                     WHERE tenant_id = $1 ORDER BY id",
-            )
+    pub async fn credentials(
+        &self,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<Option<SealedCredentials>, sqlx::Error> {
+        let sql = "SELECT credentials_kid, credentials FROM channel_accounts \
+                   WHERE tenant_id = $1 AND id = $2";
+        let row: Option<(Option<String>, Option<Vec<u8>>)> = on_pool!(
+            &self.database,
+            sql,
+            sqlx::query_as,
+            |q| q.bind(tenant_id).bind(id),
+            fetch_optional
+        )?;
+        Ok(match row {
+            Some((Some(key_id), Some(sealed))) => Some(SealedCredentials { key_id, sealed }),
+            _ => None,
+        })
+    }
+
+    /// Replaces the credentials in one statement, so a rotated refresh token is either
+    /// stored with everything else or not at all.
+    pub async fn set_credentials(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        credentials: &SealedCredentials,
+    ) -> Result<bool, sqlx::Error> {
+        let sql = "UPDATE channel_accounts SET credentials = $3, credentials_kid = $4 \
+                   WHERE tenant_id = $1 AND id = $2";
+        let done = on_pool!(&self.database, sql, |q| q
             .bind(tenant_id)
-            .fetch_all(pool)
-            .await?
-            .into_iter()
-            .map(|(id, tenant, kind, name, status)| (id, tenant, kind.into(), name, status.into()))
-            .collect(),
-            Database::Sqlite(pool) => {
-                sqlx::query_as(
-                    "SELECT id, tenant_id, kind, display_name, status FROM channel_accounts \
-                     WHERE tenant_id = ?1 ORDER BY id",
-                )
+            .bind(id)
+            .bind(&credentials.sealed)
+            .bind(&credentials.key_id))?;
+        Ok(done == 1)
+    }
+}
+
+/// One account's session lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub tenant_id: String,
+    pub account_id: String,
+    /// The replica holding it; empty when free.
+    pub owner: String,
+    /// Fencing token: bumped by every acquisition.
+    pub token: i64,
+    /// Microseconds since the epoch.
+    pub expires_at: i64,
+}
+
+type LeaseRow = (String, String, String, i64, i64);
+
+fn lease(row: LeaseRow) -> Lease {
+    let (tenant_id, account_id, owner, token, expires_at) = row;
+    Lease {
+        tenant_id,
+        account_id,
+        owner,
+        token,
+        expires_at,
+    }
+}
+
+/// Session leases. These queries span tenants on purpose: the runtime shares every
+/// tenant's accounts among replicas. Nothing here is reachable from a caller's request
+/// except [`LeaseStore::for_tenant`], which names the tenant.
+#[derive(Debug, Clone)]
+pub struct LeaseStore {
+    database: Database,
+}
+
+impl LeaseStore {
+    pub fn new(database: Database) -> Self {
+        Self { database }
+    }
+
+    pub async fn heartbeat(&self, replica: &str, expires_at: i64) -> Result<(), sqlx::Error> {
+        on_pool!(
+            &self.database,
+            "INSERT INTO connector_replicas (replica_id, expires_at) VALUES ($1, $2) \
+             ON CONFLICT (replica_id) DO UPDATE SET expires_at = $2",
+            |q| q.bind(replica).bind(expires_at)
+        )?;
+        Ok(())
+    }
+
+    pub async fn leave(&self, replica: &str) -> Result<(), sqlx::Error> {
+        on_pool!(
+            &self.database,
+            "DELETE FROM connector_replicas WHERE replica_id = $1",
+            |q| q.bind(replica)
+        )?;
+        Ok(())
+    }
+
+    pub async fn live_replicas(&self, now: i64) -> Result<Vec<String>, sqlx::Error> {
+        let rows: Vec<(String,)> = on_pool!(
+            &self.database,
+            "SELECT replica_id FROM connector_replicas WHERE expires_at > $1 ORDER BY replica_id",
+            sqlx::query_as,
+            |q| q.bind(now),
+            fetch_all
+        )?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// (tenant, account) of every account that should have a session.
+    pub async fn active_accounts(&self) -> Result<Vec<(String, String)>, sqlx::Error> {
+        on_pool!(
+            &self.database,
+            "SELECT tenant_id, id FROM channel_accounts WHERE disabled = FALSE \
+             ORDER BY tenant_id, id",
+            sqlx::query_as,
+            |q| q,
+            fetch_all
+        )
+    }
+
+    pub async fn all(&self) -> Result<Vec<Lease>, sqlx::Error> {
+        let rows: Vec<LeaseRow> = on_pool!(
+            &self.database,
+            "SELECT tenant_id, channel_account_id, owner, token, expires_at FROM session_leases",
+            sqlx::query_as,
+            |q| q,
+            fetch_all
+        )?;
+        Ok(rows.into_iter().map(lease).collect())
+    }
+
+    /// Live leases of one tenant, by account id.
+    pub async fn for_tenant(&self, tenant_id: &str, now: i64) -> Result<Vec<Lease>, sqlx::Error> {
+        let rows: Vec<LeaseRow> = on_pool!(
+            &self.database,
+            "SELECT tenant_id, channel_account_id, owner, token, expires_at FROM session_leases \
+             WHERE tenant_id = $1 AND owner <> '' AND expires_at > $2 ORDER BY channel_account_id",
+            sqlx::query_as,
+            |q| q.bind(tenant_id).bind(now),
+            fetch_all
+        )?;
+        Ok(rows.into_iter().map(lease).collect())
+    }
+
+    /// Takes a lease nobody ever held. Returns the token on success.
+    pub async fn create(
+        &self,
+        tenant_id: &str,
+        account_id: &str,
+        owner: &str,
+        expires_at: i64,
+    ) -> Result<Option<i64>, sqlx::Error> {
+        let done = on_pool!(
+            &self.database,
+            "INSERT INTO session_leases (tenant_id, channel_account_id, owner, token, expires_at) \
+             VALUES ($1, $2, $3, 1, $4) ON CONFLICT DO NOTHING",
+            |q| q
                 .bind(tenant_id)
-                .fetch_all(pool)
-                .await?
-            }
-        };
-        Ok(rows
-            .into_iter()
-            .map(
-                |(id, tenant_id, kind, display_name, status)| AccountRecord {
-                    id,
-                    tenant_id,
-                    kind,
-                    display_name,
-                    status,
-                },
-            )
-            .collect())
+                .bind(account_id)
+                .bind(owner)
+                .bind(expires_at)
+        )?;
+        Ok((done == 1).then_some(1))
+    }
+
+    /// Takes a free or expired lease last seen with `seen_token`. The condition on the token
+    /// makes two replicas racing for it see exactly one winner.
+    pub async fn take(
+        &self,
+        tenant_id: &str,
+        account_id: &str,
+        owner: &str,
+        seen_token: i64,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<Option<i64>, sqlx::Error> {
+        let done = on_pool!(
+            &self.database,
+            "UPDATE session_leases SET owner = $3, token = token + 1, expires_at = $4 \
+             WHERE tenant_id = $1 AND channel_account_id = $2 AND token = $5 \
+             AND (owner = '' OR expires_at <= $6)",
+            |q| q
+                .bind(tenant_id)
+                .bind(account_id)
+                .bind(owner)
+                .bind(expires_at)
+                .bind(seen_token)
+                .bind(now)
+        )?;
+        Ok((done == 1).then_some(seen_token + 1))
+    }
+
+    /// Extends a lease still held with `token`; false when it was lost.
+    pub async fn renew(
+        &self,
+        tenant_id: &str,
+        account_id: &str,
+        owner: &str,
+        token: i64,
+        expires_at: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let done = on_pool!(
+            &self.database,
+            "UPDATE session_leases SET expires_at = $5 WHERE tenant_id = $1 \
+             AND channel_account_id = $2 AND owner = $3 AND token = $4",
+            |q| q
+                .bind(tenant_id)
+                .bind(account_id)
+                .bind(owner)
+                .bind(token)
+                .bind(expires_at)
+        )?;
+        Ok(done == 1)
+    }
+
+    pub async fn release(
+        &self,
+        tenant_id: &str,
+        account_id: &str,
+        owner: &str,
+        token: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let done = on_pool!(
+            &self.database,
+            "UPDATE session_leases SET owner = '', expires_at = 0 WHERE tenant_id = $1 \
+             AND channel_account_id = $2 AND owner = $3 AND token = $4",
+            |q| q.bind(tenant_id).bind(account_id).bind(owner).bind(token)
+        )?;
+        Ok(done == 1)
+    }
+
+    /// Gives back every lease `owner` holds, in one statement (a replica stopping with
+    /// thousands of sessions must not spend its shutdown on one UPDATE each). Only this
+    /// replica's rows match: another replica's lease names another owner.
+    pub async fn release_all(&self, owner: &str) -> Result<u64, sqlx::Error> {
+        on_pool!(
+            &self.database,
+            "UPDATE session_leases SET owner = '', expires_at = 0 WHERE owner = $1",
+            |q| q.bind(owner)
+        )
+    }
+
+    pub async fn record(
+        &self,
+        tenant_id: &str,
+        account_id: &str,
+        owner: &str,
+        token: i64,
+        at: i64,
+    ) -> Result<(), sqlx::Error> {
+        on_pool!(
+            &self.database,
+            "INSERT INTO session_history (tenant_id, channel_account_id, owner, token, acquired_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+            |q| q
+                .bind(tenant_id)
+                .bind(account_id)
+                .bind(owner)
+                .bind(token)
+                .bind(at)
+        )?;
+        Ok(())
+    }
+
+    /// Every acquisition: (tenant, account, owner, token, acquired_at), in token order.
+    pub async fn history(&self) -> Result<Vec<(String, String, String, i64, i64)>, sqlx::Error> {
+        on_pool!(
+            &self.database,
+            "SELECT tenant_id, channel_account_id, owner, token, acquired_at FROM session_history \
+             ORDER BY tenant_id, channel_account_id, token",
+            sqlx::query_as,
+            |q| q,
+            fetch_all
+        )
+    }
+}
+
+/// An OA connect waiting for its OAuth callback.
+#[derive(Clone)]
+pub struct OauthState {
+    pub code_verifier: String,
+    pub display_name: String,
+    pub team_id: String,
+    pub redirect_uri: String,
+    pub expires_at: i64,
+}
+
+// The verifier never reaches a log line.
+impl std::fmt::Debug for OauthState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OauthState")
+            .field("display_name", &self.display_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AccountStore {
+    pub async fn save_oauth_state(
+        &self,
+        tenant_id: &str,
+        state: &str,
+        pending: &OauthState,
+    ) -> Result<(), sqlx::Error> {
+        on_pool!(
+            &self.database,
+            "INSERT INTO oauth_states (tenant_id, state, code_verifier, display_name, team_id, \
+             redirect_uri, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            |q| q
+                .bind(tenant_id)
+                .bind(state)
+                .bind(&pending.code_verifier)
+                .bind(&pending.display_name)
+                .bind(&pending.team_id)
+                .bind(&pending.redirect_uri)
+                .bind(pending.expires_at)
+        )?;
+        Ok(())
+    }
+
+    /// Removes and returns the pending connect: a state is used once.
+    pub async fn take_oauth_state(
+        &self,
+        tenant_id: &str,
+        state: &str,
+    ) -> Result<Option<OauthState>, sqlx::Error> {
+        let row: Option<(String, String, String, String, i64)> = on_pool!(
+            &self.database,
+            "DELETE FROM oauth_states WHERE tenant_id = $1 AND state = $2 \
+             RETURNING code_verifier, display_name, team_id, redirect_uri, expires_at",
+            sqlx::query_as,
+            |q| q.bind(tenant_id).bind(state),
+            fetch_optional
+        )?;
+        Ok(row.map(
+            |(code_verifier, display_name, team_id, redirect_uri, expires_at)| OauthState {
+                code_verifier,
+                display_name,
+                team_id,
+                redirect_uri,
+                expires_at,
+            },
+        ))
     }
 }

@@ -3,12 +3,20 @@
 //! gRPC on loopback and through the (embedded) bus, so the same code paths run as in a
 //! cluster.
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
+use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use giao_auth::admin::DEMO_TENANT;
 use giao_platform::{
     config::MetricsConfig,
+    grpc::TraceInterceptor,
     telemetry::{self, LogFormat, TelemetryConfig},
+};
+use giao_proto::assignment::{
+    Availability, ListRoutingPoliciesRequest, RoutingPolicy, RoutingStrategy,
+    SetAvailabilityRequest, SetRoutingPolicyRequest, SyncRosterRequest,
+    assignment_service_client::AssignmentServiceClient,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -261,6 +269,38 @@ async fn dev(options: DevOptions, shutdown: CancellationToken) -> anyhow::Result
     };
     let auth = giao_authz_dev(grpc + 5);
 
+    // Auth first: routing below is set up for the demo users it seeds.
+    let auth_config = giao_auth::Config {
+        grpc: giao_platform::config::GrpcConfig::with_listen(local(grpc + 5)),
+        metrics: MetricsConfig {
+            listen: Some(local(metrics + 5)),
+        },
+        database: database("auth"),
+        bus: bus.clone(),
+        auth: auth.clone(),
+        // Laptop only: the signing keys' encryption key lives in data/auth.db.kek.
+        dev_generate_key_encryption_key: true,
+        ..Default::default()
+    };
+    let auth_service = giao_auth::bind(auth_config.clone()).await?;
+    let demo_users = giao_auth::admin::seed_demo(&auth_config).await?;
+
+    let demo_admin = demo_users
+        .iter()
+        .find(|user| user.role == giao_authz::Role::Admin)
+        .map(|user| user.id.clone())
+        .context("the demo tenant has no admin")?;
+    let demo_agents: Vec<_> = demo_users
+        .iter()
+        .filter(|user| user.role == giao_authz::Role::Agent)
+        .cloned()
+        .collect();
+    // Routing's credential for the demo tenant is a laptop-only developer token naming the
+    // demo admin, not an API key: auth offers no way to mint a key in-process (only over its
+    // gRPC API, which would leave a new secret behind on every start), and every service of
+    // `giao dev` already accepts developer tokens (`auth.dev_tokens`).
+    let demo_admin_token = format!("dev.{DEMO_TENANT}.{demo_admin}.admin");
+
     let connector = giao_connector::bind(giao_connector::Config {
         grpc: giao_platform::config::GrpcConfig::with_listen(local(grpc + 1)),
         metrics: MetricsConfig {
@@ -271,7 +311,7 @@ async fn dev(options: DevOptions, shutdown: CancellationToken) -> anyhow::Result
         auth: auth.clone(),
         simulator: giao_connector::SimulatorConfig {
             demo,
-            demo_tenant: "demo".into(),
+            demo_tenant: DEMO_TENANT.into(),
             demo_interval_ms,
             demo_messages: 0,
         },
@@ -289,6 +329,7 @@ async fn dev(options: DevOptions, shutdown: CancellationToken) -> anyhow::Result
         ..Default::default()
     })
     .await?;
+    let assignment_defaults = giao_assignment::Config::default();
     let assignment = giao_assignment::bind(giao_assignment::Config {
         grpc: giao_platform::config::GrpcConfig::with_listen(local(grpc + 3)),
         metrics: MetricsConfig {
@@ -297,7 +338,18 @@ async fn dev(options: DevOptions, shutdown: CancellationToken) -> anyhow::Result
         database: database("assignment"),
         bus: bus.clone(),
         auth: auth.clone(),
-        ..Default::default()
+        message_store: giao_assignment::MessageStoreLink {
+            endpoint: format!("http://{}", message_store.grpc_addr()),
+            ..assignment_defaults.message_store
+        },
+        auth_service: giao_assignment::AuthServiceLink {
+            endpoint: format!("http://{}", auth_service.grpc_addr()),
+        },
+        routing: giao_assignment::RoutingConfig {
+            tenant_api_keys: [(DEMO_TENANT.to_string(), demo_admin_token.clone())].into(),
+            ..assignment_defaults.routing
+        },
+        ..assignment_defaults
     })
     .await?;
     let reporting = giao_reporting::bind(giao_reporting::Config {
@@ -311,21 +363,6 @@ async fn dev(options: DevOptions, shutdown: CancellationToken) -> anyhow::Result
         ..Default::default()
     })
     .await?;
-    let auth_config = giao_auth::Config {
-        grpc: giao_platform::config::GrpcConfig::with_listen(local(grpc + 5)),
-        metrics: MetricsConfig {
-            listen: Some(local(metrics + 5)),
-        },
-        database: database("auth"),
-        bus,
-        auth,
-        // Laptop only: the signing keys' encryption key lives in data/auth.db.kek.
-        dev_generate_key_encryption_key: true,
-        ..Default::default()
-    };
-    let auth_service = giao_auth::bind(auth_config.clone()).await?;
-    let demo_users = giao_auth::admin::seed_demo(&auth_config).await?;
-
     println!("giao dev is running (data in {}):", data.display());
     println!(
         "  connector      grpc {}  metrics http://127.0.0.1:{}/metrics",
@@ -378,12 +415,30 @@ async fn dev(options: DevOptions, shutdown: CancellationToken) -> anyhow::Result
         message_store.grpc_addr()
     );
 
+    let assignment_addr = assignment.grpc_addr();
     let mut services = tokio::task::JoinSet::new();
-    services.spawn(connector.run(shutdown.clone()));
     services.spawn(message_store.run(shutdown.clone()));
     services.spawn(assignment.run(shutdown.clone()));
     services.spawn(reporting.run(shutdown.clone()));
     services.spawn(auth_service.run(shutdown.clone()));
+    // The demo feed starts once routing is set up, so its first customers get an owner too.
+    match seed_demo_routing(assignment_addr, &demo_admin_token, &demo_agents).await {
+        Ok(policy) => println!(
+            "Routing is on: tenant \"{DEMO_TENANT}\" by {policy} over {} (online)",
+            demo_agents
+                .iter()
+                .map(|user| user.email.clone().unwrap_or_else(|| user.id.clone()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Err(error) => {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "demo routing not set up; new conversations stay unassigned"
+            );
+        }
+    }
+    services.spawn(connector.run(shutdown.clone()));
     let mut outcome = Ok(());
     while let Some(joined) = services.join_next().await {
         let result = joined
@@ -396,6 +451,66 @@ async fn dev(options: DevOptions, shutdown: CancellationToken) -> anyhow::Result
         shutdown.cancel();
     }
     outcome
+}
+
+/// Gives the demo tenant a default routing policy (round robin over every agent, no
+/// capacity limit) unless it has a policy already, mirrors its roster and sets the demo
+/// agents online. Retried briefly: the services have only just started. Returns which
+/// policy routes the tenant, for the start-up banner.
+async fn seed_demo_routing(
+    assignment: SocketAddr,
+    admin_token: &str,
+    agents: &[giao_auth::domain::UserRecord],
+) -> anyhow::Result<&'static str> {
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{assignment}"))?.connect_lazy();
+    let mut client = AssignmentServiceClient::with_interceptor(
+        channel,
+        TraceInterceptor::with_bearer(admin_token)?,
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let attempt = async {
+            let policies = client
+                .list_routing_policies(ListRoutingPoliciesRequest::default())
+                .await?
+                .into_inner()
+                .policies;
+            let policy = if policies.is_empty() {
+                client
+                    .set_routing_policy(SetRoutingPolicyRequest {
+                        policy: Some(RoutingPolicy {
+                            strategy: RoutingStrategy::RoundRobin as i32,
+                            sticky_owner: true,
+                            ..Default::default()
+                        }),
+                    })
+                    .await?;
+                "round robin (default policy)"
+            } else {
+                "its existing routing policies"
+            };
+            client.sync_roster(SyncRosterRequest {}).await?;
+            for agent in agents {
+                client
+                    .set_availability(SetAvailabilityRequest {
+                        user_id: agent.id.clone(),
+                        availability: Availability::Online as i32,
+                    })
+                    .await?;
+            }
+            Ok::<_, tonic::Status>(policy)
+        }
+        .await;
+        match attempt {
+            Ok(policy) => return Ok(policy),
+            Err(status) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(%status, "demo routing: assignment not ready, retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(status) => return Err(status.into()),
+        }
+    }
 }
 
 /// Every service verifies the auth service's tokens, and on a laptop also developer tokens.

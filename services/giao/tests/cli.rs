@@ -5,9 +5,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use giao_proto::messagestore::{
-    GetHistoryRequest, ListConversationsRequest,
-    message_store_service_client::MessageStoreServiceClient,
+use giao_proto::{
+    auth::{GetUserRequest, auth_service_client::AuthServiceClient},
+    messagestore::{
+        GetHistoryRequest, ListConversationsRequest,
+        message_store_service_client::MessageStoreServiceClient,
+    },
 };
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -165,4 +168,47 @@ async fn dev_runs_the_suite_with_demo_conversations() {
         assert!(Instant::now() < deadline, "no demo message was stored");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // Routing is wired: a demo customer's conversation gets the demo agent as owner.
+    let routed_by = Instant::now() + Duration::from_secs(10);
+    let owner = loop {
+        let owners: Vec<String> = client
+            .list_conversations(ListConversationsRequest::default())
+            .await
+            .expect("lists")
+            .into_inner()
+            .conversations
+            .into_iter()
+            .map(|conversation| conversation.owner_user_id)
+            .filter(|owner| !owner.is_empty())
+            .collect();
+        if let Some(owner) = owners.into_iter().next() {
+            break owner;
+        }
+        assert!(
+            Instant::now() < routed_by,
+            "no demo conversation was routed to an owner"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let auth = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", base + 5))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("auth");
+    let token: tonic::metadata::MetadataValue<_> =
+        "Bearer dev.demo.u-admin.admin".parse().expect("token");
+    let user = AuthServiceClient::with_interceptor(auth, move |mut request: tonic::Request<()>| {
+        request
+            .metadata_mut()
+            .insert("authorization", token.clone());
+        Ok(request)
+    })
+    .get_user(GetUserRequest {
+        user_id: owner.clone(),
+    })
+    .await
+    .expect("owner is a user of the demo tenant")
+    .into_inner();
+    assert_eq!(user.email, "agent@demo.giao.vn", "routed to {owner}");
 }

@@ -17,8 +17,9 @@ use giao_proto::{
         ListNotesRequest, ListNotesResponse, ListTagsRequest, ListTagsResponse,
         MergeContactsRequest, RecordOutboundRequest, RecordOutboundResponse, RemoveTagsRequest,
         SearchRequest, SearchResponse, SetCarePipelineRequest, SetConversationOwnerRequest,
-        SetConversationOwnerResponse, TagCount, UpdateContactRequest, UpdateDeliveryRequest,
-        UpdateDeliveryResponse, export_history_request::Selector as ExportSelector,
+        SetConversationOwnerResponse, SetConversationStatusRequest, TagCount, UpdateContactRequest,
+        UpdateDeliveryRequest, UpdateDeliveryResponse,
+        export_history_request::Selector as ExportSelector,
         message_store_service_server::MessageStoreService,
     },
 };
@@ -791,6 +792,49 @@ impl MessageStoreService for Api {
         Ok(Response::new(SetConversationOwnerResponse {
             updated: u32::try_from(updated).unwrap_or(u32::MAX),
         }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn set_conversation_status(
+        &self,
+        request: Request<SetConversationStatusRequest>,
+    ) -> Result<Response<pb::Conversation>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Permission::MESSAGES_WRITE)?;
+        let request = request.into_inner();
+        let status = pb::ConversationStatus::try_from(request.status)
+            .ok()
+            .filter(|status| *status != pb::ConversationStatus::Unspecified)
+            .ok_or_else(|| {
+                Error::InvalidArgument("invalid status: open, pending or closed".into())
+            })?;
+        if request.outcome.chars().count() > 200 {
+            return Err(
+                Error::InvalidArgument("invalid outcome: at most 200 characters".into()).into(),
+            );
+        }
+        // Whoever may write in a conversation may close it: its owner, their supervisor, an
+        // admin; other conversations answer NotFound.
+        let conversation = self
+            .visible_conversation(&caller, "conversation_id", &request.conversation_id)
+            .await?;
+        self.ingestor
+            .set_status(
+                &conversation,
+                status as i32,
+                &caller.user_id,
+                &request.outcome,
+            )
+            .await?;
+        let updated = self
+            .store
+            .conversation(&caller.tenant_id, conversation.id)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                what: "conversation",
+                id: request.conversation_id.clone(),
+            })?;
+        Ok(Response::new(conversation_to_proto(updated)))
     }
 
     #[tracing::instrument(skip_all)]

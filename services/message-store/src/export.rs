@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use giao_authz::Principal;
 use giao_proto::{
     common::MessageContent,
@@ -21,8 +22,8 @@ use uuid::Uuid;
 use crate::{
     api::timestamp,
     domain::{
-        ConversationFilter, ConversationRecord, HistoryOrder, HistoryQuery, NoteRecord,
-        StoredMessage, contact::ContactRecord, cursor::Position, visibility,
+        ConversationFilter, ConversationRecord, NoteRecord, StoredMessage, contact::ContactRecord,
+        cursor::Position, visibility,
     },
     error::Error,
     store::Store,
@@ -259,48 +260,48 @@ async fn write_all(
         Selector::Tenant => {}
     }
     visibility::restrict(caller, &mut filter);
+    // Contacts in first-seen order, each once.
     let mut contact_ids: Vec<Uuid> = match selector {
         Selector::Contact(id) => vec![*id],
         _ => Vec::new(),
     };
+    let mut seen: std::collections::HashSet<Uuid> = contact_ids.iter().copied().collect();
     loop {
         let conversations = store.list_conversations(&caller.tenant_id, &filter).await?;
-        for conversation in &conversations {
+        // A page's histories come in one pass, conversation by conversation in id order.
+        let mut page: Vec<&ConversationRecord> = conversations.iter().collect();
+        page.sort_by_key(|conversation| conversation.id);
+        let ids: Vec<Uuid> = page.iter().map(|conversation| conversation.id).collect();
+        let mut messages = store.histories(&caller.tenant_id, &ids).peekable();
+        for conversation in page {
             writer.line(conversation_line(conversation)).await?;
             writer.manifest.conversations += 1;
             if let Some(contact_id) = conversation.contact_id
-                && !contact_ids.contains(&contact_id)
+                && seen.insert(contact_id)
             {
                 contact_ids.push(contact_id);
             }
-            let mut query = HistoryQuery {
-                order: HistoryOrder::OldestFirst,
-                after: None,
-                limit: PAGE,
-            };
-            loop {
-                let messages = store
-                    .history(&caller.tenant_id, conversation.id, &query)
-                    .await?;
-                for message in &messages {
-                    if range.is_none_or(|range| {
-                        message.sent_at >= range.start && message.sent_at < range.end
-                    }) {
-                        writer.line(message_line(message)).await?;
-                        writer.manifest.messages += 1;
-                    }
+            while let Some(next) = std::pin::Pin::new(&mut messages).peek().await {
+                let belongs = match next {
+                    Ok(message) => message.conversation_id == conversation.id,
+                    Err(_) => true,
+                };
+                if !belongs {
+                    break;
                 }
-                match messages.last() {
-                    Some(last) if messages.len() as u32 >= PAGE => {
-                        query.after = Some(Position {
-                            at: last.sent_at,
-                            id: last.id,
-                        });
-                    }
-                    _ => break,
+                let Some(message) = messages.next().await else {
+                    break;
+                };
+                let message = message?;
+                if range.is_none_or(|range| {
+                    message.sent_at >= range.start && message.sent_at < range.end
+                }) {
+                    writer.line(message_line(&message)).await?;
+                    writer.manifest.messages += 1;
                 }
             }
         }
+        drop(messages);
         match conversations.last() {
             Some(last) if conversations.len() as u32 >= PAGE => {
                 filter.after = Some(Position {
@@ -311,29 +312,24 @@ async fn write_all(
             _ => break,
         }
     }
-    for contact_id in contact_ids {
-        let Some(contact) = store.contact(&caller.tenant_id, contact_id).await? else {
-            continue;
-        };
-        writer.line(contact_line(&contact)).await?;
-        writer.manifest.contacts += 1;
-        let mut after = None;
-        loop {
-            let notes = store
-                .list_notes(&caller.tenant_id, contact_id, after, PAGE)
-                .await?;
-            for note in &notes {
+    for chunk in contact_ids.chunks(PAGE as usize) {
+        let contacts = store.contacts(&caller.tenant_id, chunk).await?;
+        let notes = store.notes_of(&caller.tenant_id, chunk).await?;
+        let known: std::collections::HashSet<Uuid> =
+            contacts.iter().map(|contact| contact.id).collect();
+        let mut notes = notes.iter().peekable();
+        for contact in &contacts {
+            writer.line(contact_line(contact)).await?;
+            writer.manifest.contacts += 1;
+            // Notes come grouped by contact in chunk order; those of a contact that no
+            // longer exists are skipped.
+            while notes
+                .next_if(|note| !known.contains(&note.contact_id))
+                .is_some()
+            {}
+            while let Some(note) = notes.next_if(|note| note.contact_id == contact.id) {
                 writer.line(note_line(note)).await?;
                 writer.manifest.notes += 1;
-            }
-            match notes.last() {
-                Some(last) if notes.len() as u32 >= PAGE => {
-                    after = Some(Position {
-                        at: last.created_at,
-                        id: last.id,
-                    });
-                }
-                _ => break,
             }
         }
     }

@@ -108,6 +108,11 @@ impl Ingestor {
                     Payload::ConversationOpened(events::ConversationOpened {
                         conversation_id: conversation.id.to_string(),
                         channel_account_id: conversation.channel_account_id.clone(),
+                        contact_id: conversation
+                            .contact_id
+                            .or(outcome.contact_id)
+                            .map(|id| id.to_string())
+                            .unwrap_or_default(),
                         thread_kind: conversation.thread_kind,
                         opened_at: Some(timestamp(conversation.created_at)),
                         ..Default::default()
@@ -148,6 +153,10 @@ impl Ingestor {
                 Payload::MessageStored(events::MessageStored {
                     message_id: stored.id.to_string(),
                     conversation_id: stored.conversation_id.to_string(),
+                    contact_id: outcome
+                        .contact_id
+                        .map(|id| id.to_string())
+                        .unwrap_or_default(),
                     channel_account_id: stored.channel_account_id.clone(),
                     direction: stored.direction,
                     sender_kind: stored.sender_kind,
@@ -170,6 +179,109 @@ impl Ingestor {
 }
 
 impl Ingestor {
+    /// A channel user followed (or unfollowed) the account: the follower becomes a contact
+    /// even before writing, and the follow source becomes the contact's lead source unless it
+    /// already has one (the first touch is kept). Safe to apply twice.
+    pub async fn apply_follow(
+        &self,
+        tenant_id: &str,
+        follow: &events::FollowChanged,
+    ) -> Result<(), Error> {
+        let Some(user) = follow.user.clone() else {
+            return Ok(());
+        };
+        let at = time_of(follow.at);
+        let probe = NewInbound {
+            tenant_id: tenant_id.to_string(),
+            channel_account_id: follow.channel_account_id.clone(),
+            channel_kind: 0,
+            external_message_id: String::new(),
+            external_thread_id: user.external_user_id.clone(),
+            thread_kind: giao_proto::common::ThreadKind::Direct as i32,
+            sender_kind: giao_proto::common::SenderKind::Customer as i32,
+            sender_external_id: user.external_user_id.clone(),
+            direction: giao_proto::common::Direction::Inbound as i32,
+            customer: user,
+            content: Default::default(),
+            quote_external_id: None,
+            sent_at: at,
+            group_name: String::new(),
+        };
+        let (contact_id, created) = self.store.ensure_contact(&probe, Utc::now()).await?;
+        if created {
+            self.publisher
+                .publish(
+                    tenant_id,
+                    format!("contact-created-{contact_id}"),
+                    Payload::ContactUpdated(events::ContactUpdated {
+                        contact_id: contact_id.to_string(),
+                        created: true,
+                        ..Default::default()
+                    }),
+                )
+                .await?;
+        }
+        if !follow.following || follow.source.is_empty() {
+            return Ok(());
+        }
+        let Some(contact) = self.store.contact(tenant_id, contact_id).await? else {
+            return Ok(());
+        };
+        if !contact.lead_source.is_empty() {
+            return Ok(());
+        }
+        let change = crate::domain::ContactChange {
+            lead_source: Some(follow.source.clone()),
+            ..Default::default()
+        };
+        if let Some((before, after)) = self
+            .store
+            .update_contact(tenant_id, contact_id, &change, Utc::now())
+            .await?
+        {
+            self.contact_changed(&before, &after).await?;
+        }
+        Ok(())
+    }
+
+    /// Sets a conversation's status and, when it ends closed, announces ConversationClosed
+    /// under an id derived from when it closed: a retried call re-announces (the bus drops
+    /// the repeat) and a later close after a reopen is a new event.
+    pub async fn set_status(
+        &self,
+        conversation: &ConversationRecord,
+        status: i32,
+        closed_by: &str,
+        outcome: &str,
+    ) -> Result<(), Error> {
+        let changed_at = self
+            .store
+            .set_status(&conversation.tenant_id, conversation.id, status, Utc::now())
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                what: "conversation",
+                id: conversation.id.to_string(),
+            })?;
+        if status == giao_proto::messagestore::ConversationStatus::Closed as i32 {
+            self.publisher
+                .publish(
+                    &conversation.tenant_id,
+                    format!(
+                        "conversation-closed-{}-{}",
+                        conversation.id,
+                        changed_at.timestamp_micros()
+                    ),
+                    Payload::ConversationClosed(events::ConversationClosed {
+                        conversation_id: conversation.id.to_string(),
+                        closed_by: closed_by.to_string(),
+                        outcome: outcome.to_string(),
+                    }),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Asks for a record in the tenant's audit chain (the auth service appends it once per
     /// `event_id`).
     pub async fn audit(
@@ -254,6 +366,10 @@ impl Ingestor {
                 Payload::MessageStored(events::MessageStored {
                     message_id: stored.id.to_string(),
                     conversation_id: conversation.id.to_string(),
+                    contact_id: conversation
+                        .contact_id
+                        .map(|id| id.to_string())
+                        .unwrap_or_default(),
                     channel_account_id: conversation.channel_account_id.clone(),
                     direction: stored.direction,
                     sender_kind: stored.sender_kind,
@@ -516,17 +632,24 @@ pub async fn consume_updates(
         handler(ingestor.clone()),
     );
     let edits = giao_bus::run_consumer(
-        bus,
+        bus.clone(),
         consumer("message-store-edits", "message_edited"),
+        shutdown.clone(),
+        handler(ingestor.clone()),
+    );
+    let follows = giao_bus::run_consumer(
+        bus,
+        consumer("message-store-follows", "follow_changed"),
         shutdown,
         handler(ingestor),
     );
-    let (deliveries, recalls, reactions, edits) =
-        tokio::join!(deliveries, recalls, reactions, edits);
+    let (deliveries, recalls, reactions, edits, follows) =
+        tokio::join!(deliveries, recalls, reactions, edits, follows);
     deliveries?;
     recalls?;
     reactions?;
     edits?;
+    follows?;
     Ok(())
 }
 
@@ -605,6 +728,23 @@ async fn handle_update(ingestor: &Ingestor, envelope: events::Envelope) -> Handl
                 )
                 .await
         }
+        Some(Payload::FollowChanged(follow)) => {
+            let Some(user) = follow.user.as_ref() else {
+                return HandlerOutcome::Poison("follow without a user".into());
+            };
+            if user.external_user_id.is_empty()
+                || user.external_user_id.len() > crate::domain::MAX_ID_BYTES
+            {
+                return HandlerOutcome::Poison("follow with an invalid user id".into());
+            }
+            if follow.source.len() > crate::domain::MAX_ID_BYTES {
+                return HandlerOutcome::Poison("follow source over the size limit".into());
+            }
+            ingestor
+                .apply_follow(&tenant_id, &follow)
+                .await
+                .map(|()| true)
+        }
         Some(Payload::MessageEdited(edit)) => {
             let Some(content) = edit.content else {
                 return HandlerOutcome::Poison("edit without content".into());
@@ -622,7 +762,7 @@ async fn handle_update(ingestor: &Ingestor, envelope: events::Envelope) -> Handl
         }
         _ => {
             return HandlerOutcome::Poison(
-                "not a delivery report, recall, reaction or edit".into(),
+                "not a delivery report, recall, reaction, edit or follow".into(),
             );
         }
     };

@@ -1,28 +1,38 @@
 //! reporting: real-time scorecards per staff, team, account and lead source.
 //!
-//! Builds aggregates from events (idempotent by event id) and answers report queries. This crate is the service's walking skeleton: it binds, migrates its own
-//! database, connects the bus, and serves `ReportingService` (every RPC answers Unimplemented
-//! until its issue lands), health and reflection through the shared platform stack.
+//! Folds every domain event (idempotent by event id) into per-hour aggregates and
+//! per-conversation response clocks, and answers scorecards, dashboards, funnels, SLA
+//! compliance, drill-downs and CSV exports from them. The metric definitions are in
+//! docs/reporting.md; the storage choices in docs/decisions/0008-reporting-aggregates.md.
 //!
-//! Layout: [`api`] (the gRPC service) and, as it grows, `domain/` and `store/`.
+//! Layout: [`api`] (the gRPC service) → [`domain`] (the response clock, histograms, time
+//! zones and business hours, scopes and visibility) → [`store`] (PostgreSQL and SQLite);
+//! [`consumer`] is the bus consumer and the rebuild.
 
 pub mod api;
+pub mod consumer;
+pub mod domain;
+pub mod error;
+pub mod export;
+pub mod store;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
+use domain::time::BusinessHours;
 use giao_authz::AuthConfig;
 use giao_bus::{BusConfig, EventBus};
 use giao_platform::{
     config::{GrpcConfig, MetricsConfig, Validate},
     grpc::GrpcServer,
     metrics::Metrics,
-    service::{Listeners, ServiceConfig, ServiceParts},
+    service::{BackgroundTask, Listeners, ServiceConfig, ServiceParts},
     telemetry::TelemetryConfig,
 };
 use giao_proto::reporting::reporting_service_server::ReportingServiceServer;
 use giao_storage::{Database, DatabaseConfig, Migrations};
 use serde::{Deserialize, Serialize};
+use store::ApplySettings;
 use tokio_util::sync::CancellationToken;
 
 pub const SERVICE: &str = "reporting";
@@ -43,6 +53,47 @@ pub struct Config {
     pub auth: AuthConfig,
     pub telemetry: TelemetryConfig,
     pub health_interval_ms: u64,
+    /// IANA time zone of the tenants' business hours and report labels.
+    pub time_zone: String,
+    /// When staff are expected to answer (the business-hours variants of response times).
+    pub business_hours: BusinessHours,
+    /// Care statuses that count as a conversion when a contact enters one.
+    pub won_statuses: Vec<String>,
+    /// Patterns that flag an outbound message as possible customer poaching.
+    pub care_quality: CareQualityConfig,
+    /// A customer waiting longer than this at the cut-off is a long silence.
+    pub long_silence_minutes: u64,
+    /// How long an event pulled by a replica that died stays invisible to the others.
+    pub consumer_ack_wait_secs: u64,
+    /// Applied event ids are kept this long for deduplication; longer than the bus keeps
+    /// events (`bus.max_age_days`), after which they cannot be delivered again.
+    pub processed_events_days: u32,
+}
+
+/// Care-quality patterns (regular expressions) matched against outbound human messages.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CareQualityConfig {
+    /// Used for every tenant without its own list.
+    pub patterns: Vec<String>,
+    /// Per tenant id: replaces `patterns` for that tenant (an empty list turns flagging off).
+    pub tenants: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for CareQualityConfig {
+    fn default() -> Self {
+        Self {
+            patterns: vec![
+                // A Vietnamese mobile number in any common spelling.
+                r"(?:\+?84[\s.\-]?|\b0)[35789](?:[\s.\-]?\d){8}\b".into(),
+                // A bank account number announced as one.
+                r"(?i)\b(?:stk|số tài khoản|so tai khoan|tài khoản|tai khoan|account)\b\D{0,20}\d{6,}".into(),
+                // Moving the customer to another channel.
+                r"(?i)\b(?:zalo\.me|facebook\.com|fb\.com|m\.me|t\.me|telegram|viber)\b".into(),
+            ],
+            tenants: BTreeMap::new(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -60,6 +111,13 @@ impl Default for Config {
             auth: AuthConfig::default(),
             telemetry: TelemetryConfig::default(),
             health_interval_ms: 2_000,
+            time_zone: "Asia/Ho_Chi_Minh".into(),
+            business_hours: BusinessHours::default(),
+            won_statuses: vec!["won".into()],
+            care_quality: CareQualityConfig::default(),
+            long_silence_minutes: 60,
+            consumer_ack_wait_secs: 30,
+            processed_events_days: 14,
         }
     }
 }
@@ -70,7 +128,65 @@ impl Validate for Config {
         if self.health_interval_ms < 100 {
             return Err("health_interval_ms must be at least 100".into());
         }
-        Ok(())
+        if self.consumer_ack_wait_secs == 0 {
+            return Err("consumer_ack_wait_secs must be at least 1".into());
+        }
+        if u64::from(self.processed_events_days) <= self.bus.max_age_days {
+            return Err(format!(
+                "processed_events_days must be longer than bus.max_age_days ({})",
+                self.bus.max_age_days
+            ));
+        }
+        self.settings().map(|_| ())
+    }
+}
+
+/// Everything the consumer and the API derive from the configuration, checked once.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub zone: chrono_tz::Tz,
+    pub apply: ApplySettings,
+    pub long_silence_micros: i64,
+}
+
+impl Config {
+    pub fn settings(&self) -> Result<Settings, String> {
+        let zone = domain::time::parse_zone(&self.time_zone).ok_or_else(|| {
+            format!(
+                "invalid time_zone \"{}\": expected an IANA time zone such as Asia/Ho_Chi_Minh",
+                self.time_zone
+            )
+        })?;
+        let schedule = domain::time::Schedule::new(zone, &self.business_hours)?;
+        let compile = |field: &str, patterns: &[String]| {
+            patterns
+                .iter()
+                .enumerate()
+                .map(|(index, pattern)| {
+                    regex::Regex::new(pattern)
+                        .map_err(|error| format!("invalid {field}[{index}]: {error}"))
+                })
+                .collect::<Result<Vec<_>, String>>()
+        };
+        let default = compile("care_quality.patterns", &self.care_quality.patterns)?;
+        let mut tenants = std::collections::HashMap::new();
+        for (tenant, patterns) in &self.care_quality.tenants {
+            tenants.insert(
+                tenant.clone(),
+                compile(&format!("care_quality.tenants.{tenant}"), patterns)?,
+            );
+        }
+        Ok(Settings {
+            zone,
+            apply: ApplySettings {
+                fold: domain::clock::FoldSettings { schedule },
+                won_statuses: self.won_statuses.clone(),
+                poaching: store::Patterns { default, tenants },
+            },
+            long_silence_micros: i64::try_from(self.long_silence_minutes)
+                .unwrap_or(i64::MAX / 60_000_000)
+                .saturating_mul(60_000_000),
+        })
     }
 }
 
@@ -129,9 +245,41 @@ impl Reporting {
             .install(SERVICE, &self.bus)
             .map_err(anyhow::Error::msg)?;
         giao_platform::grpc::register_descriptor_set(giao_proto::FILE_DESCRIPTOR_SET);
+        let settings = Arc::new(self.config.settings().map_err(anyhow::Error::msg)?);
+        let store = store::Store::new(self.database.clone());
         let server = GrpcServer::new(&self.config.grpc)
-            .add_service(ReportingServiceServer::new(api::Api))
+            .add_service(ReportingServiceServer::new(api::Api::new(
+                store.clone(),
+                settings.clone(),
+            )))
             .with_authenticator(installed.authenticator);
+        let housekeeping: BackgroundTask = {
+            let store = store.clone();
+            let days = self.config.processed_events_days;
+            Box::new(move |stop| {
+                Box::pin(async move {
+                    loop {
+                        match store.forget_processed(days).await {
+                            Ok(removed) if removed > 0 => {
+                                tracing::info!(removed, "forgot old applied event ids");
+                            }
+                            Ok(_) => {}
+                            Err(error) => tracing::warn!(%error, "cannot forget old event ids"),
+                        }
+                        tokio::select! {
+                            _ = stop.cancelled() => return Ok(()),
+                            _ = tokio::time::sleep(Duration::from_secs(6 * 3600)) => {}
+                        }
+                    }
+                })
+            })
+        };
+        let consumer: BackgroundTask = {
+            let bus = self.bus.clone();
+            let apply = Arc::new(settings.apply.clone());
+            let ack_wait = Duration::from_secs(self.config.consumer_ack_wait_secs);
+            Box::new(move |stop| Box::pin(consumer::consume(bus, store, apply, ack_wait, stop)))
+        };
         giao_platform::service::run(
             ServiceParts {
                 name: SERVICE,
@@ -140,10 +288,84 @@ impl Reporting {
                 metrics: Metrics::new(SERVICE),
                 probes: vec![self.database.probe(), giao_bus::probe(&self.bus)],
                 health_interval: Duration::from_millis(self.config.health_interval_ms),
-                tasks: installed.task.into_iter().collect(),
+                tasks: [consumer, housekeeping]
+                    .into_iter()
+                    .chain(installed.task)
+                    .collect(),
             },
             shutdown,
         )
         .await
+    }
+}
+
+/// `giao-reporting rebuild`: replays the bus stream into the configured database (which
+/// should be fresh) and returns when it is caught up.
+pub async fn rebuild(config: Config, _shutdown: CancellationToken) -> anyhow::Result<()> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    let settings = config.settings().map_err(anyhow::Error::msg)?;
+    let database = Database::connect(&config.database).await?;
+    database
+        .migrate(&MIGRATIONS)
+        .await
+        .context("cannot migrate the reporting database")?;
+    let bus = giao_bus::connect(&config.bus).await?;
+    let applied = consumer::rebuild(
+        bus,
+        store::Store::new(database),
+        Arc::new(settings.apply),
+        Duration::from_secs(5),
+    )
+    .await?;
+    tracing::info!(applied, "reporting rebuilt from the bus");
+    println!("reporting rebuilt from the bus: {applied} events applied");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_care_quality_patterns_catch_phones_accounts_and_other_channels() {
+        let settings = Config::default().settings().expect("defaults are valid");
+        let flagged = |tenant: &str, text: &str| {
+            settings
+                .apply
+                .poaching
+                .for_tenant(tenant)
+                .iter()
+                .any(|pattern| pattern.is_match(text))
+        };
+        assert!(flagged("acme", "chị gọi em số 0912.345.678 nhé"));
+        assert!(flagged("acme", "liên hệ +84 912 345 678"));
+        assert!(flagged("acme", "chuyển khoản vào stk: 0123456789 giúp em"));
+        assert!(flagged("acme", "add zalo.me/0912345678 của em"));
+        assert!(!flagged("acme", "Dạ đơn hàng KH000123 giao ngày 12/3 ạ"));
+        assert!(!flagged("acme", "giá 1.250.000 đồng"));
+    }
+
+    #[test]
+    fn tenants_can_replace_the_patterns_and_bad_settings_are_named() {
+        let mut config = Config::default();
+        config
+            .care_quality
+            .tenants
+            .insert("globex".into(), vec!["(?i)hotline".into()]);
+        let settings = config.settings().expect("valid");
+        assert_eq!(settings.apply.poaching.for_tenant("globex").len(), 1);
+        assert_eq!(settings.apply.poaching.for_tenant("acme").len(), 3);
+
+        config
+            .care_quality
+            .tenants
+            .insert("bad".into(), vec!["(".into()]);
+        let error = config.settings().expect_err("bad pattern");
+        assert!(error.contains("care_quality.tenants.bad[0]"), "{error}");
+        let zone = Config {
+            time_zone: "Moon/Base".into(),
+            ..Config::default()
+        };
+        assert!(zone.validate().expect_err("bad zone").contains("time_zone"));
     }
 }

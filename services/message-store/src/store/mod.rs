@@ -14,7 +14,7 @@ mod sqlite_outbound;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use futures::future::BoxFuture;
+use futures::{StreamExt, TryStreamExt, future::BoxFuture, stream::BoxStream};
 use giao_storage::Database;
 use uuid::Uuid;
 
@@ -74,6 +74,85 @@ pub trait Store: Send + Sync + 'static {
         filter: &'a ConversationFilter,
     ) -> BoxFuture<'a, Result<Vec<ConversationRecord>, Error>>;
 
+    /// Every message of several conversations for an export: conversations in id order, each
+    /// oldest first, streamed so a very long history never sits in memory. The default pages
+    /// through [`Store::history`] one conversation at a time.
+    fn histories<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        conversation_ids: &'a [Uuid],
+    ) -> BoxStream<'a, Result<StoredMessage, Error>> {
+        let mut ids = conversation_ids.to_vec();
+        ids.sort();
+        futures::stream::iter(ids)
+            .then(move |conversation_id| async move {
+                let mut query = HistoryQuery {
+                    order: crate::domain::HistoryOrder::OldestFirst,
+                    after: None,
+                    limit: 500,
+                };
+                let mut all = Vec::new();
+                loop {
+                    let page = self.history(tenant_id, conversation_id, &query).await?;
+                    let full = page.len() as u32 >= query.limit;
+                    query.after = page.last().map(|last| crate::domain::cursor::Position {
+                        at: last.sent_at,
+                        id: last.id,
+                    });
+                    all.extend(page);
+                    if !full {
+                        return Ok::<_, Error>(all);
+                    }
+                }
+            })
+            .map_ok(|page| futures::stream::iter(page.into_iter().map(Ok)))
+            .try_flatten()
+            .boxed()
+    }
+
+    /// Contacts by id, in the order asked, unknown ids skipped.
+    fn contacts<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        ids: &'a [Uuid],
+    ) -> BoxFuture<'a, Result<Vec<ContactRecord>, Error>> {
+        Box::pin(async move {
+            let mut found = Vec::with_capacity(ids.len());
+            for id in ids {
+                found.extend(self.contact(tenant_id, *id).await?);
+            }
+            Ok(found)
+        })
+    }
+
+    /// Every note of several contacts (with versions), grouped by contact in the order asked,
+    /// newest first within a contact.
+    fn notes_of<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        contact_ids: &'a [Uuid],
+    ) -> BoxFuture<'a, Result<Vec<crate::domain::NoteRecord>, Error>> {
+        Box::pin(async move {
+            let mut found = Vec::new();
+            for contact_id in contact_ids {
+                let mut after = None;
+                loop {
+                    let page = self.list_notes(tenant_id, *contact_id, after, 500).await?;
+                    let full = page.len() >= 500;
+                    after = page.last().map(|last| crate::domain::cursor::Position {
+                        at: last.created_at,
+                        id: last.id,
+                    });
+                    found.extend(page);
+                    if !full {
+                        break;
+                    }
+                }
+            }
+            Ok(found)
+        })
+    }
+
     /// Sets owner and team of conversations of the tenant; returns how many exist.
     fn set_owner<'a>(
         &'a self,
@@ -82,6 +161,24 @@ pub trait Store: Send + Sync + 'static {
         owner_user_id: Option<&'a str>,
         team_id: Option<&'a str>,
     ) -> BoxFuture<'a, Result<u64, Error>>;
+
+    /// Sets a conversation's status; answers when its status last changed (now, if this call
+    /// changed it), or `None` for an unknown id. Setting the current status changes nothing.
+    fn set_status<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        id: Uuid,
+        status: i32,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Option<DateTime<Utc>>, Error>>;
+
+    /// The contact of a channel user, created (with the next customer code) when the user is
+    /// new; answers the contact id and whether this call created it.
+    fn ensure_contact<'a>(
+        &'a self,
+        user: &'a NewInbound,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(Uuid, bool), Error>>;
 
     /// Housekeeping run at start and then daily (PostgreSQL: monthly partitions ahead).
     fn maintain(&self, now: DateTime<Utc>) -> BoxFuture<'_, Result<(), Error>>;

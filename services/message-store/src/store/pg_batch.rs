@@ -17,7 +17,7 @@ use super::postgres::{
     delivered_status, message_columns, small,
 };
 use crate::{
-    domain::{AppendOutcome, ConversationRecord, StoredMessage, inbound::NewInbound},
+    domain::{AppendOutcome, ConversationRecord, StoredMessage, contact, inbound::NewInbound},
     error::Error,
 };
 
@@ -288,17 +288,145 @@ impl PostgresStore {
             .map(|(account, user, id)| ((account, user), (id, false)))
             .collect();
         // New customers in key order, so concurrent batches wait on each other in one order.
-        wanted.sort_by(|a, b| a.1.cmp(&b.1));
-        for (index, key) in wanted {
-            if let std::collections::hash_map::Entry::Vacant(slot) = found.entry(key) {
-                let external_user_id = slot.key().1.clone();
-                let resolved = self
-                    .resolve_contact(tx, &messages[index], &external_user_id, now)
-                    .await?;
-                slot.insert(resolved);
-            }
+        let mut unknown: Vec<(usize, (String, String))> = wanted
+            .into_iter()
+            .filter(|(_, key)| !found.contains_key(key))
+            .collect();
+        unknown.sort_by(|a, b| a.1.cmp(&b.1));
+        if !unknown.is_empty() {
+            let created = self.create_contacts(tx, messages, &unknown, now).await?;
+            found.extend(created);
         }
         Ok(found)
+    }
+
+    /// Creates the contacts of customers seen for the first time, set-based: one statement
+    /// takes a block of customer codes, one claims the identities, one inserts the contacts
+    /// and one their phones — the same outcome as creating them one by one in key order.
+    async fn create_contacts(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        messages: &[NewInbound],
+        unknown: &[(usize, (String, String))],
+        now: DateTime<Utc>,
+    ) -> Result<HashMap<(String, String), (Uuid, bool)>, Error> {
+        let tenant_id = &messages[0].tenant_id;
+        let count = unknown.len() as i64;
+        // Codes come from their own short statement, outside this transaction (see
+        // `resolve_contact`); codes of customers another batch created first are skipped.
+        let last: i64 = sqlx::query_scalar(
+            "INSERT INTO contact_codes (tenant_id, last_number) VALUES ($1, $2) \
+             ON CONFLICT (tenant_id) DO UPDATE SET last_number = contact_codes.last_number + $2 \
+             RETURNING last_number",
+        )
+        .bind(tenant_id)
+        .bind(count)
+        .fetch_one(self.pool())
+        .await?;
+        let pipeline = self.pipeline_stages(tenant_id).await?;
+        let first_stage = pipeline.first().cloned().unwrap_or_else(|| "new".into());
+        let ids: Vec<Uuid> = unknown.iter().map(|_| Uuid::now_v7()).collect();
+        let names: Vec<String> = unknown
+            .iter()
+            .map(|(index, _)| messages[*index].customer.display_name.trim().to_string())
+            .collect();
+        // Claim the identities first: a concurrent first sight of the same customer waits
+        // here, then finds the contact the winner created.
+        let claimed: HashSet<Uuid> = sqlx::query_scalar::<_, Uuid>(
+            "INSERT INTO contact_identities (tenant_id, channel_account_id, external_user_id, contact_id, display_name, avatar_url) \
+             SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::uuid[], $5::text[], $6::text[]) \
+             ON CONFLICT DO NOTHING RETURNING contact_id",
+        )
+        .bind(tenant_id)
+        .bind(unknown.iter().map(|(_, (a, _))| a.as_str()).collect::<Vec<_>>())
+        .bind(unknown.iter().map(|(_, (_, u))| u.as_str()).collect::<Vec<_>>())
+        .bind(&ids)
+        .bind(&names)
+        .bind(
+            unknown
+                .iter()
+                .map(|(index, _)| messages[*index].customer.avatar_url.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .collect();
+
+        let mut resolved = HashMap::with_capacity(unknown.len());
+        let mut new_ids = Vec::new();
+        let mut new_codes = Vec::new();
+        let mut new_names = Vec::new();
+        let mut new_folded = Vec::new();
+        let mut phone_ids = Vec::new();
+        let mut phones = Vec::new();
+        let mut lost = Vec::new();
+        for (offset, ((index, key), id)) in unknown.iter().zip(&ids).enumerate() {
+            if !claimed.contains(id) {
+                lost.push(key.clone());
+                continue;
+            }
+            new_ids.push(*id);
+            new_codes.push(contact::customer_code(last - count + 1 + offset as i64));
+            new_folded.push(crate::domain::text::fold(&names[offset]));
+            new_names.push(names[offset].clone());
+            // A phone the channel shared is kept when it is a real number.
+            if let Ok(phone) = crate::domain::phone::normalize(&messages[*index].customer.phone) {
+                phone_ids.push(*id);
+                phones.push(phone);
+            }
+            resolved.insert(key.clone(), (*id, true));
+        }
+        if !new_ids.is_empty() {
+            sqlx::query(
+                "INSERT INTO contacts (id, tenant_id, customer_code, display_name, care_status, folded_name, created_at, updated_at) \
+                 SELECT u.id, $1, u.code, u.name, $5, u.folded, $6, $6 \
+                 FROM UNNEST($2::uuid[], $3::text[], $4::text[], $7::text[]) AS u(id, code, name, folded)",
+            )
+            .bind(tenant_id)
+            .bind(&new_ids)
+            .bind(&new_codes)
+            .bind(&new_names)
+            .bind(&first_stage)
+            .bind(now)
+            .bind(&new_folded)
+            .execute(&mut **tx)
+            .await?;
+        }
+        if !phones.is_empty() {
+            sqlx::query(
+                "INSERT INTO contact_phones (tenant_id, contact_id, phone) \
+                 SELECT $1, * FROM UNNEST($2::uuid[], $3::text[]) ON CONFLICT DO NOTHING",
+            )
+            .bind(tenant_id)
+            .bind(&phone_ids)
+            .bind(&phones)
+            .execute(&mut **tx)
+            .await?;
+        }
+        if !lost.is_empty() {
+            // Another batch created these customers while this one waited on their identities.
+            let winners = sqlx::query_as::<_, (String, String, Uuid)>(
+                "SELECT i.channel_account_id, i.external_user_id, i.contact_id \
+                 FROM contact_identities i \
+                 JOIN UNNEST($2::text[], $3::text[]) AS w(account, user_id) \
+                   ON i.channel_account_id = w.account AND i.external_user_id = w.user_id \
+                 WHERE i.tenant_id = $1",
+            )
+            .bind(tenant_id)
+            .bind(lost.iter().map(|(a, _)| a.as_str()).collect::<Vec<_>>())
+            .bind(lost.iter().map(|(_, u)| u.as_str()).collect::<Vec<_>>())
+            .fetch_all(&mut **tx)
+            .await?;
+            if winners.len() != lost.len() {
+                // An identity is never deleted; a miss here is a broken invariant.
+                return Err(Error::Database(sqlx::Error::RowNotFound));
+            }
+            for (account, user, id) in winners {
+                resolved.insert((account, user), (id, false));
+            }
+        }
+        Ok(resolved)
     }
 
     /// Creates the conversations the batch is the first to see; returns their thread keys.

@@ -201,6 +201,24 @@ impl PostgresStore {
         self.notes_with_versions(rows).await
     }
 
+    /// Every note of several contacts in one query, grouped in the order of `contact_ids`.
+    pub(super) async fn fetch_notes_of(
+        &self,
+        tenant_id: &str,
+        contact_ids: &[Uuid],
+    ) -> Result<Vec<NoteRecord>, Error> {
+        let rows: Vec<NoteRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {NOTE_COLUMNS} FROM notes n \
+             JOIN UNNEST($2::uuid[]) WITH ORDINALITY AS w(wanted_id, position) ON w.wanted_id = n.contact_id \
+             WHERE n.tenant_id = $1 ORDER BY w.position, n.created_at DESC, n.id DESC"
+        )))
+        .bind(tenant_id)
+        .bind(contact_ids)
+        .fetch_all(self.pool())
+        .await?;
+        self.notes_with_versions(rows).await
+    }
+
     pub(super) async fn search_notes(
         &self,
         tenant_id: &str,

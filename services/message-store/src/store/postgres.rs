@@ -481,6 +481,88 @@ impl Store for PostgresStore {
         Box::pin(self.ensure_partitions(now))
     }
 
+    fn ensure_contact<'a>(
+        &'a self,
+        user: &'a NewInbound,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(Uuid, bool), Error>> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            let resolved = self
+                .resolve_contact(&mut tx, user, &user.customer.external_user_id, now)
+                .await?;
+            tx.commit().await?;
+            Ok(resolved)
+        })
+    }
+
+    fn set_status<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        id: Uuid,
+        status: i32,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Option<DateTime<Utc>>, Error>> {
+        Box::pin(async move {
+            // Only a real change stamps the time, so concurrent or retried calls agree on it.
+            sqlx::query(
+                "UPDATE conversations SET status = $3, status_changed_at = $4 \
+                 WHERE tenant_id = $1 AND id = $2 AND status <> $3",
+            )
+            .bind(tenant_id)
+            .bind(id)
+            .bind(small(status))
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+            Ok(sqlx::query_scalar(
+                "SELECT COALESCE(status_changed_at, created_at) FROM conversations \
+                 WHERE tenant_id = $1 AND id = $2",
+            )
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+        })
+    }
+
+    fn histories<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        conversation_ids: &'a [Uuid],
+    ) -> futures::stream::BoxStream<'a, Result<StoredMessage, Error>> {
+        use futures::{StreamExt, TryStreamExt};
+        // One query for a page of conversations, rows streamed from the server as the export
+        // writes them (the connection is held for the page).
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE tenant_id = $1 AND conversation_id = ANY($2) \
+             ORDER BY conversation_id, sent_at, id"
+        );
+        sqlx::query_as::<_, MessageRow>(sqlx::AssertSqlSafe(sql))
+            .bind(tenant_id)
+            .bind(conversation_ids)
+            .fetch(&self.pool)
+            .map_ok(StoredMessage::from)
+            .map_err(Error::from)
+            .boxed()
+    }
+
+    fn contacts<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        ids: &'a [Uuid],
+    ) -> BoxFuture<'a, Result<Vec<crate::domain::contact::ContactRecord>, Error>> {
+        Box::pin(self.fetch_contacts_by_ids(tenant_id, ids))
+    }
+
+    fn notes_of<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        contact_ids: &'a [Uuid],
+    ) -> BoxFuture<'a, Result<Vec<crate::domain::NoteRecord>, Error>> {
+        Box::pin(self.fetch_notes_of(tenant_id, contact_ids))
+    }
+
     fn set_owner<'a>(
         &'a self,
         tenant_id: &'a str,
@@ -489,22 +571,19 @@ impl Store for PostgresStore {
         team_id: Option<&'a str>,
     ) -> BoxFuture<'a, Result<u64, Error>> {
         Box::pin(async move {
-            // One transaction: a bulk reassignment moves all or nothing.
-            let mut tx = self.pool.begin().await?;
-            let mut updated = 0;
-            for id in conversation_ids {
-                updated += sqlx::query(
-                    "UPDATE conversations SET owner_user_id = $3, team_id = $4 WHERE tenant_id = $1 AND id = $2",
-                )
-                .bind(tenant_id)
-                .bind(id)
-                .bind(owner_user_id)
-                .bind(team_id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            }
-            tx.commit().await?;
+            // One statement: a bulk reassignment moves all or nothing, and a handover of a
+            // large book is one round trip per batch instead of one per conversation.
+            let updated = sqlx::query(
+                "UPDATE conversations SET owner_user_id = $3, team_id = $4 \
+                 WHERE tenant_id = $1 AND id = ANY($2)",
+            )
+            .bind(tenant_id)
+            .bind(conversation_ids)
+            .bind(owner_user_id)
+            .bind(team_id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
             Ok(updated)
         })
     }

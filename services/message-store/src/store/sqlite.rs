@@ -447,6 +447,52 @@ impl Store for SqliteStore {
         Box::pin(async { Ok(()) })
     }
 
+    fn ensure_contact<'a>(
+        &'a self,
+        user: &'a NewInbound,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(Uuid, bool), Error>> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let resolved = self
+                .resolve_contact(&mut tx, user, &user.customer.external_user_id, now)
+                .await?;
+            tx.commit().await?;
+            Ok(resolved)
+        })
+    }
+
+    fn set_status<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        id: Uuid,
+        status: i32,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Option<DateTime<Utc>>, Error>> {
+        Box::pin(async move {
+            // Only a real change stamps the time, so retried calls agree on it.
+            sqlx::query(
+                "UPDATE conversations SET status = ?3, status_changed_at = ?4 \
+                 WHERE tenant_id = ?1 AND id = ?2 AND status <> ?3",
+            )
+            .bind(tenant_id)
+            .bind(id)
+            .bind(status)
+            .bind(micros(now))
+            .execute(&self.pool)
+            .await?;
+            let changed: Option<i64> = sqlx::query_scalar(
+                "SELECT COALESCE(status_changed_at, created_at) FROM conversations \
+                 WHERE tenant_id = ?1 AND id = ?2",
+            )
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+            changed.map(time).transpose()
+        })
+    }
+
     fn set_owner<'a>(
         &'a self,
         tenant_id: &'a str,

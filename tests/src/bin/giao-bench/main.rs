@@ -1,14 +1,23 @@
 //! `make bench`: end-to-end figures on real components, one JSON line per scenario.
 //!
-//! Scenarios (later issues add theirs here):
+//! Scenarios:
 //! - `inbound_path/<backend>`: N captured messages published on the bus → stored by the
 //!   message store; rate from first publish to last stored, then GetHistory(50) latency.
 //! - `store_million/postgres`: see [`million`].
+//! - `connector`: signed webhooks accepted durably, outbound sending, idle sessions per
+//!   replica; see [`connector`].
+//! - `assignment`, `assignment_routing`: Assign latency, OffboardStaff, routing throughput;
+//!   see [`assignment`].
+//! - `reporting`: AgentScorecard over 90 days beside one SQL aggregate, event → report
+//!   freshness; see [`reporting`].
 //!
-//! `giao-bench [scenario…]` runs the named scenarios (`inbound_path`, `store_million`); all
-//! of them by default.
+//! `giao-bench [scenario…]` runs the named scenarios; all of them by default (`make bench`).
+//! Sizes scale down with `GIAO_BENCH_*` variables named in each scenario's module.
 
+mod assignment;
+mod connector;
 mod million;
+mod reporting;
 
 // The same allocator as the `giao` binary, so the figures are the product's.
 #[global_allocator]
@@ -137,6 +146,19 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted("store_million") {
         million::run().await?;
+    }
+    if wanted("connector") {
+        connector::run().await?;
+    }
+    if wanted("assignment") {
+        assignment::run().await?;
+    }
+    if wanted("assignment_routing") {
+        assignment::routing(BackendKind::Postgres, "postgres_jetstream").await?;
+        assignment::routing(BackendKind::Sqlite, "sqlite_embedded").await?;
+    }
+    if wanted("reporting") {
+        reporting::run().await?;
     }
     Ok(())
 }

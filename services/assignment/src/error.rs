@@ -1,0 +1,40 @@
+//! The assignment service's errors and their one mapping onto gRPC status.
+
+use giao_platform::error::{ErrorCode, ErrorCodeExt, to_status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad input; the message names the field.
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{what} {id} not found")]
+    NotFound { what: &'static str, id: String },
+    /// A dependency this RPC needs is not configured (e.g. `message_store.endpoint`).
+    #[error("{0}")]
+    NotConfigured(&'static str),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("bus: {0}")]
+    Bus(#[from] giao_bus::BusError),
+}
+
+impl ErrorCodeExt for Error {
+    fn error_code(&self) -> ErrorCode {
+        match self {
+            Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            Error::NotFound { .. } => ErrorCode::NotFound,
+            Error::Database(
+                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
+            )
+            | Error::Bus(_)
+            | Error::NotConfigured(_) => ErrorCode::Unavailable,
+            Error::Database(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(error: Error) -> Self {
+        to_status(&error)
+    }
+}

@@ -1,0 +1,866 @@
+//! Outbound: consumes OutboundRequested, paces per account, sends through the OA API and
+//! publishes DeliveryUpdated. An `outbound_messages` row is written before the send, so a
+//! redelivered request never sends twice; the delivery is acked only after the outcome row
+//! and its event are durable. Also owns the OA tokens: refreshed before expiry, the new
+//! single-use refresh token stored in the same statement as the new access token.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use chrono::Utc;
+use giao_bus::{
+    ConsumerSpec, Delivery, EventBus, HandlerOutcome,
+    envelope::{self, EventPublisher},
+};
+use giao_proto::{
+    common::{ChannelKind, DeliveryStatus},
+    events::{self, AccountStatus, envelope::Payload},
+};
+use giao_storage::Database;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    OaCredentials,
+    client::{Answer, CallError, OaClient, RateLimit, UploadKind, UserProfile, ZaloOaConfig},
+    errors::{Retry, classify},
+    http::HttpError,
+    media::{self, ObjectError, Objects, Plan},
+    profiles::{Cached, Profiles},
+    throttle::{Gate, Throttle},
+};
+use crate::{
+    api::publish_status,
+    credentials::Sealer,
+    store::{AccountStore, SealedCredentials},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OaError {
+    #[error("the account has no usable credentials")]
+    NoCredentials,
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Call(#[from] CallError),
+}
+
+/// Per-account token buckets: `rate` messages per minute, bursts up to a tenth of it.
+#[derive(Debug, Default)]
+struct Buckets {
+    buckets: HashMap<String, (f64, Instant)>,
+}
+
+impl Buckets {
+    /// How long to wait before the next send on `account` may go (and takes the token).
+    fn reserve(&mut self, account: &str, per_minute: u32) -> Duration {
+        let rate = f64::from(per_minute.max(1)) / 60.0;
+        let burst = (f64::from(per_minute) / 10.0).max(1.0);
+        let now = Instant::now();
+        let (tokens, last) = self
+            .buckets
+            .entry(account.to_string())
+            .or_insert((burst, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(burst);
+        *last = now;
+        *tokens -= 1.0;
+        if *tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-*tokens / rate)
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct OaRuntime {
+    accounts: AccountStore,
+    sealer: Sealer,
+    client: OaClient,
+    config: ZaloOaConfig,
+    publisher: EventPublisher,
+    database: Database,
+    buckets: Arc<Mutex<Buckets>>,
+    objects: Objects,
+    throttle: Arc<Mutex<Throttle>>,
+    profiles: Profiles,
+}
+
+/// Near the rate limit a send waits in place at most this long; longer, it is retried later.
+const MAX_IN_PLACE_WAIT: Duration = Duration::from_secs(5);
+
+fn now_micros() -> i64 {
+    Utc::now().timestamp_micros()
+}
+
+impl OaRuntime {
+    pub fn new(
+        accounts: AccountStore,
+        sealer: Sealer,
+        config: ZaloOaConfig,
+        publisher: EventPublisher,
+        objects: Objects,
+    ) -> Self {
+        let database = accounts.database().clone();
+        let window = Duration::from_millis(config.rate_limit_pause_ms.max(1));
+        Self {
+            accounts,
+            sealer,
+            client: OaClient::new(&config),
+            config,
+            publisher,
+            database,
+            buckets: Arc::default(),
+            objects,
+            throttle: Arc::new(Mutex::new(Throttle::new(window))),
+            profiles: Profiles::default(),
+        }
+    }
+
+    fn gate(&self, app: &str) -> Gate {
+        self.throttle
+            .lock()
+            .map(|throttle| throttle.gate(app, Instant::now()))
+            .unwrap_or(Gate::Go)
+    }
+
+    /// Learns from an answer's rate-limit headers; true when the app is now paused.
+    fn observe(&self, app: &str, rate: Option<RateLimit>) -> bool {
+        let Some(rate) = rate else { return false };
+        self.throttle
+            .lock()
+            .map(|mut throttle| throttle.observe(app, rate, Instant::now()))
+            .unwrap_or(false)
+    }
+
+    fn limited(&self, app: &str) {
+        if let Ok(mut throttle) = self.throttle.lock() {
+            throttle.limited(app, Instant::now());
+        }
+    }
+
+    /// The account is rate limited until the pause ends; then, unless something else
+    /// changed its status meanwhile, it is connected again even if nothing is waiting to go.
+    async fn pause_account(&self, tenant: &str, account: &str, pause: Duration) {
+        // Already shown (and a resume already due): every paused retry would spawn another.
+        if let Ok(Some(current)) = self.accounts.get(tenant, account).await
+            && current.status == AccountStatus::RateLimited as i32
+        {
+            return;
+        }
+        let reason = format!(
+            "Zalo rate limit reached; sending resumes in about {} s",
+            pause.as_secs().max(1)
+        );
+        self.set_status(tenant, account, AccountStatus::RateLimited, &reason)
+            .await;
+        let runtime = self.clone();
+        let (tenant, account) = (tenant.to_string(), account.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(pause).await;
+            if runtime.gate_for_account(&tenant, &account).await {
+                runtime.resume(&tenant, &account).await;
+            }
+        });
+    }
+
+    /// Whether the account's app may send again.
+    async fn gate_for_account(&self, tenant: &str, account: &str) -> bool {
+        match self.credentials(tenant, account).await {
+            Ok(credentials) => !matches!(self.gate(&credentials.app_id), Gate::Paused(_)),
+            Err(_) => false,
+        }
+    }
+
+    async fn resume(&self, tenant: &str, account: &str) {
+        if let Ok(Some(current)) = self.accounts.get(tenant, account).await
+            && current.status == AccountStatus::RateLimited as i32
+        {
+            self.set_status(tenant, account, AccountStatus::Connected, "")
+                .await;
+        }
+    }
+
+    /// The customer's Zalo profile, from the cache or the API within `profile_timeout_ms`;
+    /// `None` when it cannot be had now (the event goes out with the id alone).
+    pub async fn profile(&self, tenant: &str, account: &str, user_id: &str) -> Option<UserProfile> {
+        match self.profiles.get(tenant, account, user_id, Instant::now()) {
+            Cached::Found(profile) => return Some(profile),
+            Cached::Missed => return None,
+            Cached::Unknown => {}
+        }
+        let budget = Duration::from_millis(self.config.profile_timeout_ms.max(1));
+        let fetched = tokio::time::timeout(budget, async {
+            // Never refresh here: a refresh cut off by the timeout after Zalo rotated the
+            // single-use refresh token would lose the account. An expired token skips.
+            let credentials = self.credentials(tenant, account).await.ok()?;
+            if credentials.access_token.is_empty()
+                || credentials.access_expires_at <= Utc::now().timestamp()
+            {
+                return None;
+            }
+            let (token, app) = (credentials.access_token, credentials.app_id);
+            if matches!(self.gate(&app), Gate::Paused(_)) {
+                return None;
+            }
+            match self.client.user_detail(&token, user_id).await {
+                Ok(Answer { value, rate }) => {
+                    self.observe(&app, rate);
+                    Some(value)
+                }
+                Err(CallError::Zalo { code: -32, .. }) => {
+                    self.limited(&app);
+                    None
+                }
+                Err(error) => {
+                    tracing::info!(account = %account, %error, "customer profile not fetched");
+                    None
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten()
+        .filter(|profile| !profile.display_name.is_empty());
+        self.profiles
+            .put(tenant, account, user_id, fetched.clone(), Instant::now());
+        fetched
+    }
+
+    pub fn client(&self) -> &OaClient {
+        &self.client
+    }
+
+    pub fn config(&self) -> &ZaloOaConfig {
+        &self.config
+    }
+
+    async fn credentials(&self, tenant: &str, account: &str) -> Result<OaCredentials, OaError> {
+        let sealed = self
+            .accounts
+            .credentials(tenant, account)
+            .await?
+            .ok_or(OaError::NoCredentials)?;
+        let plain = self
+            .sealer
+            .open(tenant, account, &sealed.key_id, &sealed.sealed)
+            .map_err(|_| OaError::NoCredentials)?;
+        serde_json::from_slice(&plain).map_err(|_| OaError::NoCredentials)
+    }
+
+    pub async fn store_credentials(
+        &self,
+        tenant: &str,
+        account: &str,
+        credentials: &OaCredentials,
+    ) -> Result<(), OaError> {
+        let plain = serde_json::to_vec(credentials).map_err(|_| OaError::NoCredentials)?;
+        let (key_id, sealed) = self.sealer.seal(tenant, account, &plain);
+        self.accounts
+            .set_credentials(tenant, account, &SealedCredentials { key_id, sealed })
+            .await?;
+        Ok(())
+    }
+
+    /// A valid access token, refreshed first when it expires within `refresh_before_secs`
+    /// (or at once with `force`). The rotated refresh token is stored before the new access
+    /// token is used: the old one is already spent at Zalo.
+    pub async fn access_token(
+        &self,
+        tenant: &str,
+        account: &str,
+        force: bool,
+    ) -> Result<String, OaError> {
+        let mut credentials = self.credentials(tenant, account).await?;
+        let now = Utc::now().timestamp();
+        if !force
+            && !credentials.access_token.is_empty()
+            && credentials.access_expires_at - self.config.refresh_before_secs > now
+        {
+            return Ok(credentials.access_token);
+        }
+        if credentials.refresh_token.is_empty() {
+            return Err(OaError::NoCredentials);
+        }
+        let tokens = match self
+            .client
+            .refresh(
+                &credentials.app_id,
+                &credentials.app_secret,
+                &credentials.refresh_token,
+            )
+            .await
+        {
+            Ok(tokens) => tokens,
+            Err(CallError::Zalo { code, .. }) => {
+                tracing::warn!(account = %account, code, "OA refresh refused: needs a new connect");
+                self.set_status(
+                    tenant,
+                    account,
+                    AccountStatus::NeedsLogin,
+                    "the OA must be connected again",
+                )
+                .await;
+                return Err(OaError::NoCredentials);
+            }
+            Err(error) => return Err(error.into()),
+        };
+        credentials.access_token = tokens.access_token;
+        credentials.refresh_token = tokens.refresh_token;
+        credentials.access_expires_at = now + tokens.expires_in;
+        self.store_credentials(tenant, account, &credentials)
+            .await?;
+        tracing::info!(account = %account, "OA access token refreshed");
+        Ok(credentials.access_token)
+    }
+
+    async fn set_status(&self, tenant: &str, account: &str, status: AccountStatus, reason: &str) {
+        match self
+            .accounts
+            .set_status(tenant, account, status as i32, reason, false)
+            .await
+        {
+            Ok(Some(previous)) => {
+                if let Err(error) =
+                    publish_status(&self.publisher, tenant, account, previous, status, reason).await
+                {
+                    tracing::warn!(%error, "account status change not published");
+                }
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "account status not stored"),
+        }
+    }
+
+    /// Consumes OutboundRequested until `stop`.
+    pub async fn consume(
+        self,
+        bus: Arc<dyn EventBus>,
+        ack_wait: Duration,
+        stop: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let spec = ConsumerSpec {
+            durable_name: "connector-outbound".into(),
+            filter_subjects: vec![envelope::subject_filter("outbound_requested")],
+            ack_wait,
+            max_deliver: Some(30),
+            inactive_threshold: None,
+        };
+        giao_bus::run_consumer(bus, spec, stop, move |delivery: &Delivery| {
+            let runtime = self.clone();
+            let decoded = envelope::decode(delivery);
+            async move {
+                match decoded {
+                    Ok((envelope, _span)) => runtime.handle(envelope).await,
+                    Err(error) => HandlerOutcome::Poison(format!("undecodable event: {error}")),
+                }
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn handle(&self, envelope: events::Envelope) -> HandlerOutcome {
+        let tenant = envelope.tenant_id;
+        let Some(Payload::OutboundRequested(request)) = envelope.payload else {
+            return HandlerOutcome::Done;
+        };
+        match self.send_once(&tenant, &request).await {
+            Ok(outcome) => outcome,
+            Err(error) => HandlerOutcome::Retry(error.to_string()),
+        }
+    }
+
+    async fn send_once(
+        &self,
+        tenant: &str,
+        request: &events::OutboundRequested,
+    ) -> Result<HandlerOutcome, OaError> {
+        let account_id = &request.channel_account_id;
+        let Some(account) = self.accounts.get(tenant, account_id).await? else {
+            return Ok(HandlerOutcome::Poison(format!(
+                "unknown account {account_id}"
+            )));
+        };
+        if account.kind != ChannelKind::ZaloOa as i32 {
+            // Other kinds have their own senders.
+            return Ok(HandlerOutcome::Done);
+        }
+        let record = self.record(tenant, request).await?;
+        match record.state.as_str() {
+            "sent" => {
+                self.publish_sent(tenant, request, &record.external_message_id)
+                    .await?;
+                return Ok(HandlerOutcome::Done);
+            }
+            "failed" => {
+                self.publish_failed(
+                    tenant,
+                    request,
+                    &record.failure_code,
+                    &record.failure_reason,
+                )
+                .await?;
+                return Ok(HandlerOutcome::Done);
+            }
+            "sending" => {
+                // A previous attempt may have reached Zalo: never risk a second copy.
+                let reason = "not sent again: an earlier attempt's outcome is unknown";
+                self.finish(tenant, &request.message_id, "failed", "", "unknown", reason)
+                    .await?;
+                self.publish_failed(tenant, request, "unknown", reason)
+                    .await?;
+                return Ok(HandlerOutcome::Done);
+            }
+            _ => {}
+        }
+        if account.disabled {
+            let reason = "the channel account is disabled";
+            self.finish(
+                tenant,
+                &request.message_id,
+                "failed",
+                "",
+                "disabled",
+                reason,
+            )
+            .await?;
+            self.publish_failed(tenant, request, "disabled", reason)
+                .await?;
+            return Ok(HandlerOutcome::Done);
+        }
+        let per_minute = match account.send_rate_per_minute {
+            0 => self.config.default_send_rate_per_minute,
+            n => n,
+        };
+        let wait = self
+            .buckets
+            .lock()
+            .map(|mut buckets| buckets.reserve(account_id, per_minute))
+            .unwrap_or_default();
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        let content = request.content.clone().unwrap_or_default();
+        let plan = match media::plan(&content) {
+            Ok(plan) => plan,
+            Err(reason) => return self.refuse(tenant, request, "unsupported", &reason).await,
+        };
+        // The bytes are read once; each attempt uploads them again (an upload is not a
+        // message, so repeating it is harmless, and -100 means the old upload expired).
+        let upload = match &plan {
+            Plan::Upload {
+                kind, attachment, ..
+            } => {
+                let max = match kind {
+                    UploadKind::Image => media::MAX_IMAGE_BYTES,
+                    UploadKind::File => media::MAX_FILE_BYTES,
+                };
+                let data = match self
+                    .objects
+                    .read(tenant, &attachment.storage_key, max)
+                    .await
+                {
+                    Ok(data) => data,
+                    Err(ObjectError::Missing(reason)) => {
+                        return self.refuse(tenant, request, "attachment", &reason).await;
+                    }
+                    Err(error @ ObjectError::Unavailable(_)) => {
+                        return Ok(HandlerOutcome::Retry(error.to_string()));
+                    }
+                };
+                let name = match media::check(*kind, attachment, &data) {
+                    Ok(name) => name,
+                    Err(reason) => {
+                        return self.refuse(tenant, request, "attachment", &reason).await;
+                    }
+                };
+                Some((*kind, name, attachment.mime_type.clone(), data))
+            }
+            _ => None,
+        };
+        let mut refreshed = false;
+        let mut reuploaded = false;
+        loop {
+            let token = match self.access_token(tenant, account_id, refreshed).await {
+                Ok(token) => token,
+                Err(OaError::NoCredentials) => {
+                    let reason = "the OA is not connected (token invalid): reconnect it";
+                    return self.refuse(tenant, request, "token", reason).await;
+                }
+                Err(error) => return Err(error),
+            };
+            let app = self.credentials(tenant, account_id).await?.app_id;
+            match self.gate(&app) {
+                Gate::Go => {}
+                Gate::Wait(wait) if wait <= MAX_IN_PLACE_WAIT => tokio::time::sleep(wait).await,
+                Gate::Wait(_) => {
+                    return Ok(HandlerOutcome::Retry(
+                        "pacing under Zalo's rate limit".into(),
+                    ));
+                }
+                Gate::Paused(pause) => {
+                    self.mark(tenant, &request.message_id, "pending").await?;
+                    self.pause_account(tenant, account_id, pause).await;
+                    return Ok(HandlerOutcome::Retry(
+                        "paused: Zalo's rate limit was reached".into(),
+                    ));
+                }
+            }
+            let uploaded = match &upload {
+                None => None,
+                Some((kind, name, mime_type, data)) => {
+                    match self
+                        .client
+                        .upload(&token, *kind, name, mime_type, data)
+                        .await
+                    {
+                        Ok(Answer { value, rate }) => {
+                            self.observe(&app, rate);
+                            Some(value)
+                        }
+                        Err(error) => {
+                            // Nothing was sent: every failure of an upload is safe to retry.
+                            match self
+                                .after_error(tenant, request, &app, error, &mut refreshed, false)
+                                .await?
+                            {
+                                Next::Again => continue,
+                                Next::Outcome(outcome) => return Ok(outcome),
+                            }
+                        }
+                    }
+                }
+            };
+            let message = media::message(&plan, uploaded.as_deref(), &request.quote_external_id);
+            self.mark(tenant, &request.message_id, "sending").await?;
+            let result = self
+                .client
+                .send_cs(&token, &request.external_thread_id, message)
+                .await;
+            match result {
+                Ok(Answer {
+                    value: external_id,
+                    rate,
+                }) => {
+                    self.finish(tenant, &request.message_id, "sent", &external_id, "", "")
+                        .await?;
+                    self.publish_sent(tenant, request, &external_id).await?;
+                    if self.observe(&app, rate) {
+                        // That was the last request of the window: say so now.
+                        self.pause_account(tenant, account_id, self.window()).await;
+                        return Ok(HandlerOutcome::Done);
+                    }
+                    // A send went through: a rate limit or token problem is over.
+                    let current = self.accounts.get(tenant, account_id).await?;
+                    if current.is_some_and(|a| a.status != AccountStatus::Connected as i32) {
+                        self.set_status(tenant, account_id, AccountStatus::Connected, "")
+                            .await;
+                    }
+                    return Ok(HandlerOutcome::Done);
+                }
+                Err(CallError::Zalo { code: -100, .. }) if !reuploaded => {
+                    // The upload expired before the send: upload again at once.
+                    self.mark(tenant, &request.message_id, "pending").await?;
+                    reuploaded = true;
+                    continue;
+                }
+                Err(error) => {
+                    match self
+                        .after_error(tenant, request, &app, error, &mut refreshed, true)
+                        .await?
+                    {
+                        Next::Again => continue,
+                        Next::Outcome(outcome) => return Ok(outcome),
+                    }
+                }
+            }
+        }
+    }
+
+    fn window(&self) -> Duration {
+        self.throttle
+            .lock()
+            .map(|throttle| throttle.window())
+            .unwrap_or(Duration::from_secs(60))
+    }
+
+    /// Ends a message as failed with a reason for the sender; it is not retried.
+    async fn refuse(
+        &self,
+        tenant: &str,
+        request: &events::OutboundRequested,
+        code: &str,
+        reason: &str,
+    ) -> Result<HandlerOutcome, OaError> {
+        self.finish(tenant, &request.message_id, "failed", "", code, reason)
+            .await?;
+        self.publish_failed(tenant, request, code, reason).await?;
+        Ok(HandlerOutcome::Done)
+    }
+
+    /// What follows a failed upload or send. `sending` is true when the call was the send
+    /// itself: then an answer-less failure may have delivered the message.
+    async fn after_error(
+        &self,
+        tenant: &str,
+        request: &events::OutboundRequested,
+        app: &str,
+        error: CallError,
+        refreshed: &mut bool,
+        sending: bool,
+    ) -> Result<Next, OaError> {
+        let account_id = &request.channel_account_id;
+        match error {
+            CallError::Zalo { code, .. } => {
+                let outcome = classify(code);
+                if code == -32 {
+                    self.limited(app);
+                    self.mark(tenant, &request.message_id, "pending").await?;
+                    self.pause_account(tenant, account_id, self.window()).await;
+                    return Ok(Next::Outcome(HandlerOutcome::Retry(format!(
+                        "Zalo error {code}"
+                    ))));
+                }
+                if let Some(status) = outcome.account_status {
+                    self.set_status(tenant, account_id, status, outcome.reason)
+                        .await;
+                }
+                match outcome.retry {
+                    Retry::RefreshToken if !*refreshed => {
+                        self.mark(tenant, &request.message_id, "pending").await?;
+                        *refreshed = true;
+                        Ok(Next::Again)
+                    }
+                    Retry::Backoff | Retry::Reupload => {
+                        // Zalo refused it: certainly not sent, safe to try again.
+                        self.mark(tenant, &request.message_id, "pending").await?;
+                        Ok(Next::Outcome(HandlerOutcome::Retry(format!(
+                            "Zalo error {code}"
+                        ))))
+                    }
+                    _ => {
+                        let code = code.to_string();
+                        Ok(Next::Outcome(
+                            self.refuse(tenant, request, &code, outcome.reason).await?,
+                        ))
+                    }
+                }
+            }
+            CallError::Http(HttpError::Connect(error)) => {
+                self.mark(tenant, &request.message_id, "pending").await?;
+                Ok(Next::Outcome(HandlerOutcome::Retry(format!(
+                    "cannot reach Zalo: {error}"
+                ))))
+            }
+            CallError::Unexpected { status } if status >= 500 => {
+                // A 5xx answer: Zalo did not take the message.
+                self.mark(tenant, &request.message_id, "pending").await?;
+                Ok(Next::Outcome(HandlerOutcome::Retry(format!(
+                    "Zalo answered HTTP {status}"
+                ))))
+            }
+            error if !sending => {
+                // An upload without a clear answer reached no customer: try again later.
+                self.mark(tenant, &request.message_id, "pending").await?;
+                Ok(Next::Outcome(HandlerOutcome::Retry(format!(
+                    "upload failed: {error}"
+                ))))
+            }
+            error => {
+                // No clear answer: it may have been sent. Tell the sender, do not resend.
+                let reason = format!("outcome unknown, not resent: {error}");
+                Ok(Next::Outcome(
+                    self.refuse(tenant, request, "unknown", &reason).await?,
+                ))
+            }
+        }
+    }
+
+    async fn publish_sent(
+        &self,
+        tenant: &str,
+        request: &events::OutboundRequested,
+        external_id: &str,
+    ) -> Result<(), OaError> {
+        self.publish_delivery(tenant, request, DeliveryStatus::Sent, external_id, "", "")
+            .await
+    }
+
+    async fn publish_failed(
+        &self,
+        tenant: &str,
+        request: &events::OutboundRequested,
+        code: &str,
+        reason: &str,
+    ) -> Result<(), OaError> {
+        self.publish_delivery(tenant, request, DeliveryStatus::Failed, "", code, reason)
+            .await
+    }
+
+    async fn publish_delivery(
+        &self,
+        tenant: &str,
+        request: &events::OutboundRequested,
+        status: DeliveryStatus,
+        external_id: &str,
+        code: &str,
+        reason: &str,
+    ) -> Result<(), OaError> {
+        let now = Utc::now();
+        self.publisher
+            .publish(
+                tenant,
+                format!("delivery-{}-{}", request.message_id, status.as_str_name()),
+                Payload::DeliveryUpdated(events::DeliveryUpdated {
+                    message_id: request.message_id.clone(),
+                    channel_account_id: request.channel_account_id.clone(),
+                    external_message_id: external_id.to_string(),
+                    status: status as i32,
+                    failure_reason: reason.to_string(),
+                    failure_code: code.to_string(),
+                    retryable: false,
+                    at: Some(prost_types::Timestamp {
+                        seconds: now.timestamp(),
+                        nanos: now.timestamp_subsec_nanos() as i32,
+                    }),
+                }),
+            )
+            .await
+            .map_err(|error| {
+                OaError::Call(CallError::Http(HttpError::Request(error.to_string())))
+            })?;
+        Ok(())
+    }
+
+    /// The message's outbound row, created `pending` on first sight.
+    async fn record(
+        &self,
+        tenant: &str,
+        request: &events::OutboundRequested,
+    ) -> Result<OutboundRecord, sqlx::Error> {
+        let insert = "INSERT INTO outbound_messages (tenant_id, message_id, channel_account_id, \
+                      state, updated_at) VALUES ($1, $2, $3, 'pending', $4) ON CONFLICT DO NOTHING";
+        let select = "SELECT state, external_message_id, failure_code, failure_reason \
+                      FROM outbound_messages WHERE tenant_id = $1 AND message_id = $2";
+        let row: (String, String, String, String) = match &self.database {
+            Database::Postgres(pool) => {
+                sqlx::query(insert)
+                    .bind(tenant)
+                    .bind(&request.message_id)
+                    .bind(&request.channel_account_id)
+                    .bind(now_micros())
+                    .execute(pool)
+                    .await?;
+                sqlx::query_as(select)
+                    .bind(tenant)
+                    .bind(&request.message_id)
+                    .fetch_one(pool)
+                    .await?
+            }
+            Database::Sqlite(pool) => {
+                sqlx::query(sqlx::AssertSqlSafe(insert.replace('$', "?")))
+                    .bind(tenant)
+                    .bind(&request.message_id)
+                    .bind(&request.channel_account_id)
+                    .bind(now_micros())
+                    .execute(pool)
+                    .await?;
+                sqlx::query_as(sqlx::AssertSqlSafe(select.replace('$', "?")))
+                    .bind(tenant)
+                    .bind(&request.message_id)
+                    .fetch_one(pool)
+                    .await?
+            }
+        };
+        let (state, external_message_id, failure_code, failure_reason) = row;
+        Ok(OutboundRecord {
+            state,
+            external_message_id,
+            failure_code,
+            failure_reason,
+        })
+    }
+
+    async fn mark(&self, tenant: &str, message_id: &str, state: &str) -> Result<(), sqlx::Error> {
+        self.finish(tenant, message_id, state, "", "", "").await
+    }
+
+    async fn finish(
+        &self,
+        tenant: &str,
+        message_id: &str,
+        state: &str,
+        external_id: &str,
+        code: &str,
+        reason: &str,
+    ) -> Result<(), sqlx::Error> {
+        let sql = "UPDATE outbound_messages SET state = $3, external_message_id = $4, \
+                   failure_code = $5, failure_reason = $6, updated_at = $7 \
+                   WHERE tenant_id = $1 AND message_id = $2";
+        match &self.database {
+            Database::Postgres(pool) => {
+                sqlx::query(sql)
+                    .bind(tenant)
+                    .bind(message_id)
+                    .bind(state)
+                    .bind(external_id)
+                    .bind(code)
+                    .bind(reason)
+                    .bind(now_micros())
+                    .execute(pool)
+                    .await?;
+            }
+            Database::Sqlite(pool) => {
+                sqlx::query(sqlx::AssertSqlSafe(sql.replace('$', "?")))
+                    .bind(tenant)
+                    .bind(message_id)
+                    .bind(state)
+                    .bind(external_id)
+                    .bind(code)
+                    .bind(reason)
+                    .bind(now_micros())
+                    .execute(pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// After a failed call: go round the loop again, or settle the delivery.
+enum Next {
+    Again,
+    Outcome(HandlerOutcome),
+}
+
+#[derive(Debug)]
+struct OutboundRecord {
+    state: String,
+    external_message_id: String,
+    failure_code: String,
+    failure_reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_allows_a_burst_then_paces() {
+        let mut buckets = Buckets::default();
+        // 60/min: a burst of 6, then one per second.
+        for _ in 0..6 {
+            assert_eq!(buckets.reserve("a", 60), Duration::ZERO);
+        }
+        let wait = buckets.reserve("a", 60);
+        assert!(
+            wait > Duration::from_millis(900) && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
+        // Accounts do not share a bucket.
+        assert_eq!(buckets.reserve("b", 60), Duration::ZERO);
+    }
+}

@@ -1,0 +1,168 @@
+//! Storage of the aggregates, on PostgreSQL and SQLite.
+//!
+//! Both backends have the same tables (times as microseconds, dimensions as text), so each
+//! statement is written once and runs on either pool: [`apply`](Store::apply) is expanded
+//! once per backend by a macro (the only difference is the row lock PostgreSQL takes on a
+//! conversation's clock), and report queries are built with numbered placeholders that both
+//! drivers accept. See docs/decisions/0008-reporting-aggregates.md.
+
+mod apply;
+mod batch;
+mod query;
+
+pub use apply::is_relevant;
+pub use query::{
+    ConversationRow, CounterRow, DrillMetric, FactRow, Group, HistRow, HourlyRow, RowFilter,
+    WaitRow,
+};
+
+use giao_storage::Database;
+
+use crate::domain::clock::FoldSettings;
+
+/// What applying an event needs besides the event.
+#[derive(Debug, Clone)]
+pub struct ApplySettings {
+    pub fold: FoldSettings,
+    /// Care statuses that count as a conversion (entering one from another status).
+    pub won_statuses: Vec<String>,
+    /// Care-quality patterns: outbound human messages matching one are flagged.
+    pub poaching: Patterns,
+}
+
+/// Care-quality patterns, per tenant with a default.
+#[derive(Debug, Clone, Default)]
+pub struct Patterns {
+    pub default: Vec<regex::Regex>,
+    pub tenants: std::collections::HashMap<String, Vec<regex::Regex>>,
+}
+
+impl Patterns {
+    pub fn for_tenant(&self, tenant: &str) -> &[regex::Regex] {
+        self.tenants.get(tenant).unwrap_or(&self.default)
+    }
+}
+
+/// The reporting database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    database: Database,
+}
+
+impl Store {
+    pub fn new(database: Database) -> Self {
+        Self { database }
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.database
+    }
+
+    /// Forgets the ids of events applied more than `days` ago: the bus no longer holds them
+    /// (its retention is shorter), so they cannot come back. Returns how many were removed.
+    pub async fn forget_processed(&self, days: u32) -> Result<u64, crate::error::Error> {
+        let removed = match &self.database {
+            Database::Postgres(pool) => sqlx::query(
+                "DELETE FROM processed_events WHERE processed_at < now() - make_interval(days => $1)",
+            )
+            .bind(i32::try_from(days).unwrap_or(i32::MAX))
+            .execute(pool)
+            .await?
+            .rows_affected(),
+            Database::Sqlite(pool) => sqlx::query(
+                "DELETE FROM processed_events \
+                 WHERE processed_at < CAST(strftime('%s', 'now') AS INTEGER) - $1 * 86400",
+            )
+            .bind(i64::from(days))
+            .execute(pool)
+            .await?
+            .rows_affected(),
+        };
+        Ok(removed)
+    }
+}
+
+/// A bound value of a built query.
+#[derive(Debug, Clone)]
+pub(crate) enum Value {
+    Text(String),
+    Int(i64),
+    OptInt(Option<i64>),
+}
+
+/// SQL text with numbered placeholders and their values.
+#[derive(Debug, Default)]
+pub(crate) struct Sql {
+    pub text: String,
+    pub binds: Vec<Value>,
+}
+
+impl Sql {
+    pub fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+
+    /// Appends a placeholder for `value`.
+    pub fn bind(&mut self, value: Value) -> &mut Self {
+        self.binds.push(value);
+        self.text.push_str(&format!("${}", self.binds.len()));
+        self
+    }
+
+    pub fn text(&mut self, value: &str) -> &mut Self {
+        self.bind(Value::Text(value.to_string()))
+    }
+
+    pub fn int(&mut self, value: i64) -> &mut Self {
+        self.bind(Value::Int(value))
+    }
+}
+
+/// Runs a built query on whichever pool the store has and collects its rows.
+macro_rules! fetch_all {
+    ($database:expr, $row:ty, $sql:expr) => {{
+        let sql: &$crate::store::Sql = $sql;
+        match $database {
+            giao_storage::Database::Postgres(pool) => {
+                let mut query = sqlx::query_as::<_, $row>(sqlx::AssertSqlSafe(sql.text.clone()));
+                for value in &sql.binds {
+                    query = match value {
+                        $crate::store::Value::Text(text) => query.bind(text.clone()),
+                        $crate::store::Value::Int(int) => query.bind(*int),
+                        $crate::store::Value::OptInt(int) => query.bind(*int),
+                    };
+                }
+                query.fetch_all(pool).await?
+            }
+            giao_storage::Database::Sqlite(pool) => {
+                let mut query = sqlx::query_as::<_, $row>(sqlx::AssertSqlSafe(sql.text.clone()));
+                for value in &sql.binds {
+                    query = match value {
+                        $crate::store::Value::Text(text) => query.bind(text.clone()),
+                        $crate::store::Value::Int(int) => query.bind(*int),
+                        $crate::store::Value::OptInt(int) => query.bind(*int),
+                    };
+                }
+                query.fetch_all(pool).await?
+            }
+        }
+    }};
+}
+pub(crate) use fetch_all;
+
+/// Binds a built query's values (inside a backend-specific expansion).
+macro_rules! bind_all {
+    ($query:expr, $sql:expr) => {{
+        let mut query = $query;
+        for value in &$sql.binds {
+            query = match value {
+                $crate::store::Value::Text(text) => query.bind(text.clone()),
+                $crate::store::Value::Int(int) => query.bind(*int),
+                $crate::store::Value::OptInt(int) => query.bind(*int),
+            };
+        }
+        query
+    }};
+}
+pub(crate) use bind_all;

@@ -1,0 +1,2263 @@
+//! assignment behaviour a user sees, on both backends: assigning, transferring with a note
+//! and bulk reassignment move the owner in message-store before the call returns (the
+//! previous owner loses access at once, the new one sees the full history), and every move
+//! is in the ownership history with who, when and why.
+
+use giao_proto::{
+    assignment::{
+        AssignRequest, BulkReassignRequest, GetOwnershipHistoryRequest, TransferRequest,
+        assignment_service_client::AssignmentServiceClient,
+    },
+    common::{ChannelUser, ContentType, MessageContent},
+    messagestore::{
+        AppendInboundRequest, GetHistoryRequest, InboundMessage, RecordOutboundRequest,
+        message_store_service_client::MessageStoreServiceClient,
+    },
+};
+use giao_tests::{
+    Authed, Backend, BackendKind, Running, as_user, assignment_config, message_store_client,
+    message_store_config, start_assignment, start_message_store,
+};
+use tonic::Code;
+
+const TENANT: &str = "acme";
+
+struct Suite {
+    _backend: Backend,
+    store: Running,
+    assignment: Running,
+}
+
+async fn start(kind: BackendKind) -> Suite {
+    let mut backend = Backend::new(kind).await;
+    let store = start_message_store(message_store_config(&mut backend).await).await;
+    let assignment =
+        start_assignment(assignment_config(&mut backend, &store.endpoint()).await).await;
+    Suite {
+        _backend: backend,
+        store,
+        assignment,
+    }
+}
+
+impl Suite {
+    async fn assignment_as(
+        &self,
+        tenant: &str,
+        user: &str,
+        role: &str,
+    ) -> AssignmentServiceClient<Authed> {
+        AssignmentServiceClient::with_interceptor(
+            self.assignment.channel().await,
+            as_user(tenant, user, role),
+        )
+    }
+
+    async fn store_as(&self, user: &str, role: &str) -> MessageStoreServiceClient<Authed> {
+        MessageStoreServiceClient::with_interceptor(
+            self.store.channel().await,
+            as_user(TENANT, user, role),
+        )
+    }
+
+    /// A new conversation from customer `customer`, as captured by the connector.
+    async fn conversation(&self, customer: &str) -> String {
+        let mut admin = message_store_client(&self.store, TENANT, "admin").await;
+        admin
+            .append_inbound(inbound_from(customer))
+            .await
+            .expect("appends")
+            .into_inner()
+            .message
+            .expect("message")
+            .conversation_id
+    }
+}
+
+fn inbound_from(customer: &str) -> AppendInboundRequest {
+    AppendInboundRequest {
+        message: Some(InboundMessage {
+            channel_account_id: "oa-1".into(),
+            external_message_id: format!("m-{customer}"),
+            external_thread_id: customer.into(),
+            customer: Some(ChannelUser {
+                external_user_id: customer.into(),
+                display_name: format!("Khách {customer}"),
+                ..Default::default()
+            }),
+            content: Some(MessageContent {
+                r#type: ContentType::Text as i32,
+                text: format!("xin chào từ {customer}"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+async fn history_texts(
+    client: &mut MessageStoreServiceClient<Authed>,
+    conversation_id: &str,
+) -> Result<Vec<String>, tonic::Status> {
+    Ok(client
+        .get_history(GetHistoryRequest {
+            conversation_id: conversation_id.into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .messages
+        .into_iter()
+        .map(|message| message.content.unwrap_or_default().text)
+        .collect())
+}
+
+async fn reply(
+    client: &mut MessageStoreServiceClient<Authed>,
+    conversation_id: &str,
+    key: &str,
+) -> Result<(), tonic::Status> {
+    client
+        .record_outbound(RecordOutboundRequest {
+            conversation_id: conversation_id.into(),
+            content: Some(MessageContent {
+                r#type: ContentType::Text as i32,
+                text: "dạ em chào anh".into(),
+                ..Default::default()
+            }),
+            idempotency_key: key.into(),
+            ..Default::default()
+        })
+        .await
+        .map(|_| ())
+}
+
+async fn transfer_moves_access_at_once_and_is_in_the_history(kind: BackendKind) {
+    let suite = start(kind).await;
+    let conversation = suite.conversation("c1").await;
+    let mut supervisor = suite.assignment_as(TENANT, "u-sup", "admin").await;
+    let mut alice = suite.store_as("u-alice", "agent").await;
+    let mut bob = suite.store_as("u-bob", "agent").await;
+
+    // Before assignment no agent sees it.
+    let hidden = history_texts(&mut alice, &conversation)
+        .await
+        .expect_err("refused");
+    assert_eq!(hidden.code(), Code::NotFound);
+
+    let assigned = supervisor
+        .assign(AssignRequest {
+            conversation_id: conversation.clone(),
+            owner_user_id: "u-alice".into(),
+            reason: "vip customer".into(),
+        })
+        .await
+        .expect("assigns")
+        .into_inner();
+    assert_eq!(assigned.owner_user_id, "u-alice");
+    assert_eq!(assigned.previous_owner_user_id, "");
+    assert_eq!(
+        history_texts(&mut alice, &conversation)
+            .await
+            .expect("alice reads"),
+        vec!["xin chào từ c1".to_string()]
+    );
+    reply(&mut alice, &conversation, "r-1")
+        .await
+        .expect("alice replies");
+
+    let transferred = supervisor
+        .transfer(TransferRequest {
+            conversation_id: conversation.clone(),
+            to_user_id: "u-bob".into(),
+            note: "alice is on leave".into(),
+        })
+        .await
+        .expect("transfers")
+        .into_inner();
+    assert_eq!(transferred.previous_owner_user_id, "u-alice");
+
+    // The previous owner can neither read nor reply the moment Transfer returns.
+    let gone = history_texts(&mut alice, &conversation)
+        .await
+        .expect_err("refused");
+    assert_eq!(gone.code(), Code::NotFound);
+    assert!(reply(&mut alice, &conversation, "r-2").await.is_err());
+    // The new owner sees the full history, including alice's reply.
+    let seen = history_texts(&mut bob, &conversation)
+        .await
+        .expect("bob reads");
+    assert_eq!(seen.len(), 2, "full history: {seen:?}");
+
+    let history = supervisor
+        .get_ownership_history(GetOwnershipHistoryRequest {
+            conversation_id: conversation.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("history")
+        .into_inner()
+        .changes;
+    let summary: Vec<_> = history
+        .iter()
+        .map(|change| {
+            (
+                change.owner_user_id.as_str(),
+                change.previous_owner_user_id.as_str(),
+                change.actor.as_str(),
+                change.reason.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("u-alice", "", "u-sup", "vip customer"),
+            ("u-bob", "u-alice", "u-sup", "alice is on leave"),
+        ]
+    );
+    assert!(history.iter().all(|change| change.at.is_some()));
+
+    // Bob, the owner, may read the history; alice no longer may.
+    let mut bob_assignment = suite.assignment_as(TENANT, "u-bob", "agent").await;
+    assert_eq!(
+        bob_assignment
+            .get_ownership_history(GetOwnershipHistoryRequest {
+                conversation_id: conversation.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("owner reads history")
+            .into_inner()
+            .changes
+            .len(),
+        2
+    );
+    let mut alice_assignment = suite.assignment_as(TENANT, "u-alice", "agent").await;
+    let denied = alice_assignment
+        .get_ownership_history(GetOwnershipHistoryRequest {
+            conversation_id: conversation.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(denied.code(), Code::NotFound);
+}
+
+async fn bad_ownership_requests_are_refused_and_move_nothing(kind: BackendKind) {
+    let suite = start(kind).await;
+    let conversation = suite.conversation("c1").await;
+    let mut supervisor = suite.assignment_as(TENANT, "u-sup", "admin").await;
+
+    let missing_note = supervisor
+        .transfer(TransferRequest {
+            conversation_id: conversation.clone(),
+            to_user_id: "u-bob".into(),
+            note: " ".into(),
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(missing_note.code(), Code::InvalidArgument);
+    assert!(missing_note.message().contains("note"), "{missing_note:?}");
+
+    let missing_owner = supervisor
+        .assign(AssignRequest {
+            conversation_id: conversation.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(missing_owner.code(), Code::InvalidArgument);
+    assert!(missing_owner.message().contains("owner_user_id"));
+
+    // Another tenant's admin cannot tell the conversation exists.
+    let mut stranger = suite.assignment_as("globex", "u-x", "admin").await;
+    let foreign = stranger
+        .assign(AssignRequest {
+            conversation_id: conversation.clone(),
+            owner_user_id: "u-x".into(),
+            reason: String::new(),
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(foreign.code(), Code::NotFound);
+
+    // An agent may not assign.
+    let mut agent = suite.assignment_as(TENANT, "u-alice", "agent").await;
+    let refused = agent
+        .assign(AssignRequest {
+            conversation_id: conversation.clone(),
+            owner_user_id: "u-alice".into(),
+            reason: String::new(),
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+
+    // A bulk move with one unknown id moves none of them.
+    let other = suite.conversation("c2").await;
+    let partial = supervisor
+        .bulk_reassign(BulkReassignRequest {
+            conversation_ids: vec![other.clone(), "0190f0a0-0000-7000-8000-000000000000".into()],
+            to_user_id: "u-bob".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(partial.code(), Code::NotFound);
+    let mut bob = suite.store_as("u-bob", "agent").await;
+    assert_eq!(
+        history_texts(&mut bob, &other)
+            .await
+            .expect_err("refused")
+            .code(),
+        Code::NotFound
+    );
+    let history = supervisor
+        .get_ownership_history(GetOwnershipHistoryRequest {
+            conversation_id: conversation.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("history")
+        .into_inner();
+    assert!(history.changes.is_empty(), "nothing moved: {history:?}");
+}
+
+async fn bulk_reassign_moves_all_once_with_history(kind: BackendKind) {
+    let suite = start(kind).await;
+    let mut ids = Vec::new();
+    for customer in ["c1", "c2", "c3"] {
+        ids.push(suite.conversation(customer).await);
+    }
+    let mut supervisor = suite.assignment_as(TENANT, "u-sup", "admin").await;
+    let request = BulkReassignRequest {
+        conversation_ids: ids.clone(),
+        to_user_id: "u-carol".into(),
+        reason: "rebalance".into(),
+        idempotency_key: "k-1".into(),
+    };
+    let moved = supervisor
+        .bulk_reassign(request.clone())
+        .await
+        .expect("moves")
+        .into_inner()
+        .moved;
+    assert_eq!(moved, 3);
+    // A retry changes nothing.
+    let again = supervisor
+        .bulk_reassign(request)
+        .await
+        .expect("retry")
+        .into_inner()
+        .moved;
+    assert_eq!(again, 0);
+    let mut carol = suite.store_as("u-carol", "agent").await;
+    for id in &ids {
+        assert_eq!(history_texts(&mut carol, id).await.expect("reads").len(), 1);
+        let changes = supervisor
+            .get_ownership_history(GetOwnershipHistoryRequest {
+                conversation_id: id.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("history")
+            .into_inner()
+            .changes;
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].owner_user_id, "u-carol");
+        assert_eq!(changes[0].reason, "rebalance");
+    }
+}
+
+async fn agents_set_their_own_availability(kind: BackendKind) {
+    use giao_proto::assignment::{Availability, SetAvailabilityRequest};
+    let suite = start(kind).await;
+    let mut agent = suite.assignment_as(TENANT, "u-alice", "agent").await;
+    let set = agent
+        .set_availability(SetAvailabilityRequest {
+            user_id: String::new(),
+            availability: Availability::Away as i32,
+        })
+        .await
+        .expect("sets own")
+        .into_inner();
+    assert_eq!(set.availability, Availability::Away as i32);
+    let others = agent
+        .set_availability(SetAvailabilityRequest {
+            user_id: "u-bob".into(),
+            availability: Availability::Offline as i32,
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(others.code(), Code::PermissionDenied);
+    let unspecified = agent
+        .set_availability(SetAvailabilityRequest {
+            user_id: String::new(),
+            availability: 0,
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(unspecified.code(), Code::InvalidArgument);
+    assert!(unspecified.message().contains("availability"));
+    let mut supervisor = suite.assignment_as(TENANT, "u-sup", "supervisor").await;
+    supervisor
+        .set_availability(SetAvailabilityRequest {
+            user_id: "u-bob".into(),
+            availability: Availability::Offline as i32,
+        })
+        .await
+        .expect("a supervisor sets an agent's");
+}
+
+giao_tests::on_both_backends!(
+    transfer_moves_access_at_once_and_is_in_the_history,
+    bad_ownership_requests_are_refused_and_move_nothing,
+    bulk_reassign_moves_all_once_with_history,
+    agents_set_their_own_availability,
+    round_robin_least_open_and_rules_route_new_conversations,
+    a_returning_customer_goes_back_to_their_owner,
+    the_queue_hands_out_oldest_first_as_capacity_frees,
+    routing_settings_are_validated_and_listed,
+    an_sla_breach_fires_once_with_two_scheduler_replicas,
+    two_schedulers_never_claim_the_same_clock,
+    unattended_lists_longest_wait_first_within_visibility,
+    reminders_fall_due_and_follow_ups_remind_the_owner,
+    a_shift_change_follows_the_tenants_policy,
+    a_disconnected_account_with_open_work_alerts_its_supervisors,
+    an_unanswered_customer_goes_to_another_agent_once,
+);
+
+use routing::{
+    a_disconnected_account_with_open_work_alerts_its_supervisors,
+    a_returning_customer_goes_back_to_their_owner, a_shift_change_follows_the_tenants_policy,
+    an_sla_breach_fires_once_with_two_scheduler_replicas,
+    an_unanswered_customer_goes_to_another_agent_once,
+    reminders_fall_due_and_follow_ups_remind_the_owner,
+    round_robin_least_open_and_rules_route_new_conversations,
+    routing_settings_are_validated_and_listed, the_queue_hands_out_oldest_first_as_capacity_frees,
+    two_schedulers_never_claim_the_same_clock,
+    unattended_lists_longest_wait_first_within_visibility,
+};
+
+/// OffboardStaff against the real auth service, real signed tokens and real logins.
+mod offboarding {
+    use giao_proto::{
+        assignment::{
+            AssignRequest, OffboardStaffRequest, OffboardStaffResponse,
+            assignment_service_client::AssignmentServiceClient, offboard_staff_request::Successor,
+        },
+        auth::{CreateUserRequest, LoginRequest},
+        messagestore::message_store_service_client::MessageStoreServiceClient,
+    };
+    use giao_tests::{Authed, Backend, BackendKind, Running, TraceInterceptor};
+    use tonic::Code;
+
+    use super::{history_texts, reply};
+
+    const PASSWORD: &str = "a long enough password";
+
+    struct Company {
+        _backend: Backend,
+        auth: Running,
+        store: Running,
+        assignment: Running,
+        assignment_config: giao_assignment::Config,
+        admin_user_id: String,
+    }
+
+    impl Company {
+        async fn start() -> Self {
+            let mut backend = Backend::new(BackendKind::Postgres).await;
+            let auth_config = giao_tests::auth_config(&mut backend).await;
+            let mut admin_user_id = String::new();
+            for tenant in ["acme", "globex"] {
+                let created = giao_auth::admin::create_tenant(
+                    &auth_config,
+                    tenant,
+                    tenant,
+                    &format!("admin@{tenant}.vn"),
+                    Some(PASSWORD.into()),
+                )
+                .await
+                .expect("tenant created");
+                if tenant == "acme" {
+                    admin_user_id = created.user.id;
+                }
+            }
+            let auth = giao_tests::start_auth(auth_config).await;
+            let verify = giao_authz::AuthConfig {
+                endpoint: auth.endpoint(),
+                dev_tokens: false,
+                api_key_cache_secs: 1,
+            };
+            let mut store_config = giao_tests::message_store_config(&mut backend).await;
+            store_config.auth = verify.clone();
+            let store = giao_tests::start_message_store(store_config).await;
+            let mut config = giao_tests::assignment_config(&mut backend, &store.endpoint()).await;
+            config.auth = verify;
+            config.auth_service.endpoint = auth.endpoint();
+            let assignment = giao_tests::start_assignment(config.clone()).await;
+            Self {
+                _backend: backend,
+                auth,
+                store,
+                assignment,
+                assignment_config: config,
+                admin_user_id,
+            }
+        }
+
+        async fn login(&self, tenant: &str, login: &str) -> String {
+            giao_tests::auth_client(&self.auth, None)
+                .await
+                .login(LoginRequest {
+                    tenant: tenant.into(),
+                    login: login.into(),
+                    password: PASSWORD.into(),
+                })
+                .await
+                .expect("logs in")
+                .into_inner()
+                .access_token
+        }
+
+        /// Creates an agent in `tenant` and returns its user id.
+        async fn agent(&self, tenant: &str, name: &str) -> String {
+            let admin = self.login(tenant, &format!("admin@{tenant}.vn")).await;
+            giao_tests::auth_client(&self.auth, Some(&admin))
+                .await
+                .create_user(CreateUserRequest {
+                    email: format!("{name}@{tenant}.vn"),
+                    display_name: name.into(),
+                    role: giao_proto::common::Role::Agent as i32,
+                    initial_password: PASSWORD.into(),
+                    ..Default::default()
+                })
+                .await
+                .expect("user created")
+                .into_inner()
+                .user_id
+        }
+
+        async fn store_with(&self, token: &str) -> MessageStoreServiceClient<Authed> {
+            MessageStoreServiceClient::with_interceptor(
+                self.store.channel().await,
+                TraceInterceptor::with_bearer(token).expect("bearer"),
+            )
+        }
+
+        async fn assignment_with(&self, token: &str) -> AssignmentServiceClient<Authed> {
+            AssignmentServiceClient::with_interceptor(
+                self.assignment.channel().await,
+                TraceInterceptor::with_bearer(token).expect("bearer"),
+            )
+        }
+    }
+
+    fn offboard(user_id: &str, successor: &str) -> OffboardStaffRequest {
+        OffboardStaffRequest {
+            user_id: user_id.into(),
+            successor: Some(Successor::SuccessorUserId(successor.into())),
+            idempotency_key: String::new(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn offboarding_hands_everything_over_and_ends_the_leavers_access() {
+        let company = Company::start().await;
+        let leaver = company.agent("acme", "lan").await;
+        let successor = company.agent("acme", "minh").await;
+        let stranger = company.agent("globex", "kim").await;
+        let admin_token = company.login("acme", "admin@acme.vn").await;
+        let mut admin_store = company.store_with(&admin_token).await;
+        let mut admin = company.assignment_with(&admin_token).await;
+
+        let mut conversations = Vec::new();
+        for customer in ["c1", "c2", "c3"] {
+            let id = admin_store
+                .append_inbound(super::inbound_from(customer))
+                .await
+                .expect("appends")
+                .into_inner()
+                .message
+                .expect("message")
+                .conversation_id;
+            admin
+                .assign(AssignRequest {
+                    conversation_id: id.clone(),
+                    owner_user_id: leaver.clone(),
+                    reason: "new lead".into(),
+                })
+                .await
+                .expect("assigns");
+            conversations.push(id);
+        }
+        let leaver_token = company.login("acme", "lan@acme.vn").await;
+        let mut leaver_store = company.store_with(&leaver_token).await;
+        reply(&mut leaver_store, &conversations[0], "before")
+            .await
+            .expect("the leaver works normally before");
+        // A call-back the leaver set and the leaver's shift are handed over too.
+        let mut leaver_assignment = company.assignment_with(&leaver_token).await;
+        let later = chrono::Utc::now() + chrono::Duration::days(2);
+        leaver_assignment
+            .create_reminder(giao_proto::assignment::CreateReminderRequest {
+                reminder: Some(giao_proto::assignment::Reminder {
+                    conversation_id: conversations[1].clone(),
+                    text: "gọi lại thứ sáu".into(),
+                    due_at: Some(prost_types::Timestamp {
+                        seconds: later.timestamp(),
+                        nanos: 0,
+                    }),
+                    ..Default::default()
+                }),
+                idempotency_key: String::new(),
+            })
+            .await
+            .expect("reminder set");
+        admin
+            .set_shift(giao_proto::assignment::SetShiftRequest {
+                shift: Some(giao_proto::assignment::Shift {
+                    shift_id: "lan-mornings".into(),
+                    user_id: leaver.clone(),
+                    channel_account_ids: vec!["oa-1".into()],
+                    weekdays: vec![1, 2, 3, 4, 5],
+                    starts_at: "08:00".into(),
+                    ends_at: "12:00".into(),
+                }),
+            })
+            .await
+            .expect("shift set");
+
+        // Bad input: clear errors naming the field, and nothing moves.
+        let unknown = admin
+            .offboard_staff(offboard("0190f0a0-0000-7000-8000-000000000000", &successor))
+            .await
+            .expect_err("refused");
+        assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
+        assert!(unknown.message().contains("user_id"), "{unknown:?}");
+        let unknown_successor = admin
+            .offboard_staff(offboard(&leaver, "0190f0a0-0000-7000-8000-000000000000"))
+            .await
+            .expect_err("refused");
+        assert_eq!(unknown_successor.code(), Code::NotFound);
+        assert!(unknown_successor.message().contains("successor_user_id"));
+        let foreign = admin
+            .offboard_staff(offboard(&leaver, &stranger))
+            .await
+            .expect_err("refused");
+        assert_eq!(foreign.code(), Code::NotFound);
+        assert!(foreign.message().contains("successor_user_id"));
+        let yourself = admin
+            .offboard_staff(offboard(&company.admin_user_id, &successor))
+            .await
+            .expect_err("refused");
+        assert_eq!(yourself.code(), Code::InvalidArgument);
+        assert!(yourself.message().contains("user_id"));
+        let missing = admin
+            .offboard_staff(OffboardStaffRequest {
+                user_id: leaver.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(missing.code(), Code::InvalidArgument);
+        assert!(missing.message().contains("successor"));
+        assert_eq!(
+            history_texts(&mut leaver_store, &conversations[1])
+                .await
+                .expect("nothing moved after bad input")
+                .len(),
+            1
+        );
+
+        let report: OffboardStaffResponse = admin
+            .offboard_staff(offboard(&leaver, &successor))
+            .await
+            .expect("offboards")
+            .into_inner();
+        assert_eq!(report.conversations_moved, 3);
+        assert_eq!((report.reminders_moved, report.shifts_moved), (1, 1));
+        assert!(!report.export_id.is_empty());
+        assert_eq!(report.export_sha256.len(), 64);
+
+        // The leaver's real token can neither read nor reply.
+        for id in &conversations {
+            let read = history_texts(&mut leaver_store, id)
+                .await
+                .expect_err("refused");
+            assert!(
+                matches!(read.code(), Code::NotFound | Code::Unauthenticated),
+                "{read:?}"
+            );
+            assert!(reply(&mut leaver_store, id, "after").await.is_err());
+        }
+        // The leaver cannot log in again either.
+        let relogin = giao_tests::auth_client(&company.auth, None)
+            .await
+            .login(LoginRequest {
+                tenant: "acme".into(),
+                login: "lan@acme.vn".into(),
+                password: PASSWORD.into(),
+            })
+            .await;
+        assert!(relogin.is_err());
+
+        // The successor sees every conversation with its full history.
+        let successor_token = company.login("acme", "minh@acme.vn").await;
+        let mut successor_store = company.store_with(&successor_token).await;
+        let first = history_texts(&mut successor_store, &conversations[0])
+            .await
+            .expect("successor reads");
+        assert_eq!(first.len(), 2, "inbound and the leaver's reply: {first:?}");
+        for id in &conversations[1..] {
+            assert_eq!(
+                history_texts(&mut successor_store, id)
+                    .await
+                    .expect("successor reads")
+                    .len(),
+                1
+            );
+        }
+
+        let successor_assignment = company.assignment_with(&successor_token).await;
+        let reminders = successor_assignment
+            .clone()
+            .list_reminders(giao_proto::assignment::ListRemindersRequest::default())
+            .await
+            .expect("lists")
+            .into_inner()
+            .reminders;
+        assert_eq!(reminders.len(), 1);
+        assert_eq!(reminders[0].text, "gọi lại thứ sáu");
+        let shifts = successor_assignment
+            .clone()
+            .list_shifts(giao_proto::assignment::ListShiftsRequest::default())
+            .await
+            .expect("lists")
+            .into_inner()
+            .shifts;
+        assert_eq!(shifts.len(), 1);
+        assert_eq!(shifts[0].shift_id, "lan-mornings");
+
+        // Calling again changes nothing and returns the same report.
+        let again = admin
+            .offboard_staff(offboard(&leaver, &successor))
+            .await
+            .expect("second call")
+            .into_inner();
+        assert_eq!(again, report);
+
+        // The handover is in the tenant's audit chain, once.
+        let auditor = giao_tests::auth_client(&company.auth, Some(&admin_token)).await;
+        giao_testkit::wait_until(
+            std::time::Duration::from_secs(10),
+            "the handover is audited",
+            || {
+                let mut auditor = auditor.clone();
+                async move {
+                    auditor
+                        .list_audit(giao_proto::auth::ListAuditRequest {
+                            action: "staff.handover".into(),
+                            ..Default::default()
+                        })
+                        .await
+                        .is_ok_and(|audit| audit.into_inner().records.len() == 1)
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Starts a second assignment replica on its own runtime, so that dropping the runtime
+    /// kills it mid-work like a crashed process.
+    fn crashable_replica(
+        config: giao_assignment::Config,
+    ) -> (tokio::runtime::Runtime, std::net::SocketAddr) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (sender, receiver) = std::sync::mpsc::channel();
+        runtime.spawn(async move {
+            let service = giao_assignment::bind(config).await.expect("binds");
+            sender.send(service.grpc_addr()).expect("address sent");
+            service
+                .run(tokio_util::sync::CancellationToken::new())
+                .await
+        });
+        let addr = receiver.recv().expect("replica address");
+        (runtime, addr)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_handover_killed_half_way_is_completed_by_calling_again() {
+        const TOTAL: usize = 2_000;
+        let company = Company::start().await;
+        let leaver = company.agent("acme", "lan").await;
+        let successor = company.agent("acme", "minh").await;
+        let admin_token = company.login("acme", "admin@acme.vn").await;
+        let mut admin_store = company.store_with(&admin_token).await;
+        let mut admin = company.assignment_with(&admin_token).await;
+        let mut conversations = Vec::new();
+        for chunk in (0..TOTAL).collect::<Vec<_>>().chunks(500) {
+            let results = admin_store
+                .append_inbound_batch(giao_proto::messagestore::AppendInboundBatchRequest {
+                    messages: chunk
+                        .iter()
+                        .filter_map(|n| super::inbound_from(&format!("c{n}")).message)
+                        .collect(),
+                })
+                .await
+                .expect("appends")
+                .into_inner()
+                .results;
+            let ids: Vec<String> = results
+                .into_iter()
+                .filter_map(|result| result.message)
+                .map(|message| message.conversation_id)
+                .collect();
+            admin
+                .bulk_reassign(giao_proto::assignment::BulkReassignRequest {
+                    conversation_ids: ids.clone(),
+                    to_user_id: leaver.clone(),
+                    reason: "new leads".into(),
+                    idempotency_key: String::new(),
+                })
+                .await
+                .expect("assigns");
+            conversations.extend(ids);
+        }
+        assert_eq!(conversations.len(), TOTAL);
+
+        let owned_by = |user: String, token: String| {
+            let store = company.store.endpoint();
+            async move {
+                let channel = tonic::transport::Channel::from_shared(store)
+                    .expect("endpoint")
+                    .connect()
+                    .await
+                    .expect("connects");
+                let mut client = MessageStoreServiceClient::with_interceptor(
+                    channel,
+                    TraceInterceptor::with_bearer(&token).expect("bearer"),
+                );
+                let mut count = 0;
+                let mut cursor = String::new();
+                loop {
+                    let page = client
+                        .list_conversations(giao_proto::messagestore::ListConversationsRequest {
+                            owner_user_id: user.clone(),
+                            page: Some(giao_proto::common::PageRequest {
+                                page_size: 500,
+                                cursor: cursor.clone(),
+                            }),
+                            ..Default::default()
+                        })
+                        .await
+                        .expect("lists")
+                        .into_inner();
+                    count += page.conversations.len();
+                    cursor = page.page.unwrap_or_default().next_cursor;
+                    if cursor.is_empty() {
+                        return count;
+                    }
+                }
+            }
+        };
+
+        // A replica starts the handover and dies once part of it is done.
+        let (runtime, addr) = crashable_replica(company.assignment_config.clone());
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connects");
+        let mut doomed = AssignmentServiceClient::with_interceptor(
+            channel,
+            TraceInterceptor::with_bearer(&admin_token).expect("bearer"),
+        );
+        let request = offboard(&leaver, &successor);
+        let call = tokio::spawn(async move { doomed.offboard_staff(request).await });
+        let mut moved_before_crash = 0;
+        for _ in 0..2_000 {
+            moved_before_crash = owned_by(successor.clone(), admin_token.clone()).await;
+            if moved_before_crash > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        runtime.shutdown_background();
+        let _ = call.await;
+        assert!(
+            moved_before_crash > 0 && moved_before_crash < TOTAL,
+            "the replica died half-way: {moved_before_crash} of {TOTAL} moved"
+        );
+        let left = owned_by(leaver.clone(), admin_token.clone()).await;
+        assert!(left > 0, "some conversations were still the leaver's");
+
+        // Calling again (on the surviving replica) completes it.
+        let report = admin
+            .offboard_staff(offboard(&leaver, &successor))
+            .await
+            .expect("resumes")
+            .into_inner();
+        assert_eq!(report.conversations_moved, TOTAL as u64);
+        assert!(!report.export_id.is_empty());
+        assert_eq!(owned_by(leaver.clone(), admin_token.clone()).await, 0);
+        assert_eq!(
+            owned_by(successor.clone(), admin_token.clone()).await,
+            TOTAL
+        );
+        let again = admin
+            .offboard_staff(offboard(&leaver, &successor))
+            .await
+            .expect("third call")
+            .into_inner();
+        assert_eq!(again, report);
+    }
+}
+
+/// Routing of new conversations against the real auth service (roster, service key),
+/// message-store (ConversationOpened, ownership) and assignment, on both backends.
+mod routing {
+    use std::time::Duration;
+
+    use giao_proto::{
+        assignment::{
+            AssignRequest, Availability, CreateReminderRequest, FollowUpRule, ListRemindersRequest,
+            ListRoutingPoliciesRequest, ListUnattendedRequest, Reminder, RoutingPolicy,
+            RoutingRule, RoutingStrategy, SetAvailabilityRequest, SetCapacityRequest,
+            SetFollowUpRuleRequest, SetRoutingPolicyRequest, SetShiftRequest, SetSlaPolicyRequest,
+            Shift, ShiftChange, SlaPolicy, SlaState, SyncRosterRequest, UnattendedConversation,
+            assignment_service_client::AssignmentServiceClient,
+        },
+        auth::{
+            CreateApiKeyRequest, CreateUserRequest, LoginRequest, SetUserStatusRequest, UserStatus,
+        },
+        common::{ChannelUser, ContentType, MessageContent},
+        messagestore::{
+            AddTagsRequest, AppendInboundRequest, ConversationStatus, GetConversationRequest,
+            InboundMessage, ListConversationsRequest, SetConversationStatusRequest,
+            UpdateContactRequest, message_store_service_client::MessageStoreServiceClient,
+        },
+    };
+    use giao_tests::{Authed, Backend, BackendKind, Running, TraceInterceptor};
+    use tonic::Code;
+
+    const PASSWORD: &str = "a long enough password";
+    const TENANT: &str = "acme";
+
+    /// auth (roster, the service key), message-store and assignment routing with that key.
+    struct Floor {
+        backend: Backend,
+        auth: Running,
+        store: Running,
+        assignment: Running,
+        config: giao_assignment::Config,
+        admin_token: String,
+    }
+
+    fn dev(user: &str, role: &str) -> String {
+        format!("dev.{TENANT}.{user}.{role}")
+    }
+
+    impl Floor {
+        async fn start(kind: BackendKind) -> Self {
+            let mut backend = Backend::new(kind).await;
+            let auth_config = giao_tests::auth_config(&mut backend).await;
+            giao_auth::admin::create_tenant(
+                &auth_config,
+                TENANT,
+                TENANT,
+                "admin@acme.vn",
+                Some(PASSWORD.into()),
+            )
+            .await
+            .expect("tenant created");
+            let auth = giao_tests::start_auth(auth_config).await;
+            let admin_token = giao_tests::auth_client(&auth, None)
+                .await
+                .login(LoginRequest {
+                    tenant: TENANT.into(),
+                    login: "admin@acme.vn".into(),
+                    password: PASSWORD.into(),
+                })
+                .await
+                .expect("logs in")
+                .into_inner()
+                .access_token;
+            let key = giao_tests::auth_client(&auth, Some(&admin_token))
+                .await
+                .create_api_key(CreateApiKeyRequest {
+                    name: "assignment routing".into(),
+                    scopes: [
+                        "messages.read",
+                        "contacts.read",
+                        "assignment.manage",
+                        "users.manage",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                })
+                .await
+                .expect("key created")
+                .into_inner()
+                .secret;
+            // People use developer tokens naming their real user ids; the service key is
+            // verified by auth.
+            let verify = giao_authz::AuthConfig {
+                endpoint: auth.endpoint(),
+                dev_tokens: true,
+                api_key_cache_secs: 30,
+            };
+            let mut store_config = giao_tests::message_store_config(&mut backend).await;
+            store_config.auth = verify.clone();
+            let store = giao_tests::start_message_store(store_config).await;
+            let mut config = giao_tests::assignment_config(&mut backend, &store.endpoint()).await;
+            config.auth = verify;
+            config.auth_service.endpoint = auth.endpoint();
+            config.routing.tenant_api_keys.insert(TENANT.into(), key);
+            config.routing.drain_interval_ms = 200;
+            config.sla.tick_ms = 100;
+            let assignment = giao_tests::start_assignment(config.clone()).await;
+            Self {
+                backend,
+                auth,
+                store,
+                assignment,
+                config,
+                admin_token,
+            }
+        }
+
+        /// Creates a user in auth and returns their id.
+        async fn user(&self, name: &str, role: giao_proto::common::Role, teams: &[&str]) -> String {
+            giao_tests::auth_client(&self.auth, Some(&self.admin_token))
+                .await
+                .create_user(CreateUserRequest {
+                    email: format!("{name}@acme.vn"),
+                    display_name: name.into(),
+                    role: role as i32,
+                    initial_password: PASSWORD.into(),
+                    team_ids: teams.iter().map(|team| team.to_string()).collect(),
+                    ..Default::default()
+                })
+                .await
+                .expect("user created")
+                .into_inner()
+                .user_id
+        }
+
+        /// An agent of `teams`, mirrored and online; ids come back sorted by creation.
+        async fn online_agent(&self, name: &str, teams: &[&str]) -> String {
+            let id = self
+                .user(name, giao_proto::common::Role::Agent, teams)
+                .await;
+            self.assignment_as(&dev(&id, "agent"))
+                .await
+                .set_availability(SetAvailabilityRequest {
+                    user_id: String::new(),
+                    availability: Availability::Online as i32,
+                })
+                .await
+                .expect("goes online");
+            id
+        }
+
+        async fn assignment_as(&self, token: &str) -> AssignmentServiceClient<Authed> {
+            AssignmentServiceClient::with_interceptor(
+                self.assignment.channel().await,
+                TraceInterceptor::with_bearer(token).expect("bearer"),
+            )
+        }
+
+        async fn admin(&self) -> AssignmentServiceClient<Authed> {
+            self.assignment_as(&dev("u-admin", "admin")).await
+        }
+
+        async fn store_admin(&self) -> MessageStoreServiceClient<Authed> {
+            MessageStoreServiceClient::with_interceptor(
+                self.store.channel().await,
+                TraceInterceptor::with_bearer(&dev("u-admin", "admin")).expect("bearer"),
+            )
+        }
+
+        async fn sync(&self) {
+            self.admin()
+                .await
+                .sync_roster(SyncRosterRequest {})
+                .await
+                .expect("roster mirrored");
+        }
+
+        async fn policy(&self, policy: RoutingPolicy) {
+            self.admin()
+                .await
+                .set_routing_policy(SetRoutingPolicyRequest {
+                    policy: Some(policy),
+                })
+                .await
+                .expect("policy set");
+        }
+
+        /// A customer message on `thread`; returns (conversation id, contact id).
+        async fn message(&self, customer: &str, thread: &str) -> (String, String) {
+            let mut store = self.store_admin().await;
+            let message = store
+                .append_inbound(AppendInboundRequest {
+                    message: Some(InboundMessage {
+                        channel_account_id: "oa-1".into(),
+                        external_message_id: format!("m-{thread}"),
+                        external_thread_id: thread.into(),
+                        customer: Some(ChannelUser {
+                            external_user_id: customer.into(),
+                            display_name: format!("Khách {customer}"),
+                            ..Default::default()
+                        }),
+                        content: Some(MessageContent {
+                            r#type: ContentType::Text as i32,
+                            text: "cho em hỏi giá".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .expect("appends")
+                .into_inner()
+                .message
+                .expect("message");
+            let conversation = store
+                .get_conversation(GetConversationRequest {
+                    conversation_id: message.conversation_id.clone(),
+                })
+                .await
+                .expect("conversation")
+                .into_inner();
+            (message.conversation_id, conversation.contact_id)
+        }
+
+        async fn owner(&self, conversation_id: &str) -> String {
+            self.store_admin()
+                .await
+                .get_conversation(GetConversationRequest {
+                    conversation_id: conversation_id.into(),
+                })
+                .await
+                .expect("conversation")
+                .into_inner()
+                .owner_user_id
+        }
+
+        /// The owner routing gives the conversation, waiting for it.
+        async fn routed(&self, conversation_id: &str) -> String {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let owner = self.owner(conversation_id).await;
+                if !owner.is_empty() {
+                    return owner;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "conversation {conversation_id} was never routed"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+
+        /// A new customer's conversation, once routed: its owner.
+        async fn next(&self, customer: &str) -> String {
+            let (conversation, _) = self.message(customer, customer).await;
+            self.routed(&conversation).await
+        }
+
+        async fn unassigned(&self) -> Vec<String> {
+            let mut ids: Vec<String> = self
+                .store_admin()
+                .await
+                .list_conversations(ListConversationsRequest {
+                    unassigned: true,
+                    ..Default::default()
+                })
+                .await
+                .expect("lists")
+                .into_inner()
+                .conversations
+                .into_iter()
+                .map(|conversation| conversation.conversation_id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    }
+
+    fn policy(strategy: RoutingStrategy, team: &str) -> RoutingPolicy {
+        RoutingPolicy {
+            team_id: team.into(),
+            strategy: strategy as i32,
+            ..Default::default()
+        }
+    }
+
+    pub(super) async fn round_robin_least_open_and_rules_route_new_conversations(
+        kind: BackendKind,
+    ) {
+        let floor = Floor::start(kind).await;
+        let mut sales = [
+            floor.online_agent("an", &["sales"]).await,
+            floor.online_agent("binh", &["sales"]).await,
+        ];
+        sales.sort();
+        let (low, high) = (sales[0].clone(), sales[1].clone());
+        let vip = floor.online_agent("vy", &["vip"]).await;
+        // Not online: never handed anything.
+        let offline = floor
+            .user("dung", giao_proto::common::Role::Agent, &["sales"])
+            .await;
+        floor.sync().await;
+        floor
+            .policy(policy(RoutingStrategy::RoundRobin, "sales"))
+            .await;
+
+        // Round robin over the sales team, in turn and wrapping.
+        assert_eq!(floor.next("c1").await, low);
+        assert_eq!(floor.next("c2").await, high);
+        assert_eq!(floor.next("c3").await, low);
+        // The team's supervisors see what routing gave out: the team is set too.
+        let (fourth, _) = floor.message("c4", "c4").await;
+        assert_eq!(floor.routed(&fourth).await, high);
+        let conversation = floor
+            .store_admin()
+            .await
+            .get_conversation(GetConversationRequest {
+                conversation_id: fourth.clone(),
+            })
+            .await
+            .expect("conversation")
+            .into_inner();
+        assert_eq!(conversation.team_id, "sales");
+
+        // Least open: after giving `low` two more by hand, `high` takes the next ones
+        // until they are level.
+        let mut admin = floor.admin().await;
+        for customer in ["h1", "h2"] {
+            let (conversation, _) = floor.message(customer, customer).await;
+            floor.routed(&conversation).await;
+            admin
+                .assign(AssignRequest {
+                    conversation_id: conversation,
+                    owner_user_id: low.clone(),
+                    reason: "knows them".into(),
+                })
+                .await
+                .expect("assigned");
+        }
+        // low: c1, c3, h1, h2 = 4 open; high: c2, c4 = 2 open.
+        floor
+            .policy(policy(RoutingStrategy::LeastOpen, "sales"))
+            .await;
+        assert_eq!(floor.next("l1").await, high);
+        assert_eq!(floor.next("l2").await, high);
+        assert_eq!(floor.next("l3").await, low, "level at 4: the lowest id");
+
+        // Rules: a tagged or lead-sourced returning customer goes to the rule's team or
+        // agent.
+        let mut rules_policy = policy(RoutingStrategy::LeastOpen, "sales");
+        rules_policy.rules = vec![
+            RoutingRule {
+                tag: "vip".into(),
+                team_id: "vip".into(),
+                ..Default::default()
+            },
+            RoutingRule {
+                lead_source: "tiktok".into(),
+                user_id: high.clone(),
+                ..Default::default()
+            },
+        ];
+        floor.policy(rules_policy).await;
+        let mut store = floor.store_admin().await;
+        let (_, vip_contact) = floor.message("r1", "r1-first").await;
+        store
+            .add_tags(AddTagsRequest {
+                contact_id: vip_contact,
+                tags: vec!["vip".into()],
+            })
+            .await
+            .expect("tagged");
+        let (again, _) = floor.message("r1", "r1-second").await;
+        assert_eq!(floor.routed(&again).await, vip);
+        let (_, tiktok_contact) = floor.message("r2", "r2-first").await;
+        store
+            .update_contact(UpdateContactRequest {
+                contact_id: tiktok_contact,
+                update_mask: vec!["lead_source".into()],
+                lead_source: "tiktok".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("lead source set");
+        let (again, _) = floor.message("r2", "r2-second").await;
+        assert_eq!(floor.routed(&again).await, high);
+
+        // A suspended agent leaves the roster at once (UserDeactivated), before any sync.
+        floor
+            .policy(policy(RoutingStrategy::RoundRobin, "sales"))
+            .await;
+        giao_tests::auth_client(&floor.auth, Some(&floor.admin_token))
+            .await
+            .set_user_status(SetUserStatusRequest {
+                user_id: low.clone(),
+                status: UserStatus::Suspended as i32,
+                reason: "on leave".into(),
+            })
+            .await
+            .expect("suspended");
+        let mut owners = Vec::new();
+        for customer in ["s1", "s2", "s3"] {
+            owners.push(floor.next(customer).await);
+        }
+        // The first may have been decided before the event arrived; after that only `high`.
+        assert!(owners[1..].iter().all(|owner| *owner == high), "{owners:?}");
+        assert!(!owners.contains(&offline) && !owners.contains(&vip));
+    }
+
+    pub(super) async fn a_returning_customer_goes_back_to_their_owner(kind: BackendKind) {
+        let floor = Floor::start(kind).await;
+        let mut agents = [
+            floor.online_agent("an", &["sales"]).await,
+            floor.online_agent("binh", &["sales"]).await,
+        ];
+        agents.sort();
+        let (low, high) = (agents[0].clone(), agents[1].clone());
+        floor.sync().await;
+        let mut sticky = policy(RoutingStrategy::RoundRobin, "sales");
+        sticky.sticky_owner = true;
+        floor.policy(sticky).await;
+
+        let (first, _) = floor.message("k1", "k1-a").await;
+        assert_eq!(floor.routed(&first).await, low);
+        // Round robin would now pick `high`; the customer goes back to `low`.
+        let (second, _) = floor.message("k1", "k1-b").await;
+        assert_eq!(floor.routed(&second).await, low);
+        assert_eq!(floor.next("k2").await, high, "others still take turns");
+
+        // An owner who is away does not get them back.
+        floor
+            .assignment_as(&dev(&low, "agent"))
+            .await
+            .set_availability(SetAvailabilityRequest {
+                user_id: String::new(),
+                availability: Availability::Away as i32,
+            })
+            .await
+            .expect("away");
+        let (third, _) = floor.message("k1", "k1-c").await;
+        assert_eq!(floor.routed(&third).await, high);
+    }
+
+    pub(super) async fn the_queue_hands_out_oldest_first_as_capacity_frees(kind: BackendKind) {
+        let floor = Floor::start(kind).await;
+        let agent = floor.online_agent("an", &["sales"]).await;
+        floor.sync().await;
+        let mut one_each = policy(RoutingStrategy::LeastOpen, "sales");
+        one_each.max_open_per_agent = 1;
+        floor.policy(one_each).await;
+
+        let (first, _) = floor.message("q1", "q1").await;
+        assert_eq!(floor.routed(&first).await, agent);
+        let (second, _) = floor.message("q2", "q2").await;
+        let (third, _) = floor.message("q3", "q3").await;
+        // Nobody has room: both wait unassigned.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let mut waiting = vec![second.clone(), third.clone()];
+        waiting.sort();
+        assert_eq!(floor.unassigned().await, waiting);
+
+        // Handing the first to someone else frees the agent: the oldest waiting comes next.
+        floor
+            .admin()
+            .await
+            .assign(AssignRequest {
+                conversation_id: first.clone(),
+                owner_user_id: "u-boss".into(),
+                reason: "escalated".into(),
+            })
+            .await
+            .expect("assigned");
+        assert_eq!(floor.routed(&second).await, agent);
+        assert_eq!(floor.unassigned().await, vec![third.clone()]);
+
+        // Closing a conversation frees its owner too.
+        floor
+            .store_admin()
+            .await
+            .set_conversation_status(SetConversationStatusRequest {
+                conversation_id: second.clone(),
+                status: ConversationStatus::Closed as i32,
+                outcome: "won".into(),
+            })
+            .await
+            .expect("closed");
+        assert_eq!(floor.routed(&third).await, agent);
+        assert!(floor.unassigned().await.is_empty());
+
+        // More capacity for this agent: the next one waiting is handed out too.
+        let (fourth, _) = floor.message("q4", "q4").await;
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(floor.unassigned().await, vec![fourth.clone()]);
+        floor
+            .admin()
+            .await
+            .set_capacity(SetCapacityRequest {
+                user_id: agent.clone(),
+                max_open: 2,
+            })
+            .await
+            .expect("capacity set");
+        assert_eq!(floor.routed(&fourth).await, agent);
+        assert!(floor.unassigned().await.is_empty());
+    }
+
+    pub(super) async fn routing_settings_are_validated_and_listed(kind: BackendKind) {
+        let floor = Floor::start(kind).await;
+        let mut admin = floor.admin().await;
+        let refused = |policy: RoutingPolicy| {
+            let mut admin = admin.clone();
+            async move {
+                admin
+                    .set_routing_policy(SetRoutingPolicyRequest {
+                        policy: Some(policy),
+                    })
+                    .await
+                    .expect_err("refused")
+            }
+        };
+        let status = refused(RoutingPolicy::default()).await;
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().contains("policy.strategy"), "{status:?}");
+        let mut no_target = policy(RoutingStrategy::RoundRobin, "sales");
+        no_target.rules = vec![RoutingRule {
+            tag: "vip".into(),
+            ..Default::default()
+        }];
+        let status = refused(no_target).await;
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().contains("policy.rules[0]"), "{status:?}");
+        let status = admin
+            .set_capacity(SetCapacityRequest {
+                user_id: String::new(),
+                max_open: 3,
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().contains("user_id"));
+
+        // A supervisor routes only to their own teams.
+        let mut supervisor = floor
+            .assignment_as(&format!("dev.{TENANT}.u-sup.supervisor.sales"))
+            .await;
+        let status = supervisor
+            .set_routing_policy(SetRoutingPolicyRequest {
+                policy: Some(policy(RoutingStrategy::RoundRobin, "vip")),
+            })
+            .await
+            .expect_err("not their team");
+        assert_eq!(status.code(), Code::PermissionDenied);
+        supervisor
+            .set_routing_policy(SetRoutingPolicyRequest {
+                policy: Some(RoutingPolicy {
+                    channel_account_id: "oa-2".into(),
+                    ..policy(RoutingStrategy::LeastOpen, "sales")
+                }),
+            })
+            .await
+            .expect("their team");
+        admin
+            .set_routing_policy(SetRoutingPolicyRequest {
+                policy: Some(policy(RoutingStrategy::RoundRobin, "")),
+            })
+            .await
+            .expect("an admin routes to everyone");
+
+        // Listed one per page, the tenant default first; another tenant sees none.
+        let first = admin
+            .list_routing_policies(ListRoutingPoliciesRequest {
+                page: Some(giao_proto::common::PageRequest {
+                    page_size: 1,
+                    cursor: String::new(),
+                }),
+            })
+            .await
+            .expect("lists")
+            .into_inner();
+        assert_eq!(first.policies.len(), 1);
+        assert_eq!(first.policies[0].channel_account_id, "");
+        let cursor = first.page.expect("page").next_cursor;
+        let second = admin
+            .list_routing_policies(ListRoutingPoliciesRequest {
+                page: Some(giao_proto::common::PageRequest {
+                    page_size: 1,
+                    cursor,
+                }),
+            })
+            .await
+            .expect("lists")
+            .into_inner();
+        assert_eq!(second.policies[0].channel_account_id, "oa-2");
+        assert_eq!(
+            second.policies[0].strategy,
+            RoutingStrategy::LeastOpen as i32
+        );
+        assert!(second.page.expect("page").next_cursor.is_empty());
+        let other = floor
+            .assignment_as("dev.globex.u-admin.admin")
+            .await
+            .list_routing_policies(ListRoutingPoliciesRequest::default())
+            .await
+            .expect("lists")
+            .into_inner();
+        assert!(other.policies.is_empty());
+    }
+
+    type Seen = std::sync::Arc<std::sync::Mutex<Vec<giao_proto::events::envelope::Payload>>>;
+
+    /// Every event of `event_type` on this test's bus, as it arrives.
+    fn collect(bus: &giao_bus::BusConfig, event_type: &'static str) -> Seen {
+        let seen: Seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let collected = seen.clone();
+        let bus = bus.clone();
+        tokio::spawn(async move {
+            let bus = giao_bus::connect(&bus).await.expect("bus");
+            let spec = giao_bus::ConsumerSpec {
+                durable_name: format!("test-{event_type}"),
+                filter_subjects: vec![giao_bus::envelope::subject_filter(event_type)],
+                ack_wait: Duration::from_secs(5),
+                max_deliver: None,
+                inactive_threshold: None,
+            };
+            let _ = giao_bus::run_consumer(
+                bus,
+                spec,
+                tokio_util::sync::CancellationToken::new(),
+                move |delivery: &giao_bus::Delivery| {
+                    let collected = collected.clone();
+                    let decoded = giao_bus::envelope::decode(delivery);
+                    async move {
+                        if let Ok((envelope, _)) = decoded
+                            && let Some(payload) = envelope.payload
+                        {
+                            collected.lock().expect("lock").push(payload);
+                        }
+                        giao_bus::HandlerOutcome::Done
+                    }
+                },
+            )
+            .await;
+        });
+        seen
+    }
+
+    fn breaches(seen: &Seen) -> Vec<giao_proto::events::SlaBreached> {
+        seen.lock()
+            .expect("lock")
+            .iter()
+            .filter_map(|payload| match payload {
+                giao_proto::events::envelope::Payload::SlaBreached(breach) => Some(breach.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn reminders_due(seen: &Seen) -> Vec<giao_proto::events::ReminderDue> {
+        seen.lock()
+            .expect("lock")
+            .iter()
+            .filter_map(|payload| match payload {
+                giao_proto::events::envelope::Payload::ReminderDue(due) => Some(due.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    async fn sla(floor: &Floor, policy: SlaPolicy) {
+        floor
+            .admin()
+            .await
+            .set_sla_policy(SetSlaPolicyRequest {
+                policy: Some(policy),
+            })
+            .await
+            .expect("sla policy set");
+    }
+
+    pub(super) async fn an_sla_breach_fires_once_with_two_scheduler_replicas(kind: BackendKind) {
+        let floor = Floor::start(kind).await;
+        let agent = floor.online_agent("an", &["sales"]).await;
+        let supervisor = floor
+            .user("sang", giao_proto::common::Role::Supervisor, &["sales"])
+            .await;
+        floor.sync().await;
+        floor
+            .policy(policy(RoutingStrategy::RoundRobin, "sales"))
+            .await;
+        sla(
+            &floor,
+            SlaPolicy {
+                first_response_secs: 1,
+                next_response_secs: 600,
+                ..Default::default()
+            },
+        )
+        .await;
+        // A second replica on the same database and bus: both schedulers run. (On SQLite
+        // the second one shares the single writer, as `giao dev` never would, which only
+        // makes the race harder.)
+        let second = giao_tests::start_assignment(floor.config.clone()).await;
+        let seen = collect(&floor.backend.bus, "sla_breached");
+
+        let (conversation, _) = floor.message("w1", "w1").await;
+        assert_eq!(floor.routed(&conversation).await, agent);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while breaches(&seen).is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the breach never fired"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Many scheduler passes of both replicas later, still one.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let seen = breaches(&seen);
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        let breach = &seen[0];
+        assert_eq!(breach.conversation_id, conversation);
+        assert_eq!(breach.kind, "first_response");
+        assert_eq!(breach.owner_user_id, agent);
+        assert_eq!(breach.team_id, "sales");
+        assert_eq!(
+            breach.escalated_to_user_id, supervisor,
+            "escalated to the team's supervisor"
+        );
+        let unattended = floor
+            .admin()
+            .await
+            .list_unattended(ListUnattendedRequest::default())
+            .await
+            .expect("lists")
+            .into_inner()
+            .conversations;
+        assert_eq!(unattended.len(), 1);
+        assert_eq!(unattended[0].sla_state, SlaState::Breached as i32);
+        second.stop().await.expect("second replica stops");
+    }
+
+    pub(super) async fn two_schedulers_never_claim_the_same_clock(kind: BackendKind) {
+        let mut backend = Backend::new(kind).await;
+        let database = giao_storage::Database::connect(&backend.database().await)
+            .await
+            .expect("database");
+        database
+            .migrate(&giao_assignment::MIGRATIONS)
+            .await
+            .expect("migrated");
+        let past = chrono::Utc::now().timestamp_micros() - 60_000_000;
+        for n in 0..300 {
+            giao_assignment::store::sla::customer_wrote(
+                &database,
+                TENANT,
+                &format!("conv-{n:03}"),
+                "oa-1",
+                "u-an",
+                "sales",
+                past + n,
+                Some(past + n + 1),
+                None,
+                None,
+            )
+            .await
+            .expect("clock started");
+        }
+        let claim = |replica: &'static str| {
+            let database = database.clone();
+            async move {
+                let mut claimed = Vec::new();
+                for _ in 0..20 {
+                    let now = chrono::Utc::now().timestamp_micros();
+                    let batch = giao_assignment::store::sla::claim_due(
+                        &database,
+                        replica,
+                        now,
+                        now + 60_000_000,
+                        7,
+                    )
+                    .await
+                    .expect("claims");
+                    claimed.extend(batch.into_iter().map(|clock| clock.conversation_id));
+                }
+                claimed
+            }
+        };
+        let (first, second) = tokio::join!(claim("replica-a"), claim("replica-b"));
+        let mut all: Vec<String> = first.iter().chain(second.iter()).cloned().collect();
+        let total = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), total, "a clock was claimed twice");
+        assert_eq!(total, 280, "every pass claimed a full batch");
+        assert!(!first.is_empty() && !second.is_empty());
+        // The oldest due first.
+        assert!(all.contains(&"conv-000".to_string()));
+        let leftover = giao_assignment::store::sla::claim_due(
+            &database,
+            "replica-c",
+            chrono::Utc::now().timestamp_micros(),
+            chrono::Utc::now().timestamp_micros() + 60_000_000,
+            100,
+        )
+        .await
+        .expect("claims");
+        assert_eq!(leftover.len(), 20, "claimed rows stay leased");
+    }
+
+    pub(super) async fn unattended_lists_longest_wait_first_within_visibility(kind: BackendKind) {
+        let floor = Floor::start(kind).await;
+        let mut agents = [
+            floor.online_agent("an", &["sales"]).await,
+            floor.online_agent("binh", &["sales"]).await,
+        ];
+        agents.sort();
+        let (low, high) = (agents[0].clone(), agents[1].clone());
+        floor.sync().await;
+        floor
+            .policy(policy(RoutingStrategy::RoundRobin, "sales"))
+            .await;
+        sla(
+            &floor,
+            SlaPolicy {
+                first_response_secs: 3_600,
+                ..Default::default()
+            },
+        )
+        .await;
+        let mut conversations = Vec::new();
+        for customer in ["u1", "u2", "u3"] {
+            let (conversation, _) = floor.message(customer, customer).await;
+            floor.routed(&conversation).await;
+            conversations.push(conversation);
+        }
+        let list = |token: String, team: &'static str| {
+            let floor = &floor;
+            async move {
+                floor
+                    .assignment_as(&token)
+                    .await
+                    .list_unattended(ListUnattendedRequest {
+                        team_id: team.into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("lists")
+                    .into_inner()
+                    .conversations
+            }
+        };
+        let ids = |listed: Vec<UnattendedConversation>| -> Vec<String> {
+            listed.into_iter().map(|c| c.conversation_id).collect()
+        };
+        let admin = dev("u-admin", "admin");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let listed = list(admin.clone(), "").await;
+            if listed.len() == 3 && listed.iter().all(|c| !c.owner_user_id.is_empty()) {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{listed:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let listed = list(admin.clone(), "").await;
+        assert!(listed.iter().all(|c| c.sla_state == SlaState::Ok as i32));
+        let first = &listed[0];
+        let waiting = first.waiting_since.expect("waiting since");
+        let due = first.sla_due_at.expect("due");
+        assert_eq!(due.seconds - waiting.seconds, 3_600);
+        assert_eq!(ids(listed), conversations, "longest wait first");
+        assert_eq!(
+            ids(list(dev(&low, "agent"), "").await),
+            vec![conversations[0].clone(), conversations[2].clone()]
+        );
+        assert_eq!(
+            ids(list(dev(&high, "agent"), "").await),
+            vec![conversations[1].clone()]
+        );
+        assert_eq!(
+            ids(list(format!("dev.{TENANT}.u-sup.supervisor.sales"), "").await),
+            conversations
+        );
+        assert!(
+            list(format!("dev.{TENANT}.u-sup2.supervisor.support"), "")
+                .await
+                .is_empty()
+        );
+        assert!(list(admin.clone(), "support").await.is_empty());
+        assert!(list("dev.globex.u-admin.admin".into(), "").await.is_empty());
+
+        // Answering takes the conversation off the list.
+        let mut owner_store = MessageStoreServiceClient::with_interceptor(
+            floor.store.channel().await,
+            TraceInterceptor::with_bearer(&dev(&low, "agent")).expect("bearer"),
+        );
+        super::reply(&mut owner_store, &conversations[0], "answer-u1")
+            .await
+            .expect("replied");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while list(admin.clone(), "").await.len() != 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the reply never counted"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Paged one at a time, in the same order.
+        let mut client = floor.assignment_as(&admin).await;
+        let mut cursor = String::new();
+        let mut paged = Vec::new();
+        loop {
+            let page = client
+                .list_unattended(ListUnattendedRequest {
+                    page: Some(giao_proto::common::PageRequest {
+                        page_size: 1,
+                        cursor: cursor.clone(),
+                    }),
+                    ..Default::default()
+                })
+                .await
+                .expect("lists")
+                .into_inner();
+            paged.extend(ids(page.conversations));
+            cursor = page.page.expect("page").next_cursor;
+            if cursor.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(paged, conversations[1..].to_vec());
+    }
+
+    pub(super) async fn reminders_fall_due_and_follow_ups_remind_the_owner(kind: BackendKind) {
+        let floor = Floor::start(kind).await;
+        let agent = floor.online_agent("an", &["sales"]).await;
+        let other = floor
+            .user("binh", giao_proto::common::Role::Agent, &["sales"])
+            .await;
+        floor.sync().await;
+        floor
+            .policy(policy(RoutingStrategy::RoundRobin, "sales"))
+            .await;
+        let seen = collect(&floor.backend.bus, "reminder_due");
+        let (first, first_contact) = floor.message("f1", "f1").await;
+        assert_eq!(floor.routed(&first).await, agent);
+
+        // "Call back in a second", set by the owner, once per idempotency key.
+        let mut mine = floor.assignment_as(&dev(&agent, "agent")).await;
+        let soon = chrono::Utc::now() + chrono::Duration::seconds(1);
+        let create = CreateReminderRequest {
+            reminder: Some(Reminder {
+                conversation_id: first.clone(),
+                text: "gọi lại cho khách".into(),
+                due_at: Some(prost_types::Timestamp {
+                    seconds: soon.timestamp(),
+                    nanos: 0,
+                }),
+                ..Default::default()
+            }),
+            idempotency_key: "call-back-1".into(),
+        };
+        let reminder = mine
+            .create_reminder(create.clone())
+            .await
+            .expect("created")
+            .into_inner();
+        assert_eq!(reminder.user_id, agent);
+        assert_eq!(reminder.contact_id, first_contact);
+        let again = mine
+            .create_reminder(create.clone())
+            .await
+            .expect("retried")
+            .into_inner();
+        assert_eq!(again.reminder_id, reminder.reminder_id);
+        let refused = floor
+            .assignment_as(&dev(&other, "agent"))
+            .await
+            .create_reminder(create)
+            .await
+            .expect_err("not their conversation");
+        assert_eq!(refused.code(), Code::NotFound);
+
+        // Follow-up rules: quoted and quiet for a second; interested and quiet for an hour.
+        let mut admin = floor.admin().await;
+        for (rule_id, care_status, quiet_secs) in [
+            ("quoted-1s", "quoted", 1),
+            ("interested-1h", "interested", 3_600),
+        ] {
+            admin
+                .set_follow_up_rule(SetFollowUpRuleRequest {
+                    rule: Some(FollowUpRule {
+                        rule_id: rule_id.into(),
+                        care_status: care_status.into(),
+                        quiet_secs,
+                        text: format!("{care_status}: nhắn lại khách"),
+                    }),
+                })
+                .await
+                .expect("rule set");
+        }
+        let mut store = floor.store_admin().await;
+        let care = |contact: String, status: &'static str| UpdateContactRequest {
+            contact_id: contact,
+            update_mask: vec!["care_status".into()],
+            care_status: status.into(),
+            ..Default::default()
+        };
+        store
+            .update_contact(care(first_contact.clone(), "quoted"))
+            .await
+            .expect("quoted");
+        let (second, second_contact) = floor.message("f2", "f2").await;
+        assert_eq!(floor.routed(&second).await, agent);
+        store
+            .update_contact(care(second_contact.clone(), "interested"))
+            .await
+            .expect("interested");
+
+        // Both the owner's own reminder and the quoted follow-up fall due, to the owner.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let due = reminders_due(&seen);
+            let manual = due.iter().any(|d| d.reminder_id == reminder.reminder_id);
+            let follow_up = due
+                .iter()
+                .any(|d| d.conversation_id == first && d.text == "quoted: nhắn lại khách");
+            if manual && follow_up {
+                assert!(due.iter().all(|d| d.user_id == agent), "{due:?}");
+                assert!(due.iter().all(|d| d.conversation_id != second), "{due:?}");
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{due:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let pending = |mine: AssignmentServiceClient<Authed>| {
+            let second = second.clone();
+            async move {
+                let mut mine = mine;
+                mine.list_reminders(ListRemindersRequest::default())
+                    .await
+                    .expect("lists")
+                    .into_inner()
+                    .reminders
+                    .into_iter()
+                    .find(|r| r.conversation_id == second && !r.done)
+            }
+        };
+        let listed = mine
+            .list_reminders(ListRemindersRequest::default())
+            .await
+            .expect("lists")
+            .into_inner()
+            .reminders;
+        assert!(
+            listed
+                .iter()
+                .any(|r| r.reminder_id == reminder.reminder_id && r.done)
+        );
+        let waiting = pending(mine.clone())
+            .await
+            .expect("the interested follow-up waits");
+        assert_eq!(waiting.source, "follow_up:interested-1h");
+        let first_due = waiting.due_at.expect("due").seconds;
+
+        // Writing to the customer starts the quiet hour again.
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        let mut owner_store = MessageStoreServiceClient::with_interceptor(
+            floor.store.channel().await,
+            TraceInterceptor::with_bearer(&dev(&agent, "agent")).expect("bearer"),
+        );
+        super::reply(&mut owner_store, &second, "answer-f2")
+            .await
+            .expect("replied");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let due = pending(mine.clone()).await.expect("still pending");
+            if due.due_at.expect("due").seconds > first_due {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the reply never pushed it"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Won: the follow-up no longer applies.
+        store
+            .update_contact(care(second_contact, "won"))
+            .await
+            .expect("won");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while pending(mine.clone()).await.is_some() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the follow-up stayed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `HH:MM` in Ho Chi Minh City (UTC+7 all year), `hours` from now.
+    fn local_time(hours: i64) -> String {
+        (chrono::Utc::now() + chrono::Duration::hours(hours + 7))
+            .format("%H:%M")
+            .to_string()
+    }
+
+    async fn shift(floor: &Floor, shift_id: &str, user_id: &str, on_now: bool) {
+        let (starts_at, ends_at) = if on_now {
+            (local_time(-1), local_time(1))
+        } else {
+            (local_time(3), local_time(4))
+        };
+        floor
+            .admin()
+            .await
+            .set_shift(SetShiftRequest {
+                shift: Some(Shift {
+                    shift_id: shift_id.into(),
+                    user_id: user_id.into(),
+                    channel_account_ids: vec!["oa-1".into()],
+                    weekdays: (1..=7).collect(),
+                    starts_at,
+                    ends_at,
+                }),
+            })
+            .await
+            .expect("shift set");
+    }
+
+    pub(super) async fn a_shift_change_follows_the_tenants_policy(kind: BackendKind) {
+        let floor = Floor::start(kind).await;
+        let morning = floor.online_agent("an", &["sales"]).await;
+        let evening = floor.online_agent("binh", &["sales"]).await;
+        floor.sync().await;
+        let mut moving = policy(RoutingStrategy::RoundRobin, "sales");
+        moving.channel_account_id = "oa-1".into();
+        moving.on_shift_change = ShiftChange::MoveToIncoming as i32;
+        floor.policy(moving.clone()).await;
+        shift(&floor, "morning", &morning, true).await;
+        shift(&floor, "evening", &evening, false).await;
+
+        // Only whoever is on shift takes the account's new conversations.
+        let mut open = Vec::new();
+        for customer in ["m1", "m2"] {
+            let (conversation, _) = floor.message(customer, customer).await;
+            assert_eq!(floor.routed(&conversation).await, morning);
+            open.push(conversation);
+        }
+        // Let the scheduler see who is on shift before it changes.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+
+        // The evening shift comes in: the morning's open conversations move to it.
+        shift(&floor, "morning", &morning, false).await;
+        shift(&floor, "evening", &evening, true).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        for conversation in &open {
+            while floor.owner(conversation).await != evening {
+                assert!(tokio::time::Instant::now() < deadline, "never moved");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let history = floor
+            .admin()
+            .await
+            .get_ownership_history(giao_proto::assignment::GetOwnershipHistoryRequest {
+                conversation_id: open[0].clone(),
+                page: None,
+            })
+            .await
+            .expect("history")
+            .into_inner()
+            .changes;
+        let last = history.last().expect("a change");
+        assert_eq!(
+            (
+                last.previous_owner_user_id.as_str(),
+                last.owner_user_id.as_str(),
+                last.actor.as_str(),
+                last.reason.as_str()
+            ),
+            (
+                morning.as_str(),
+                evening.as_str(),
+                "routing",
+                "routing: shift change"
+            )
+        );
+        assert_eq!(floor.next("e1").await, evening);
+
+        // With "stay with their owner", the next change moves nothing.
+        let mut staying = moving;
+        staying.on_shift_change = ShiftChange::StayWithOwner as i32;
+        floor.policy(staying).await;
+        shift(&floor, "evening", &evening, false).await;
+        shift(&floor, "morning", &morning, true).await;
+        assert_eq!(floor.next("m3").await, morning, "the morning shift is back");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        for conversation in &open {
+            assert_eq!(floor.owner(conversation).await, evening);
+        }
+        let listed = floor
+            .assignment_as(&dev(&morning, "agent"))
+            .await
+            .list_shifts(giao_proto::assignment::ListShiftsRequest::default())
+            .await
+            .expect("lists")
+            .into_inner()
+            .shifts;
+        assert_eq!(listed.len(), 1, "an agent sees their own shifts");
+        assert_eq!(listed[0].shift_id, "morning");
+    }
+
+    pub(super) async fn a_disconnected_account_with_open_work_alerts_its_supervisors(
+        kind: BackendKind,
+    ) {
+        let floor = Floor::start(kind).await;
+        let agent = floor.online_agent("an", &["sales"]).await;
+        let supervisor = floor
+            .user("sang", giao_proto::common::Role::Supervisor, &["sales"])
+            .await;
+        let elsewhere = floor
+            .user("son", giao_proto::common::Role::Supervisor, &["support"])
+            .await;
+        floor.sync().await;
+        floor
+            .policy(policy(RoutingStrategy::RoundRobin, "sales"))
+            .await;
+        let seen = collect(&floor.backend.bus, "reminder_due");
+        let (conversation, _) = floor.message("d1", "d1").await;
+        assert_eq!(floor.routed(&conversation).await, agent);
+
+        // The connector reports the account lost, and an idle account lost too.
+        let bus = giao_bus::connect(&floor.backend.bus).await.expect("bus");
+        let connector = giao_bus::envelope::EventPublisher::new(bus, "connector");
+        for (event_id, account) in [("status-oa-1", "oa-1"), ("status-oa-9", "oa-9")] {
+            connector
+                .publish(
+                    TENANT,
+                    event_id.into(),
+                    giao_proto::events::envelope::Payload::AccountStatusChanged(
+                        giao_proto::events::AccountStatusChanged {
+                            channel_account_id: account.into(),
+                            status: giao_proto::events::AccountStatus::Disconnected as i32,
+                            previous_status: giao_proto::events::AccountStatus::Connected as i32,
+                            reason: "websocket closed".into(),
+                            at: None,
+                        },
+                    ),
+                )
+                .await
+                .expect("published");
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while reminders_due(&seen).is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "no alert");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let alerts = reminders_due(&seen);
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert_eq!(alerts[0].user_id, supervisor);
+        assert!(alerts[0].text.contains("oa-1") && alerts[0].text.contains("1 hội thoại"));
+        assert_ne!(alerts[0].user_id, elsewhere);
+        let listed = floor
+            .assignment_as(&format!("dev.{TENANT}.{supervisor}.supervisor.sales"))
+            .await
+            .list_reminders(ListRemindersRequest::default())
+            .await
+            .expect("lists")
+            .into_inner()
+            .reminders;
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].source, "alert:account_status");
+        assert!(listed[0].done);
+    }
+
+    pub(super) async fn an_unanswered_customer_goes_to_another_agent_once(kind: BackendKind) {
+        let floor = Floor::start(kind).await;
+        let mut agents = [
+            floor.online_agent("an", &["sales"]).await,
+            floor.online_agent("binh", &["sales"]).await,
+        ];
+        agents.sort();
+        let (low, high) = (agents[0].clone(), agents[1].clone());
+        floor.sync().await;
+        floor
+            .policy(policy(RoutingStrategy::RoundRobin, "sales"))
+            .await;
+        sla(
+            &floor,
+            SlaPolicy {
+                first_response_secs: 3_600,
+                reassign_after_secs: 1,
+                ..Default::default()
+            },
+        )
+        .await;
+        let (answered, _) = floor.message("n1", "n1").await;
+        assert_eq!(floor.routed(&answered).await, low);
+        let mut low_store = MessageStoreServiceClient::with_interceptor(
+            floor.store.channel().await,
+            TraceInterceptor::with_bearer(&dev(&low, "agent")).expect("bearer"),
+        );
+        super::reply(&mut low_store, &answered, "answer-n1")
+            .await
+            .expect("replied");
+        let (ignored, _) = floor.message("n2", "n2").await;
+        assert_eq!(floor.routed(&ignored).await, high);
+
+        // Nobody answers n2 within a second: it goes to the other agent, once.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while floor.owner(&ignored).await != low {
+            assert!(tokio::time::Instant::now() < deadline, "never re-assigned");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert_eq!(floor.owner(&ignored).await, low, "moved only once");
+        assert_eq!(floor.owner(&answered).await, low, "the answered one stays");
+        let history = floor
+            .admin()
+            .await
+            .get_ownership_history(giao_proto::assignment::GetOwnershipHistoryRequest {
+                conversation_id: ignored.clone(),
+                page: None,
+            })
+            .await
+            .expect("history")
+            .into_inner()
+            .changes;
+        assert_eq!(history.len(), 2, "{history:?}");
+        assert_eq!(history[1].previous_owner_user_id, high);
+        assert_eq!(history[1].reason, "routing: no reply in time");
+        // The customer is still waiting, now on the new owner's list.
+        let waiting = floor
+            .assignment_as(&dev(&low, "agent"))
+            .await
+            .list_unattended(ListUnattendedRequest::default())
+            .await
+            .expect("lists")
+            .into_inner()
+            .conversations;
+        assert_eq!(waiting.len(), 1);
+        assert_eq!(waiting[0].conversation_id, ignored);
+    }
+}

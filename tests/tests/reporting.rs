@@ -1,0 +1,1315 @@
+//! reporting behaviour a user sees, on both backends: real events published on the bus, the
+//! real reporting service consuming them, figures read back over gRPC.
+//!
+//! One hand-built day (Monday 5 January 2026, Asia/Ho_Chi_Minh, team "north"):
+//! - conv-1 (ann): a burst of three customer messages from 09:00, an automatic reply at
+//!   09:03, ann's reply at 09:05 (first response 5 min; she mentions a personal phone
+//!   number), the customer again at 09:10 and ann at 09:12 (response 2 min); the contact
+//!   converts at 15:00;
+//! - conv-2: the customer writes at 10:00 to ann, who transfers to bob at 10:04; bob
+//!   answers at 10:07 (bob's first response 3 min; ann handed over a waiting customer);
+//! - conv-3 (ann): the customer writes at 11:00 and nobody answers (unanswered and a long
+//!   silence at the cut-off); its lead source comes from its contact;
+//! - conv-4 (bob): the customer writes at 17:20, the SLA is breached at 17:50, bob answers
+//!   on Tuesday at 08:10 (14 h 50 min on the clock, 20 min of business hours);
+//! - the account oa-1 is disconnected from 12:00 to 12:30.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use chrono::{TimeZone, Utc};
+use giao_bus::{EventBus, OutgoingMessage, envelope::event_type};
+use giao_proto::{
+    common::{ContentType, Direction, PageRequest, SenderKind, TimeRange},
+    events::{self, AccountStatus, Envelope, envelope::Payload},
+    reporting::{
+        AccountActivityRequest, AgentScorecard, AgentScorecardRequest, DrillDownRequest,
+        ExportReportRequest, LeadSourceFunnelRequest, ReportScope, SlaComplianceRequest,
+        TeamDashboardRequest, reporting_service_client::ReportingServiceClient,
+    },
+};
+use giao_tests::{Authed, Backend, BackendKind, Running, as_user, on_both_backends};
+use prost::Message;
+use tonic::Code;
+
+const TENANT: &str = "acme";
+const PROBE_TENANT: &str = "probe";
+const MINUTE: i64 = 60_000_000;
+
+/// Microseconds of a local time in Ho Chi Minh City (UTC+7, no daylight saving) on the
+/// `day`th of January 2026.
+fn local(day: u32, hour: u32, minute: u32) -> i64 {
+    chrono::FixedOffset::east_opt(7 * 3600)
+        .expect("offset")
+        .with_ymd_and_hms(2026, 1, day, hour, minute, 0)
+        .single()
+        .expect("valid time")
+        .with_timezone(&Utc)
+        .timestamp_micros()
+}
+
+fn timestamp(micros: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: (micros.rem_euclid(1_000_000) * 1_000) as i32,
+    }
+}
+
+/// Monday 00:00 to Wednesday 00:00, local.
+fn two_days() -> ReportScope {
+    scope(local(5, 0, 0), local(7, 0, 0), "")
+}
+
+fn scope(start: i64, end: i64, zone: &str) -> ReportScope {
+    ReportScope {
+        range: Some(TimeRange {
+            start: Some(timestamp(start)),
+            end: Some(timestamp(end)),
+        }),
+        time_zone: zone.into(),
+        business_hours_only: false,
+    }
+}
+
+struct Suite {
+    backend: Backend,
+    config: giao_reporting::Config,
+    reporting: Running,
+    bus: Arc<dyn EventBus>,
+    probes: u64,
+}
+
+fn reporting_config(
+    database: giao_storage::DatabaseConfig,
+    bus: giao_bus::BusConfig,
+) -> giao_reporting::Config {
+    giao_reporting::Config {
+        grpc: giao_tests::ephemeral_grpc(),
+        metrics: giao_tests::no_metrics(),
+        database,
+        bus,
+        auth: giao_tests::dev_auth(),
+        health_interval_ms: 200,
+        consumer_ack_wait_secs: 3,
+        ..Default::default()
+    }
+}
+
+impl Suite {
+    async fn start(kind: BackendKind) -> Self {
+        let mut backend = Backend::new(kind).await;
+        let config = reporting_config(backend.database().await, backend.bus.clone());
+        let reporting = giao_tests::start_reporting(config.clone()).await;
+        let bus = giao_bus::connect(&backend.bus).await.expect("bus");
+        Self {
+            backend,
+            config,
+            reporting,
+            bus,
+            probes: 0,
+        }
+    }
+
+    async fn client(&self, tenant: &str, user: &str, role: &str) -> ReportingServiceClient<Authed> {
+        ReportingServiceClient::with_interceptor(
+            self.reporting.channel().await,
+            as_user(tenant, user, role),
+        )
+    }
+
+    /// Publishes an envelope as a producer would, with `at` as its time; `msg_id` is the
+    /// bus's dedupe id (normally the event id).
+    async fn publish_with(
+        &self,
+        tenant: &str,
+        event_id: &str,
+        msg_id: &str,
+        at: i64,
+        payload: Payload,
+    ) {
+        let subject = format!("events.{}.{tenant}", event_type(&payload));
+        let envelope = Envelope {
+            event_id: event_id.into(),
+            tenant_id: tenant.into(),
+            occurred_at: Some(timestamp(at)),
+            producer: "test".into(),
+            payload: Some(payload),
+            ..Default::default()
+        };
+        self.bus
+            .publish(OutgoingMessage {
+                subject,
+                msg_id: msg_id.into(),
+                headers: Default::default(),
+                payload: Bytes::from(envelope.encode_to_vec()),
+            })
+            .await
+            .expect("published");
+    }
+
+    async fn publish(&self, event_id: &str, at: i64, payload: Payload) {
+        self.publish_with(TENANT, event_id, event_id, at, payload)
+            .await;
+    }
+
+    /// Waits until every event published so far is folded in: the consumer reads the
+    /// stream in order, so a probe event published last is applied last.
+    async fn settle(&mut self) {
+        self.probes += 1;
+        let id = format!("probe-{}", self.probes);
+        let at = local(5, 0, 30);
+        self.publish_with(
+            PROBE_TENANT,
+            &id,
+            &id,
+            at,
+            stored(
+                &id,
+                "probe-conv",
+                "probe-user",
+                "",
+                Direction::Inbound,
+                SenderKind::Customer,
+                "",
+                at,
+                "",
+            ),
+        )
+        .await;
+        let client = self.client(PROBE_TENANT, "u-admin", "admin").await;
+        let expected = self.probes;
+        giao_testkit::wait_until(Duration::from_secs(30), "the probe event", || {
+            let mut client = client.clone();
+            async move {
+                client
+                    .agent_scorecard(AgentScorecardRequest {
+                        scope: Some(two_days()),
+                        user_id: "probe-user".into(),
+                    })
+                    .await
+                    .map(|reply| {
+                        reply.into_inner().scorecard.unwrap_or_default().messages_in >= expected
+                    })
+                    .unwrap_or(false)
+            }
+        })
+        .await;
+    }
+
+    async fn scorecard(&self, user: &str, business_hours_only: bool) -> AgentScorecard {
+        let mut scope = two_days();
+        scope.business_hours_only = business_hours_only;
+        self.client(TENANT, "u-admin", "admin")
+            .await
+            .agent_scorecard(AgentScorecardRequest {
+                scope: Some(scope),
+                user_id: user.into(),
+            })
+            .await
+            .expect("scorecard")
+            .into_inner()
+            .scorecard
+            .expect("scorecard")
+    }
+
+    async fn drill(&self, metric: &str, dimensions: &[(&str, &str)]) -> Vec<String> {
+        let mut client = self.client(TENANT, "u-admin", "admin").await;
+        let mut ids = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let page = client
+                .drill_down(DrillDownRequest {
+                    scope: Some(two_days()),
+                    report: "agent_scorecard".into(),
+                    metric: metric.into(),
+                    dimensions: dimensions
+                        .iter()
+                        .map(|(key, value)| (key.to_string(), value.to_string()))
+                        .collect::<HashMap<_, _>>(),
+                    page: Some(PageRequest {
+                        page_size: 1,
+                        cursor: cursor.clone(),
+                    }),
+                })
+                .await
+                .expect("drill-down")
+                .into_inner();
+            ids.extend(page.conversation_ids);
+            cursor = page.page.unwrap_or_default().next_cursor;
+            if cursor.is_empty() {
+                return ids;
+            }
+        }
+    }
+
+    /// The hand-built day described at the top of this file.
+    async fn publish_day(&self) {
+        for (id, at, payload) in day() {
+            self.publish(id, at, payload).await;
+        }
+    }
+}
+
+/// The hand-built day described at the top of this file, as (event id, time, payload).
+fn day() -> Vec<(&'static str, i64, Payload)> {
+    let customer = |id: &str, conv: &str, owner: &str, at: i64| {
+        stored(
+            id,
+            conv,
+            owner,
+            "north",
+            Direction::Inbound,
+            SenderKind::Customer,
+            "",
+            at,
+            "cho em hỏi giá",
+        )
+    };
+    let reply = |id: &str, conv: &str, owner: &str, sender: &str, at: i64, text: &str| {
+        stored(
+            id,
+            conv,
+            owner,
+            "north",
+            Direction::Outbound,
+            SenderKind::Staff,
+            sender,
+            at,
+            text,
+        )
+    };
+    vec![
+        ("c1-open", local(5, 9, 0), opened("conv-1", local(5, 9, 0))),
+        (
+            "c1-m1",
+            local(5, 9, 0),
+            customer("c1-m1", "conv-1", "ann", local(5, 9, 0)),
+        ),
+        (
+            "c1-m2",
+            local(5, 9, 1),
+            customer("c1-m2", "conv-1", "ann", local(5, 9, 1)),
+        ),
+        (
+            "c1-m3",
+            local(5, 9, 2),
+            customer("c1-m3", "conv-1", "ann", local(5, 9, 2)),
+        ),
+        (
+            "c1-bot",
+            local(5, 9, 3),
+            stored(
+                "c1-bot",
+                "conv-1",
+                "ann",
+                "north",
+                Direction::Outbound,
+                SenderKind::Automation,
+                "",
+                local(5, 9, 3),
+                "Cảm ơn, nhân viên sẽ trả lời ngay",
+            ),
+        ),
+        (
+            "c1-r1",
+            local(5, 9, 5),
+            reply(
+                "c1-r1",
+                "conv-1",
+                "ann",
+                "ann",
+                local(5, 9, 5),
+                "Dạ chị gọi em qua số 0912 345 678 nhé",
+            ),
+        ),
+        (
+            "c1-m4",
+            local(5, 9, 10),
+            customer("c1-m4", "conv-1", "ann", local(5, 9, 10)),
+        ),
+        (
+            "c1-r2",
+            local(5, 9, 12),
+            reply(
+                "c1-r2",
+                "conv-1",
+                "ann",
+                "ann",
+                local(5, 9, 12),
+                "Dạ vâng ạ",
+            ),
+        ),
+        (
+            "c2-m1",
+            local(5, 10, 0),
+            customer("c2-m1", "conv-2", "ann", local(5, 10, 0)),
+        ),
+        (
+            "c2-transfer",
+            local(5, 10, 4),
+            assigned("conv-2", "bob", "ann"),
+        ),
+        (
+            "c2-r1",
+            local(5, 10, 7),
+            reply(
+                "c2-r1",
+                "conv-2",
+                "bob",
+                "bob",
+                local(5, 10, 7),
+                "Em là Bình, em hỗ trợ chị ạ",
+            ),
+        ),
+        // conv-3's messages carry no lead source: it comes from its contact.
+        (
+            "contact-k3",
+            local(5, 10, 59),
+            contact("k-3", true, "", "", "walk_in"),
+        ),
+        (
+            "c3-m1",
+            local(5, 11, 0),
+            customer("c3-m1", "conv-3", "ann", local(5, 11, 0)),
+        ),
+        (
+            "oa-down",
+            local(5, 12, 0),
+            account("oa-1", AccountStatus::Disconnected, local(5, 12, 0)),
+        ),
+        (
+            "oa-up",
+            local(5, 12, 30),
+            account("oa-1", AccountStatus::Connected, local(5, 12, 30)),
+        ),
+        (
+            "contact-created",
+            local(5, 9, 0),
+            contact("k-1", true, "", "", "facebook_ads"),
+        ),
+        (
+            "contact-won",
+            local(5, 15, 0),
+            contact("k-1", false, "won", "quoted", "facebook_ads"),
+        ),
+        (
+            "c4-m1",
+            local(5, 17, 20),
+            customer("c4-m1", "conv-4", "bob", local(5, 17, 20)),
+        ),
+        (
+            "c4-breach",
+            local(5, 17, 50),
+            breached("conv-4", "bob", local(5, 17, 50)),
+        ),
+        (
+            "c4-r1",
+            local(6, 8, 10),
+            reply(
+                "c4-r1",
+                "conv-4",
+                "bob",
+                "bob",
+                local(6, 8, 10),
+                "Dạ em chào chị",
+            ),
+        ),
+    ]
+}
+
+#[allow(clippy::too_many_arguments)]
+fn stored(
+    id: &str,
+    conversation: &str,
+    owner: &str,
+    team: &str,
+    direction: Direction,
+    sender: SenderKind,
+    sender_user: &str,
+    at: i64,
+    text: &str,
+) -> Payload {
+    Payload::MessageStored(events::MessageStored {
+        message_id: id.into(),
+        conversation_id: conversation.into(),
+        // conv-1 belongs to contact k-1 (the one that converts).
+        contact_id: match conversation {
+            "conv-1" => "k-1".into(),
+            "conv-3" => "k-3".into(),
+            _ => String::new(),
+        },
+        channel_account_id: "oa-1".into(),
+        direction: direction as i32,
+        sender_kind: sender as i32,
+        sender_user_id: sender_user.into(),
+        sent_at: Some(timestamp(at)),
+        owner_user_id: owner.into(),
+        team_id: team.into(),
+        lead_source: if conversation == "conv-1" {
+            "facebook_ads".into()
+        } else {
+            String::new()
+        },
+        content_type: ContentType::Text as i32,
+        text: text.into(),
+    })
+}
+
+fn opened(conversation: &str, at: i64) -> Payload {
+    Payload::ConversationOpened(events::ConversationOpened {
+        conversation_id: conversation.into(),
+        channel_account_id: "oa-1".into(),
+        opened_at: Some(timestamp(at)),
+        ..Default::default()
+    })
+}
+
+fn assigned(conversation: &str, owner: &str, previous: &str) -> Payload {
+    Payload::ConversationAssigned(events::ConversationAssigned {
+        conversation_id: conversation.into(),
+        owner_user_id: owner.into(),
+        previous_owner_user_id: previous.into(),
+        team_id: "north".into(),
+        reason: "transfer".into(),
+        actor: "sue".into(),
+    })
+}
+
+fn breached(conversation: &str, owner: &str, at: i64) -> Payload {
+    Payload::SlaBreached(events::SlaBreached {
+        conversation_id: conversation.into(),
+        owner_user_id: owner.into(),
+        team_id: "north".into(),
+        policy_id: "frt-15m".into(),
+        kind: "first_response".into(),
+        breached_at: Some(timestamp(at)),
+        ..Default::default()
+    })
+}
+
+fn account(id: &str, status: AccountStatus, at: i64) -> Payload {
+    Payload::AccountStatusChanged(events::AccountStatusChanged {
+        channel_account_id: id.into(),
+        status: status as i32,
+        at: Some(timestamp(at)),
+        ..Default::default()
+    })
+}
+
+fn contact(id: &str, created: bool, status: &str, previous: &str, lead_source: &str) -> Payload {
+    Payload::ContactUpdated(events::ContactUpdated {
+        contact_id: id.into(),
+        created,
+        care_status: status.into(),
+        previous_care_status: previous.into(),
+        lead_source: lead_source.into(),
+        changed_fields: if status.is_empty() {
+            vec![]
+        } else {
+            vec!["care_status".into()]
+        },
+        ..Default::default()
+    })
+}
+
+fn seconds(value: &Option<prost_types::Duration>) -> f64 {
+    let value = value.as_ref().expect("a duration");
+    value.seconds as f64 + value.nanos as f64 / 1e9
+}
+
+/// Within the 2% the histogram promises.
+fn assert_near(value: &Option<prost_types::Duration>, expected_minutes: f64, what: &str) {
+    let got = seconds(value);
+    let expected = expected_minutes * 60.0;
+    assert!(
+        (got - expected).abs() <= expected * 0.02,
+        "{what}: {got}s, expected about {expected}s"
+    );
+}
+
+async fn each_definition_on_a_hand_built_day(kind: BackendKind) {
+    let mut suite = Suite::start(kind).await;
+    suite.publish_day().await;
+    suite.settle().await;
+
+    let ann = suite.scorecard("ann", false).await;
+    // A burst starts the clock at its first message, the automatic reply does not stop it.
+    assert_near(&ann.first_response_p50, 5.0, "ann's first response");
+    assert_eq!(ann.first_responses, 1);
+    // Responses: 5 min and 2 min (nearest rank: p50 is the smaller, p90 the larger).
+    assert_eq!(ann.responses, 2);
+    assert_near(&ann.response_p50, 2.0, "ann's response p50");
+    assert_near(&ann.response_p90, 5.0, "ann's response p90");
+    // Customer messages while ann owned: 4 on conv-1, 1 on conv-2, 1 on conv-3.
+    assert_eq!(ann.messages_in, 6);
+    // Her two replies and the automatic one on her conversation.
+    assert_eq!(ann.messages_out, 3);
+    assert_eq!(ann.conversations_handled, 1);
+    assert_eq!(ann.unanswered, 1, "conv-3 waits at the cut-off");
+    assert_eq!(ann.long_silences, 1);
+    assert_eq!(ann.transferred_waiting, 1, "conv-2 went to bob unanswered");
+    assert_eq!((ann.sla_met, ann.sla_breached), (2, 0));
+    assert!((ann.sla_met_ratio - 1.0).abs() < 1e-9);
+    assert_eq!(ann.conversions, 1, "contact k-1 won on conv-1");
+    assert_eq!(
+        ann.flagged_messages, 1,
+        "a personal phone number in a reply"
+    );
+
+    let bob = suite.scorecard("bob", false).await;
+    // The transfer split the clock: bob's share of conv-2 started at 10:04.
+    assert_near(&bob.first_response_p50, 3.0, "bob's first response p50");
+    assert_near(
+        &bob.first_response_p90,
+        14.0 * 60.0 + 50.0,
+        "bob's first response p90",
+    );
+    assert_eq!(bob.conversations_handled, 2);
+    assert_eq!(bob.unanswered, 0);
+    assert_eq!((bob.sla_met, bob.sla_breached), (1, 1));
+    assert!((bob.sla_met_ratio - 0.5).abs() < 1e-9);
+    // Business hours (Mon–Sat 08:00–17:30): conv-4 waited 10 + 10 minutes of them.
+    let bob_business = suite.scorecard("bob", true).await;
+    assert_near(
+        &bob_business.first_response_p50,
+        3.0,
+        "bob's business-hours p50",
+    );
+    assert_near(
+        &bob_business.first_response_p90,
+        20.0,
+        "bob's business-hours p90",
+    );
+
+    // Drill-down ids are the conversations behind each figure.
+    assert_eq!(
+        suite.drill("unanswered", &[("user_id", "ann")]).await,
+        vec!["conv-3"]
+    );
+    let handled = suite.drill("handled", &[("user_id", "bob")]).await;
+    assert_eq!(handled, vec!["conv-2", "conv-4"]);
+    assert_eq!(handled.len() as u64, bob.conversations_handled);
+    assert_eq!(
+        suite.drill("sla_breached", &[("user_id", "bob")]).await,
+        vec!["conv-4"]
+    );
+    assert_eq!(
+        suite.drill("first_response", &[("team_id", "north")]).await,
+        vec!["conv-1", "conv-2", "conv-4"]
+    );
+    assert_eq!(suite.drill("flagged", &[]).await, vec!["conv-1"]);
+    assert_eq!(
+        suite.drill("conversions", &[("user_id", "ann")]).await,
+        vec!["conv-1"]
+    );
+
+    let mut admin = suite.client(TENANT, "u-admin", "admin").await;
+    let dashboard = admin
+        .team_dashboard(TeamDashboardRequest {
+            scope: Some(two_days()),
+            team_id: "north".into(),
+        })
+        .await
+        .expect("dashboard")
+        .into_inner();
+    let agents: Vec<&str> = dashboard
+        .agents
+        .iter()
+        .map(|card| card.user_id.as_str())
+        .collect();
+    assert_eq!(agents, vec!["ann", "bob"]);
+    let total = dashboard.team_total.expect("total");
+    assert_eq!(total.messages_in, 7);
+    assert_eq!(total.conversations_handled, 3);
+    assert_eq!(total.unanswered, 1);
+
+    let activity = admin
+        .account_activity(AccountActivityRequest {
+            scope: Some(two_days()),
+            channel_account_id: "oa-1".into(),
+        })
+        .await
+        .expect("account activity")
+        .into_inner();
+    assert_eq!(activity.messages_in, 7);
+    assert_eq!(activity.messages_out, 5);
+    assert_eq!(activity.conversations_opened, 1);
+    assert_eq!(
+        activity.time_disconnected.expect("duration").seconds,
+        30 * 60
+    );
+
+    let sla = admin
+        .sla_compliance(SlaComplianceRequest {
+            scope: Some(two_days()),
+            team_id: "north".into(),
+        })
+        .await
+        .expect("sla")
+        .into_inner()
+        .rows;
+    let sla: Vec<(String, u64, u64)> = sla
+        .into_iter()
+        .map(|row| (row.user_id, row.met, row.breached))
+        .collect();
+    assert_eq!(sla, vec![("ann".into(), 2, 0), ("bob".into(), 1, 1)]);
+
+    let funnel = admin
+        .lead_source_funnel(LeadSourceFunnelRequest {
+            scope: Some(two_days()),
+        })
+        .await
+        .expect("funnel")
+        .into_inner()
+        .rows;
+    let funnel: Vec<(String, String, u64)> = funnel
+        .into_iter()
+        .map(|row| (row.lead_source, row.care_stage, row.contacts))
+        .collect();
+    assert_eq!(
+        funnel,
+        vec![
+            ("facebook_ads".into(), "won".into(), 1),
+            ("walk_in".into(), String::new(), 1)
+        ]
+    );
+    assert_eq!(
+        suite
+            .drill("unanswered", &[("lead_source", "walk_in")])
+            .await,
+        vec!["conv-3"]
+    );
+
+    // A range that ends before conv-3's customer wrote sees nothing unanswered for ann.
+    let morning = admin
+        .agent_scorecard(AgentScorecardRequest {
+            scope: Some(scope(local(5, 0, 0), local(5, 10, 30), "")),
+            user_id: "ann".into(),
+        })
+        .await
+        .expect("morning")
+        .into_inner()
+        .scorecard
+        .expect("scorecard");
+    assert_eq!(morning.unanswered, 0);
+    assert_eq!(morning.messages_in, 5);
+}
+
+async fn export(suite: &Suite, request: ExportReportRequest) -> Vec<Vec<String>> {
+    let mut stream = suite
+        .client(TENANT, "u-admin", "admin")
+        .await
+        .export_report(request)
+        .await
+        .expect("export")
+        .into_inner();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.message().await.expect("chunk") {
+        bytes.extend(chunk.csv);
+    }
+    String::from_utf8(bytes)
+        .expect("utf-8")
+        .lines()
+        .map(|line| line.split(',').map(str::to_string).collect())
+        .collect()
+}
+
+async fn exports_csv_per_agent_and_per_conversation(kind: BackendKind) {
+    let mut suite = Suite::start(kind).await;
+    suite.publish_day().await;
+    suite.settle().await;
+
+    let agents = export(
+        &suite,
+        ExportReportRequest {
+            scope: Some(two_days()),
+            report: "agent_scorecard".into(),
+            dimensions: [("team_id".to_string(), "north".to_string())].into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(agents[0][0], "user_id");
+    let column = |name: &str| {
+        agents[0]
+            .iter()
+            .position(|header| header == name)
+            .expect(name)
+    };
+    let ann = agents
+        .iter()
+        .find(|row| row[0] == "ann")
+        .expect("ann's row");
+    assert_eq!(ann[column("conversations_handled")], "1");
+    assert_eq!(ann[column("unanswered")], "1");
+    let frt: f64 = ann[column("first_response_p50_seconds")]
+        .parse()
+        .expect("seconds");
+    assert!((frt - 300.0).abs() <= 6.0, "{frt}");
+
+    let conversations = export(
+        &suite,
+        ExportReportRequest {
+            scope: Some(two_days()),
+            per_conversation: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let header = &conversations[0];
+    let column = |name: &str| header.iter().position(|h| h == name).expect(name);
+    let ids: Vec<&str> = conversations[1..]
+        .iter()
+        .map(|row| row[0].as_str())
+        .collect();
+    assert_eq!(ids, vec!["conv-1", "conv-2", "conv-3", "conv-4"]);
+    // Per conversation the customer's whole wait counts, across the transfer.
+    assert_eq!(
+        conversations[2][column("first_response_seconds")],
+        "420.000"
+    );
+    assert_eq!(
+        conversations[1][column("opened_at")],
+        "2026-01-05T09:00:00+07:00"
+    );
+    assert!(!conversations[3][column("waiting_since")].is_empty());
+
+    let hourly = export(
+        &suite,
+        ExportReportRequest {
+            scope: Some(scope(local(5, 9, 0), local(5, 10, 0), "UTC")),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(hourly[0][0], "hour");
+    assert_eq!(
+        hourly[1][0], "2026-01-05T02:00:00+00:00",
+        "hours in the report's zone"
+    );
+
+    let transitions = export(
+        &suite,
+        ExportReportRequest {
+            scope: Some(two_days()),
+            report: "care_transitions".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        transitions[1..],
+        [vec![
+            "2026-01-05T15:00:00+07:00".to_string(),
+            "facebook_ads".into(),
+            "quoted".into(),
+            "won".into(),
+            "1".into()
+        ]]
+    );
+    let refused = suite
+        .client(TENANT, "ann", "agent")
+        .await
+        .export_report(ExportReportRequest {
+            scope: Some(two_days()),
+            report: "care_transitions".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("tenant-wide report");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+
+    let bad = suite
+        .client(TENANT, "u-admin", "admin")
+        .await
+        .export_report(ExportReportRequest {
+            scope: Some(two_days()),
+            report: "everything".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("unknown report");
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().contains("report"), "{}", bad.message());
+}
+
+async fn redelivered_events_count_once(kind: BackendKind) {
+    let mut suite = Suite::start(kind).await;
+    suite.publish_day().await;
+    // The same events again under other bus ids, so the bus cannot drop them: only the
+    // consumer's idempotency keeps the figures.
+    for (id, at, conversation) in [
+        ("c1-m1", local(5, 9, 0), "conv-1"),
+        ("c3-m1", local(5, 11, 0), "conv-3"),
+    ] {
+        let payload = stored(
+            id,
+            conversation,
+            "ann",
+            "north",
+            Direction::Inbound,
+            SenderKind::Customer,
+            "",
+            at,
+            "",
+        );
+        suite
+            .publish_with(TENANT, id, &format!("{id}-again"), at, payload)
+            .await;
+    }
+    suite
+        .publish_with(
+            TENANT,
+            "c1-r1",
+            "c1-r1-again",
+            local(5, 9, 5),
+            stored(
+                "c1-r1",
+                "conv-1",
+                "ann",
+                "north",
+                Direction::Outbound,
+                SenderKind::Staff,
+                "ann",
+                local(5, 9, 5),
+                "",
+            ),
+        )
+        .await;
+    suite.settle().await;
+    let ann = suite.scorecard("ann", false).await;
+    assert_eq!(ann.messages_in, 6);
+    assert_eq!(ann.messages_out, 3);
+    assert_eq!(ann.responses, 2);
+    assert_eq!(ann.first_responses, 1);
+    assert_eq!(ann.unanswered, 1);
+}
+
+async fn visibility_and_bad_input(kind: BackendKind) {
+    let mut suite = Suite::start(kind).await;
+    suite.publish_day().await;
+    suite.settle().await;
+    let request = |user: &str| AgentScorecardRequest {
+        scope: Some(two_days()),
+        user_id: user.into(),
+    };
+
+    // Agents see their own figures only.
+    let mut ann = suite.client(TENANT, "ann", "agent").await;
+    let own = ann
+        .agent_scorecard(request(""))
+        .await
+        .expect("own")
+        .into_inner()
+        .scorecard
+        .expect("card");
+    assert_eq!((own.user_id.as_str(), own.messages_in), ("ann", 6));
+    let refused = ann
+        .agent_scorecard(request("bob"))
+        .await
+        .expect_err("not hers");
+    assert_eq!(refused.code(), Code::NotFound);
+    let refused = ann
+        .team_dashboard(TeamDashboardRequest {
+            scope: Some(two_days()),
+            team_id: "north".into(),
+        })
+        .await
+        .expect_err("agents have no team dashboard");
+    assert_eq!(refused.code(), Code::NotFound);
+    let refused = ann
+        .drill_down(DrillDownRequest {
+            scope: Some(two_days()),
+            metric: "handled".into(),
+            dimensions: [("user_id".to_string(), "bob".to_string())].into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("not her figures");
+    assert_eq!(refused.code(), Code::NotFound);
+    // Without a user filter an agent's drill-down lists only her own conversations.
+    let mine = ann
+        .drill_down(DrillDownRequest {
+            scope: Some(two_days()),
+            metric: "messages_in".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("own drill-down")
+        .into_inner()
+        .conversation_ids;
+    assert_eq!(mine, vec!["conv-1", "conv-2", "conv-3"]);
+
+    // Supervisors see their teams.
+    let mut north = suite.client(TENANT, "sue", "supervisor.north").await;
+    let bob = north
+        .agent_scorecard(request("bob"))
+        .await
+        .expect("in her team")
+        .into_inner()
+        .scorecard
+        .expect("card");
+    assert_eq!(bob.conversations_handled, 2);
+    let mut south = suite.client(TENANT, "sam", "supervisor.south").await;
+    assert_eq!(
+        south
+            .agent_scorecard(request("bob"))
+            .await
+            .expect_err("other team")
+            .code(),
+        Code::NotFound
+    );
+    let refused = south
+        .team_dashboard(TeamDashboardRequest {
+            scope: Some(two_days()),
+            team_id: "north".into(),
+        })
+        .await
+        .expect_err("not his team");
+    assert_eq!(refused.code(), Code::NotFound);
+
+    // Another tenant's admin sees nothing of acme.
+    let mut other = suite.client("globex", "u-admin", "admin").await;
+    assert_eq!(
+        other
+            .agent_scorecard(request("ann"))
+            .await
+            .expect_err("other tenant")
+            .code(),
+        Code::NotFound
+    );
+    let refused = other
+        .account_activity(AccountActivityRequest {
+            scope: Some(two_days()),
+            channel_account_id: "oa-1".into(),
+        })
+        .await
+        .expect_err("other tenant's account");
+    assert_eq!(refused.code(), Code::NotFound);
+
+    // Bad input names the field.
+    let mut admin = suite.client(TENANT, "u-admin", "admin").await;
+    let invalid = |status: tonic::Status, field: &str| {
+        assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+        assert!(
+            status.message().contains(field),
+            "{} should name {field}",
+            status.message()
+        );
+    };
+    let unknown = admin
+        .agent_scorecard(request("zed"))
+        .await
+        .expect_err("unknown agent");
+    assert_eq!(unknown.code(), Code::NotFound);
+    assert!(unknown.message().contains("zed"), "{}", unknown.message());
+    let inverted = AgentScorecardRequest {
+        scope: Some(scope(local(6, 0, 0), local(5, 0, 0), "")),
+        user_id: "ann".into(),
+    };
+    invalid(
+        admin.agent_scorecard(inverted).await.expect_err("inverted"),
+        "scope.range",
+    );
+    let long = AgentScorecardRequest {
+        scope: Some(scope(
+            local(5, 0, 0),
+            local(5, 0, 0) + 401 * 24 * 60 * MINUTE,
+            "",
+        )),
+        user_id: "ann".into(),
+    };
+    invalid(
+        admin.agent_scorecard(long).await.expect_err("too long"),
+        "scope.range",
+    );
+    let zone = AgentScorecardRequest {
+        scope: Some(scope(local(5, 0, 0), local(6, 0, 0), "Asia/Saigon_Moon")),
+        user_id: "ann".into(),
+    };
+    invalid(
+        admin.agent_scorecard(zone).await.expect_err("bad zone"),
+        "scope.time_zone",
+    );
+    invalid(
+        admin
+            .agent_scorecard(AgentScorecardRequest {
+                scope: None,
+                user_id: "ann".into(),
+            })
+            .await
+            .expect_err("no scope"),
+        "scope",
+    );
+    invalid(
+        admin
+            .drill_down(DrillDownRequest {
+                scope: Some(two_days()),
+                metric: "happiness".into(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("unknown metric"),
+        "metric",
+    );
+    invalid(
+        admin
+            .drill_down(DrillDownRequest {
+                scope: Some(two_days()),
+                metric: "handled".into(),
+                dimensions: [("colour".to_string(), "blue".to_string())].into(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("unknown dimension"),
+        "dimensions",
+    );
+    invalid(
+        admin
+            .team_dashboard(TeamDashboardRequest {
+                scope: Some(two_days()),
+                team_id: String::new(),
+            })
+            .await
+            .expect_err("no team"),
+        "team_id",
+    );
+}
+
+async fn rebuild_from_the_bus_gives_identical_aggregates(kind: BackendKind) {
+    let mut suite = Suite::start(kind).await;
+    suite.publish_day().await;
+    suite.settle().await;
+
+    let live = giao_reporting::store::Store::new(
+        giao_storage::Database::connect(&suite.config.database)
+            .await
+            .expect("live database"),
+    );
+    let fresh_config = suite.backend.database().await;
+    let fresh_database = giao_storage::Database::connect(&fresh_config)
+        .await
+        .expect("fresh database");
+    fresh_database
+        .migrate(&giao_reporting::MIGRATIONS)
+        .await
+        .expect("migrated");
+    let fresh = giao_reporting::store::Store::new(fresh_database);
+    let settings = suite.config.settings().expect("settings");
+    let applied = giao_reporting::consumer::rebuild(
+        suite.bus.clone(),
+        fresh.clone(),
+        Arc::new(settings.apply),
+        Duration::from_secs(2),
+    )
+    .await
+    .expect("rebuilt");
+    assert!(applied >= 20, "{applied} events replayed");
+    let (before, after) = (
+        live.snapshot().await.expect("live"),
+        fresh.snapshot().await.expect("fresh"),
+    );
+    assert!(before.len() > 50, "{} aggregate rows", before.len());
+    assert_eq!(before, after);
+}
+
+/// The real path: captured messages and a staff reply through the message store, their
+/// `MessageStored` events on the bus, the figures in reporting.
+async fn message_store_traffic_reaches_the_scorecard(kind: BackendKind) {
+    use giao_proto::{
+        common::{ChannelUser, MessageContent},
+        messagestore::{
+            AppendInboundRequest, InboundMessage, RecordOutboundRequest,
+            SetConversationOwnerRequest, message_store_service_client::MessageStoreServiceClient,
+        },
+    };
+    let mut backend = Backend::new(kind).await;
+    let store =
+        giao_tests::start_message_store(giao_tests::message_store_config(&mut backend).await).await;
+    let reporting = giao_tests::start_reporting(reporting_config(
+        backend.database().await,
+        backend.bus.clone(),
+    ))
+    .await;
+    let mut admin = giao_tests::message_store_client(&store, TENANT, "admin").await;
+    let inbound = |id: &str| AppendInboundRequest {
+        message: Some(InboundMessage {
+            channel_account_id: "oa-1".into(),
+            external_message_id: id.into(),
+            external_thread_id: "cust-1".into(),
+            customer: Some(ChannelUser {
+                external_user_id: "cust-1".into(),
+                display_name: "Chị Lan".into(),
+                ..Default::default()
+            }),
+            content: Some(MessageContent {
+                r#type: ContentType::Text as i32,
+                text: "Cho chị hỏi giá".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    let conversation_id = admin
+        .append_inbound(inbound("m-1"))
+        .await
+        .expect("captured")
+        .into_inner()
+        .message
+        .expect("message")
+        .conversation_id;
+    admin
+        .set_conversation_owner(SetConversationOwnerRequest {
+            conversation_ids: vec![conversation_id.clone()],
+            owner_user_id: "ann".into(),
+            team_id: "north".into(),
+            reason: "test".into(),
+        })
+        .await
+        .expect("owner set");
+    MessageStoreServiceClient::with_interceptor(
+        store.channel().await,
+        as_user(TENANT, "ann", "agent"),
+    )
+    .record_outbound(RecordOutboundRequest {
+        conversation_id: conversation_id.clone(),
+        content: Some(MessageContent {
+            r#type: ContentType::Text as i32,
+            text: "Dạ em gửi chị bảng giá ạ".into(),
+            ..Default::default()
+        }),
+        idempotency_key: "reply-1".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("ann replies");
+    admin
+        .append_inbound(inbound("m-2"))
+        .await
+        .expect("captured again");
+
+    let now = Utc::now().timestamp_micros();
+    let request = AgentScorecardRequest {
+        scope: Some(scope(now - 60 * MINUTE, now + 60 * MINUTE, "")),
+        user_id: String::new(),
+    };
+    let client = ReportingServiceClient::with_interceptor(
+        reporting.channel().await,
+        as_user(TENANT, "ann", "agent"),
+    );
+    giao_testkit::wait_until(Duration::from_secs(30), "ann's figures", || {
+        let mut client = client.clone();
+        let request = request.clone();
+        async move {
+            client
+                .agent_scorecard(request)
+                .await
+                .map(|reply| {
+                    let card = reply.into_inner().scorecard.unwrap_or_default();
+                    card.messages_in == 1 && card.responses == 1
+                })
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    let card = client
+        .clone()
+        .agent_scorecard(request)
+        .await
+        .expect("scorecard")
+        .into_inner()
+        .scorecard
+        .expect("card");
+    assert_eq!(card.first_responses, 1);
+    assert_eq!(card.conversations_handled, 1);
+    assert_eq!(card.messages_out, 1);
+    assert_eq!(card.unanswered, 1, "the customer wrote again");
+    let waiting = client
+        .clone()
+        .drill_down(DrillDownRequest {
+            scope: Some(scope(now - 60 * MINUTE, now + 60 * MINUTE, "")),
+            metric: "unanswered".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("drill-down")
+        .into_inner()
+        .conversation_ids;
+    assert_eq!(waiting, vec![conversation_id]);
+}
+
+/// The batch fold (bulk loads, catch-up) gives exactly the rows of applying the same events
+/// one by one, and a second pass changes nothing.
+async fn batch_fold_matches_one_by_one(kind: BackendKind) {
+    let mut backend = Backend::new(kind).await;
+    let config = reporting_config(backend.database().await, backend.bus.clone());
+    let settings = config.settings().expect("settings");
+    let store = |database: giao_storage::DatabaseConfig| async move {
+        let database = giao_storage::Database::connect(&database)
+            .await
+            .expect("database");
+        database
+            .migrate(&giao_reporting::MIGRATIONS)
+            .await
+            .expect("migrated");
+        giao_reporting::store::Store::new(database)
+    };
+    let one_by_one = store(config.database.clone()).await;
+    let batched = store(backend.database().await).await;
+    let envelopes: Vec<Envelope> = day()
+        .into_iter()
+        .map(|(id, at, payload)| Envelope {
+            event_id: id.into(),
+            tenant_id: TENANT.into(),
+            occurred_at: Some(timestamp(at)),
+            producer: "test".into(),
+            payload: Some(payload),
+            ..Default::default()
+        })
+        .collect();
+    for envelope in &envelopes {
+        assert!(
+            one_by_one
+                .apply(envelope, &settings.apply)
+                .await
+                .expect("applied")
+        );
+    }
+    // Split in two batches so that the second continues clocks the first left open.
+    let (first, second) = envelopes.split_at(9);
+    let applied = batched
+        .apply_batch(first, &settings.apply)
+        .await
+        .expect("first batch")
+        + batched
+            .apply_batch(second, &settings.apply)
+            .await
+            .expect("second batch");
+    assert_eq!(applied as usize, envelopes.len());
+    let expected = one_by_one.snapshot().await.expect("snapshot");
+    assert!(expected.len() > 50);
+    assert_eq!(batched.snapshot().await.expect("snapshot"), expected);
+    assert_eq!(
+        batched
+            .apply_batch(&envelopes, &settings.apply)
+            .await
+            .expect("again"),
+        0
+    );
+    assert_eq!(batched.snapshot().await.expect("snapshot"), expected);
+    // Ids older than the retention are forgotten (the bus can no longer redeliver them).
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(one_by_one.forget_processed(30).await.expect("kept"), 0);
+    let forgotten = one_by_one.forget_processed(0).await.expect("forgotten");
+    assert_eq!(forgotten as usize, envelopes.len());
+}
+
+on_both_backends!(
+    batch_fold_matches_one_by_one,
+    message_store_traffic_reaches_the_scorecard,
+    each_definition_on_a_hand_built_day,
+    exports_csv_per_agent_and_per_conversation,
+    redelivered_events_count_once,
+    visibility_and_bad_input,
+    rebuild_from_the_bus_gives_identical_aggregates,
+);
