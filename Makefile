@@ -1,7 +1,7 @@
 # giao — the two commands that matter: `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run test lint fmt bench build tools
+.PHONY: run test lint fmt bench build tools vectors
 
 ## Run the whole suite on this machine (SQLite + embedded bus under ./data, demo conversations).
 run:
@@ -29,3 +29,7 @@ build:
 ## cargo-nextest runs the tests; install it when missing.
 tools:
 	@$(CARGO) nextest --version >/dev/null 2>&1 || $(CARGO) install cargo-nextest --locked
+
+## Recompute the zalo-personal conformance vectors with the reference client zca-js (needs Node).
+vectors:
+	cd scripts/zca-vectors && npm ci --no-audit --no-fund && node generate.mjs

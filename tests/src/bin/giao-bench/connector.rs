@@ -32,8 +32,9 @@ const IDLE_ACCOUNTS: usize = 10_000;
 const APP_ID: &str = "bench-app";
 const OA_SECRET: &str = "bench-oa-secret";
 
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+/// The resident memory of a process, from /proc (Linux): 0 when it cannot be read.
+fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|status| {
             status
@@ -44,6 +45,42 @@ fn rss_bytes() -> u64 {
         })
         .map(|kb| kb * 1024)
         .unwrap_or(0)
+}
+
+/// The variable carrying a replica process's connector config (JSON).
+pub const REPLICA_CONFIG_ENV: &str = "GIAO_BENCH_CONNECTOR_REPLICA";
+
+/// `giao-bench connector-replica`: one connector replica serving until killed; the idle
+/// session figure measures this process alone, apart from the bench's own memory.
+pub async fn replica() -> anyhow::Result<()> {
+    let config = std::env::var(REPLICA_CONFIG_ENV)?;
+    let config: giao_connector::Config = serde_json::from_str(&config)?;
+    giao_connector::serve(config, tokio_util::sync::CancellationToken::new()).await?;
+    Ok(())
+}
+
+/// A replica process that is killed when dropped, so a failed run leaves none behind.
+struct ReplicaProcess(std::process::Child);
+
+impl ReplicaProcess {
+    fn spawn(config: &giao_connector::Config) -> anyhow::Result<Self> {
+        let child = std::process::Command::new(std::env::current_exe()?)
+            .arg("connector-replica")
+            .env(REPLICA_CONFIG_ENV, serde_json::to_string(config)?)
+            .spawn()?;
+        Ok(Self(child))
+    }
+
+    fn rss(&self) -> u64 {
+        rss_bytes(self.0.id())
+    }
+}
+
+impl Drop for ReplicaProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 async fn webhooks() -> anyhow::Result<(f64, f64, f64)> {
@@ -144,12 +181,17 @@ async fn idle_sessions() -> anyhow::Result<(f64, f64)> {
             })
             .await?;
     }
-    let before = rss_bytes();
+    // The same replica twice, as its own process: once holding no sessions (the baseline),
+    // once holding every account; the difference is what the sessions cost.
+    let baseline = ReplicaProcess::spawn(&config)?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before = baseline.rss();
+    drop(baseline);
     config.sessions.enabled = true;
     config.sessions.tick_ms = 1_000;
     config.sessions.lease_ms = 30_000;
     let started = Instant::now();
-    let connector = start_connector_with_http(config.clone()).await;
+    let replica = ReplicaProcess::spawn(&config)?;
     let leases = LeaseStore::new(Database::connect(&config.database).await?);
     loop {
         let held = leases
@@ -168,8 +210,14 @@ async fn idle_sessions() -> anyhow::Result<(f64, f64)> {
     let took = started.elapsed().as_secs_f64();
     // Let a few renewal ticks run, so the steady state is measured.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let after = rss_bytes();
-    connector.stop().await?;
+    let after = replica.rss();
+    drop(replica);
+    anyhow::ensure!(before > 0 && after > 0, "cannot read the replica's memory");
+    println!(
+        "connector: one replica's resident memory {:.1} MiB without sessions, {:.1} MiB holding {IDLE_ACCOUNTS}",
+        before as f64 / 1_048_576.0,
+        after as f64 / 1_048_576.0
+    );
     Ok((
         after.saturating_sub(before) as f64 / IDLE_ACCOUNTS as f64,
         took,

@@ -139,6 +139,10 @@ async fn main() -> anyhow::Result<()> {
     // Services' warnings and errors show up beside the figures.
     giao_testkit::init_test_tracing();
     let chosen: Vec<String> = std::env::args().skip(1).collect();
+    // Not a scenario: the connector replica process the idle-session figure measures.
+    if chosen.first().map(String::as_str) == Some("connector-replica") {
+        return connector::replica().await;
+    }
     let wanted = |name: &str| chosen.is_empty() || chosen.iter().any(|c| c == name);
     if wanted("inbound_path") {
         inbound_path(BackendKind::Sqlite, "sqlite_embedded").await?;

@@ -1,0 +1,722 @@
+//! The server side of the protocol on loopback, with fault knobs: QR login, cookie login,
+//! sending, profiles and the websocket, shaped and encrypted as the client expects, so both
+//! sides really sign, encrypt and frame. One HTTP server plays every host (id, wpa, jr, the
+//! service hosts and the websocket host); point [`crate::client::Endpoints::all_at`] at
+//! [`Simulator::base_url`].
+//!
+//! Gap fill: every message injected for an account is kept in its log, whether or not a
+//! socket is connected; a client's (1, 510, 1) / (1, 511, 1) request is answered with the
+//! logged messages newer than its `lastId` (all of them when it has none).
+//!
+//! Layout: `mod.rs` the handle and its state; `http.rs` the login and API routes; `ws.rs`
+//! the websocket; `control.rs` the `/sim/*` routes that script it over HTTP; `tls.rs` the
+//! https listener.
+
+mod control;
+mod http;
+mod tls;
+mod ws;
+
+use std::{
+    collections::{HashMap, VecDeque},
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::{
+    client::{Cookie, Credentials},
+    crypto::{self, SessionCipher},
+    frame::Header,
+};
+
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// How long a QR long poll waits before answering "poll again" (error_code 8).
+    pub long_poll: Duration,
+    /// `ping_interval` handed out in the socket settings.
+    pub ping_interval: Duration,
+    /// Close codes listed in `close_and_retry_codes`. 3000 is listed by default, so a client
+    /// that obeys the list blindly would fight a kick: ours must not.
+    pub close_and_retry_codes: Vec<u16>,
+    /// Delays for retrying after 1006, and the most attempts in a row.
+    pub retry_delays: Vec<Duration>,
+    pub retry_max: u32,
+    /// The login page's script version, which QR forms must echo.
+    pub login_version: String,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            long_poll: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(60),
+            close_and_retry_codes: vec![1000, 1006, 3000],
+            retry_delays: vec![
+                Duration::from_millis(200),
+                Duration::from_millis(500),
+                Duration::from_secs(1),
+            ],
+            retry_max: 10,
+            login_version: "2.44.10".into(),
+        }
+    }
+}
+
+/// An account the simulator knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimAccount {
+    pub uid: String,
+    pub display_name: String,
+    pub avatar: String,
+}
+
+impl SimAccount {
+    pub fn new(uid: &str, display_name: &str) -> Self {
+        Self {
+            uid: uid.into(),
+            display_name: display_name.into(),
+            avatar: format!("https://s120-ava-talk.zadn.vn/{uid}.jpg"),
+        }
+    }
+}
+
+/// Where a message the client sent went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Thread {
+    User,
+    Group,
+}
+
+/// A message the client sent through the simulator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SentMessage {
+    pub thread: Thread,
+    /// The user (`toid`) or group (`grid`).
+    pub to: String,
+    pub text: String,
+    pub client_id: String,
+    pub msg_id: String,
+    /// The decrypted parameters as sent.
+    pub params: Value,
+}
+
+/// Ways to spoil a frame, for the client's "skip and go on" path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Corruption {
+    /// Bytes that are not a frame at all.
+    Garbage,
+    /// A message frame encrypted under a key the connection was not given.
+    WrongKey,
+    /// A well-formed frame of a command nobody knows.
+    UnknownCommand,
+}
+
+/// What a connection's task is told to do.
+#[derive(Debug)]
+enum Outbound {
+    /// Pack `body` (`{"data": …}`) under the connection's key and send it.
+    Event {
+        header: Header,
+        body: Value,
+    },
+    Raw(Vec<u8>),
+    Corrupt(Corruption),
+    /// Close with this code.
+    Close(u16),
+    /// Drop the TCP connection without a close frame (the client sees 1006).
+    Drop,
+}
+
+#[derive(Debug)]
+struct Connection {
+    id: u64,
+    outbound: mpsc::UnboundedSender<Outbound>,
+}
+
+/// A logged message: what a gap fill replays.
+#[derive(Debug, Clone)]
+struct Logged {
+    group: bool,
+    msg_id: u64,
+    msg: Value,
+}
+
+#[derive(Debug)]
+struct AccountState {
+    profile: SimAccount,
+    /// Session keys handed out by `getLoginInfo`, newest last.
+    session_keys: Vec<SessionCipher>,
+    log: Vec<Logged>,
+    connections: Vec<Connection>,
+    sent: Vec<SentMessage>,
+    pings: u32,
+    keep_alives: u32,
+    ws_connects: u32,
+    gap_requests: Vec<Value>,
+    refuse_sockets: bool,
+    next_errors: VecDeque<i64>,
+    drop_every: Option<Duration>,
+}
+
+/// A browser's cookie grant: the account it logs in and the user agent it is bound to.
+#[derive(Debug, Clone)]
+struct Grant {
+    uid: String,
+    user_agent: String,
+    expired: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum QrStatus {
+    Waiting,
+    Scanned(String),
+    Confirmed(String),
+    Declined,
+}
+
+#[derive(Debug, Clone)]
+struct Qr {
+    status: QrStatus,
+    /// The `zlogin_session` cookie of the browser that generated it.
+    login_session: String,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    accounts: HashMap<String, AccountState>,
+    /// `zpw_sek` cookie value → grant.
+    grants: HashMap<String, Grant>,
+    /// QR code → its progress.
+    qrs: HashMap<String, Qr>,
+    last_qr: Option<String>,
+    next_msg_id: u64,
+    next_connection: u64,
+}
+
+/// A running simulator; clones share it. Stops when the `stop` future given to
+/// [`Simulator::start`] resolves.
+#[derive(Debug, Clone)]
+pub struct Simulator {
+    config: Arc<SimConfig>,
+    state: Arc<Mutex<State>>,
+    addr: SocketAddr,
+    /// "http" or "https".
+    scheme: &'static str,
+}
+
+/// A user's display name for injected messages.
+#[derive(Debug, Clone)]
+pub struct Sender {
+    pub uid: String,
+    pub display_name: String,
+}
+
+impl Sender {
+    pub fn new(uid: &str, display_name: &str) -> Self {
+        Self {
+            uid: uid.into(),
+            display_name: display_name.into(),
+        }
+    }
+}
+
+impl Simulator {
+    /// Serves plain http and ws on `listen` (use `127.0.0.1:0`) until `stop` resolves.
+    pub async fn start(
+        config: SimConfig,
+        listen: SocketAddr,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let sim = Self::new(config, listener.local_addr()?, "http");
+        let app = http::router(sim.clone());
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+            {
+                tracing::warn!(%error, "simulator server ended");
+            }
+        });
+        Ok(sim)
+    }
+
+    /// Serves https and wss on `listen` with the PEM certificate chain and private key given
+    /// (issued for `localhost`), until `stop` resolves: the client's TLS path is tested
+    /// against it.
+    pub async fn start_tls(
+        config: SimConfig,
+        listen: SocketAddr,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+        cert_chain_pem: &[u8],
+        private_key_pem: &[u8],
+    ) -> std::io::Result<Self> {
+        let acceptor = tls::acceptor(cert_chain_pem, private_key_pem)?;
+        let tcp = tokio::net::TcpListener::bind(listen).await?;
+        let sim = Self::new(config, tcp.local_addr()?, "https");
+        let app = http::router(sim.clone());
+        let listener = tls::TlsListener { tcp, acceptor };
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+            {
+                tracing::warn!(%error, "simulator server ended");
+            }
+        });
+        Ok(sim)
+    }
+
+    fn new(config: SimConfig, addr: SocketAddr, scheme: &'static str) -> Self {
+        Self {
+            config: Arc::new(config),
+            state: Arc::new(Mutex::new(State {
+                next_msg_id: 7_000_000_000,
+                ..State::default()
+            })),
+            addr,
+            scheme,
+        }
+    }
+
+    /// `http://127.0.0.1:port`, or `https://localhost:port` when serving TLS (the name the
+    /// test certificate is issued for): every host of the protocol.
+    pub fn base_url(&self) -> String {
+        if self.scheme == "https" {
+            format!("https://localhost:{}", self.addr.port())
+        } else {
+            format!("http://{}", self.addr)
+        }
+    }
+
+    /// The websocket URL `getLoginInfo` hands out.
+    pub fn ws_url(&self) -> String {
+        if self.scheme == "https" {
+            format!("wss://localhost:{}/ws", self.addr.port())
+        } else {
+            format!("ws://{}/ws", self.addr)
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn config(&self) -> &SimConfig {
+        &self.config
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        f(&mut state)
+    }
+
+    fn with_account<T>(&self, uid: &str, f: impl FnOnce(&mut AccountState) -> T) -> Option<T> {
+        self.with(|state| state.accounts.get_mut(uid).map(f))
+    }
+
+    /// Adds (or replaces the profile of) an account.
+    pub fn add_account(&self, account: SimAccount) {
+        self.with(|state| {
+            let uid = account.uid.clone();
+            match state.accounts.get_mut(&uid) {
+                Some(existing) => existing.profile = account,
+                None => {
+                    state.accounts.insert(
+                        uid,
+                        AccountState {
+                            profile: account,
+                            session_keys: Vec::new(),
+                            log: Vec::new(),
+                            connections: Vec::new(),
+                            sent: Vec::new(),
+                            pings: 0,
+                            keep_alives: 0,
+                            ws_connects: 0,
+                            gap_requests: Vec::new(),
+                            refuse_sockets: false,
+                            next_errors: VecDeque::new(),
+                            drop_every: None,
+                        },
+                    );
+                }
+            }
+        });
+    }
+
+    /// Credentials as a finished QR login in a browser with `user_agent` would leave them,
+    /// without the QR steps.
+    pub fn issue_credentials(&self, uid: &str, user_agent: &str) -> Credentials {
+        let cookies = self.grant(uid, user_agent);
+        Credentials {
+            imei: crypto::imei(&uuid::Uuid::new_v4().to_string(), user_agent),
+            cookies,
+            user_agent: user_agent.into(),
+            language: "vi".into(),
+        }
+    }
+
+    fn grant(&self, uid: &str, user_agent: &str) -> Vec<Cookie> {
+        let sek = random_token();
+        self.with(|state| {
+            state.grants.insert(
+                sek.clone(),
+                Grant {
+                    uid: uid.into(),
+                    user_agent: user_agent.into(),
+                    expired: false,
+                },
+            );
+        });
+        vec![
+            Cookie {
+                name: "zpsid".into(),
+                value: random_token(),
+                domain: ".zalo.me".into(),
+            },
+            Cookie {
+                name: "zpw_sek".into(),
+                value: sek,
+                domain: ".chat.zalo.me".into(),
+            },
+        ]
+    }
+
+    // ---- QR ----
+
+    /// The code of the QR generated last.
+    pub fn last_qr_code(&self) -> Option<String> {
+        self.with(|state| state.last_qr.clone())
+    }
+
+    /// The phone of account `uid` scans `code`. False for an unknown code or account.
+    pub fn scan_qr(&self, code: &str, uid: &str) -> bool {
+        self.with(|state| {
+            if !state.accounts.contains_key(uid) {
+                return false;
+            }
+            match state.qrs.get_mut(code) {
+                Some(qr) if qr.status == QrStatus::Waiting => {
+                    qr.status = QrStatus::Scanned(uid.into());
+                    true
+                }
+                _ => false,
+            }
+        })
+    }
+
+    /// The user confirms the scanned login on the phone.
+    pub fn confirm_qr(&self, code: &str) -> bool {
+        self.with(|state| match state.qrs.get_mut(code) {
+            Some(qr) => match &qr.status {
+                QrStatus::Scanned(uid) => {
+                    qr.status = QrStatus::Confirmed(uid.clone());
+                    true
+                }
+                _ => false,
+            },
+            None => false,
+        })
+    }
+
+    /// The user declines the scanned login on the phone.
+    pub fn decline_qr(&self, code: &str) -> bool {
+        self.with(|state| match state.qrs.get_mut(code) {
+            Some(qr) if matches!(qr.status, QrStatus::Scanned(_)) => {
+                qr.status = QrStatus::Declined;
+                true
+            }
+            _ => false,
+        })
+    }
+
+    // ---- inbound traffic ----
+
+    fn next_msg_id(&self) -> u64 {
+        self.with(|state| {
+            state.next_msg_id += 1;
+            state.next_msg_id
+        })
+    }
+
+    /// Logs a message for gap fills and pushes it to the account's live sockets.
+    fn deliver_message(&self, account: &str, group: bool, msg: Value) -> Option<String> {
+        let msg_id = msg["msgId"].as_str()?.parse::<u64>().ok()?;
+        let (cmd, list) = if group {
+            (521, "groupMsgs")
+        } else {
+            (501, "msgs")
+        };
+        let header = Header::new(1, cmd, 0);
+        let body = json!({ "data": { list: [msg.clone()] } });
+        self.with_account(account, |state| {
+            state.log.push(Logged { group, msg_id, msg });
+            broadcast(state, || Outbound::Event {
+                header,
+                body: body.clone(),
+            });
+        })?;
+        Some(msg_id.to_string())
+    }
+
+    /// A customer writes to the account; returns the msgId (None: unknown account).
+    pub fn inject_dm(&self, account: &str, from: &Sender, text: &str) -> Option<String> {
+        let msg = self.message(
+            &from.uid,
+            account,
+            &from.display_name,
+            json!(text),
+            "webchat",
+        );
+        self.deliver_message(account, false, msg)
+    }
+
+    /// The owner types to `to_uid` on the phone: the web session sees it with uidFrom "0".
+    pub fn inject_self_dm(&self, account: &str, to_uid: &str, text: &str) -> Option<String> {
+        let name = self.with_account(account, |state| state.profile.display_name.clone())?;
+        let msg = self.message("0", to_uid, &name, json!(text), "webchat");
+        self.deliver_message(account, false, msg)
+    }
+
+    /// Someone writes in a group the account is in.
+    pub fn inject_group_message(
+        &self,
+        account: &str,
+        group_id: &str,
+        from: &Sender,
+        text: &str,
+    ) -> Option<String> {
+        let msg = self.message(
+            &from.uid,
+            group_id,
+            &from.display_name,
+            json!(text),
+            "webchat",
+        );
+        self.deliver_message(account, true, msg)
+    }
+
+    /// `from` recalls their message `msg_id` (a direct message).
+    pub fn inject_recall(&self, account: &str, from: &Sender, msg_id: &str) -> Option<String> {
+        let content = json!({
+            "globalMsgId": msg_id,
+            "cliMsgId": msg_id,
+            "deleteMsg": 1,
+            "srcId": from.uid,
+            "destId": account,
+        });
+        let msg = self.message(&from.uid, account, &from.display_name, content, "chat.undo");
+        self.deliver_message(account, false, msg)
+    }
+
+    /// `from` reacts with `icon` to the direct message `msg_id`.
+    pub fn inject_reaction(
+        &self,
+        account: &str,
+        from: &Sender,
+        msg_id: &str,
+        icon: &str,
+    ) -> Option<String> {
+        let id = self.next_msg_id().to_string();
+        let content = json!({
+            "rMsg": [{"gMsgID": msg_id, "cMsgID": msg_id, "msgType": 1}],
+            "rIcon": icon,
+            "rType": 3,
+            "source": 6,
+        });
+        let react = json!({
+            "actionId": id,
+            "msgId": id,
+            "cliMsgId": id,
+            "msgType": "chat.reaction",
+            "uidFrom": from.uid,
+            "idTo": account,
+            "dName": from.display_name,
+            "content": content.to_string(),
+            "ts": now_ms().to_string(),
+            "ttl": 0,
+        });
+        let body = json!({ "data": { "reacts": [react], "reactGroups": [] } });
+        self.push(account, Header::new(1, 612, 0), body)?;
+        Some(id)
+    }
+
+    /// `from` saw the account's direct message `msg_id`.
+    pub fn inject_seen(&self, account: &str, from: &str, msg_id: &str) -> Option<()> {
+        let body = json!({ "data": { "delivereds": [], "seens": [
+            {"idTo": from, "msgId": msg_id, "realMsgId": msg_id}
+        ]}});
+        self.push(account, Header::new(1, 502, 0), body)
+    }
+
+    /// The account's direct message `msg_id` reached `to`'s device.
+    pub fn inject_delivered(&self, account: &str, to: &str, msg_id: &str) -> Option<()> {
+        let body = json!({ "data": { "seens": [], "delivereds": [
+            {"msgId": msg_id, "seen": 0, "deliverUIDs": [to], "seenUIDs": [],
+             "realMsgId": msg_id, "mSTs": now_ms()}
+        ]}});
+        self.push(account, Header::new(1, 502, 0), body)
+    }
+
+    /// Pushes an event frame to the account's live sockets (not logged).
+    fn push(&self, account: &str, header: Header, body: Value) -> Option<()> {
+        self.with_account(account, |state| {
+            broadcast(state, || Outbound::Event {
+                header,
+                body: body.clone(),
+            });
+        })
+    }
+
+    fn message(&self, from: &str, to: &str, name: &str, content: Value, msg_type: &str) -> Value {
+        let id = self.next_msg_id().to_string();
+        json!({
+            "actionId": id,
+            "msgId": id,
+            "cliMsgId": id,
+            "msgType": msg_type,
+            "uidFrom": from,
+            "idTo": to,
+            "dName": name,
+            "ts": now_ms().to_string(),
+            "status": 1,
+            "content": content,
+            "notify": "1",
+            "ttl": 0,
+            "userId": "0",
+            "uin": "0",
+        })
+    }
+
+    // ---- what the client did ----
+
+    pub fn sent(&self, account: &str) -> Vec<SentMessage> {
+        self.with_account(account, |state| state.sent.clone())
+            .unwrap_or_default()
+    }
+
+    /// Pings received on the account's sockets.
+    pub fn pings(&self, account: &str) -> u32 {
+        self.with_account(account, |state| state.pings)
+            .unwrap_or_default()
+    }
+
+    /// Keep-alive calls received.
+    pub fn keep_alives(&self, account: &str) -> u32 {
+        self.with_account(account, |state| state.keep_alives)
+            .unwrap_or_default()
+    }
+
+    /// Sockets open now.
+    pub fn connections(&self, account: &str) -> usize {
+        self.with_account(account, |state| state.connections.len())
+            .unwrap_or_default()
+    }
+
+    /// Websocket handshakes accepted so far.
+    pub fn ws_connects(&self, account: &str) -> u32 {
+        self.with_account(account, |state| state.ws_connects)
+            .unwrap_or_default()
+    }
+
+    /// The gap-fill requests (510/511 payloads) received.
+    pub fn gap_requests(&self, account: &str) -> Vec<Value> {
+        self.with_account(account, |state| state.gap_requests.clone())
+            .unwrap_or_default()
+    }
+
+    // ---- faults ----
+
+    /// The next API calls of the account answer these error codes, in order (e.g. -69, 221).
+    pub fn fail_next(&self, account: &str, codes: &[i64]) {
+        self.with_account(account, |state| state.next_errors.extend(codes));
+    }
+
+    /// Forgets every session key of the account: API calls answer 102 until it logs in again.
+    pub fn expire_session_keys(&self, account: &str) {
+        self.with_account(account, |state| state.session_keys.clear());
+    }
+
+    /// The account's cookies stop working: logins answer 102, sockets are refused (401).
+    pub fn expire_cookies(&self, account: &str) {
+        self.with(|state| {
+            for grant in state.grants.values_mut() {
+                if grant.uid == account {
+                    grant.expired = true;
+                }
+            }
+            if let Some(state) = state.accounts.get_mut(account) {
+                state.session_keys.clear();
+            }
+        });
+    }
+
+    /// Drops every socket of the account now, without a close frame (the client sees 1006).
+    pub fn drop_connections(&self, account: &str) {
+        self.with_account(account, |state| broadcast(state, || Outbound::Drop));
+    }
+
+    /// Drops each socket of the account `every` after it opened (None: never), as Zalo's
+    /// servers do about once a minute.
+    pub fn drop_every(&self, account: &str, every: Option<Duration>) {
+        self.with_account(account, |state| state.drop_every = every);
+    }
+
+    /// Refuses (HTTP 503) new sockets of the account while true.
+    pub fn refuse_sockets(&self, account: &str, refuse: bool) {
+        self.with_account(account, |state| state.refuse_sockets = refuse);
+    }
+
+    /// Closes the account's sockets with `code` (3000: duplicate connection, 3003: kicked).
+    pub fn close_sockets(&self, account: &str, code: u16) {
+        self.with_account(account, |state| broadcast(state, || Outbound::Close(code)));
+    }
+
+    /// Sends the duplicate-session frame (cmd 3000), as when the account opens another tab.
+    pub fn send_duplicate_session(&self, account: &str) {
+        let frame = crate::frame::encode(Header::new(1, 3000, 0), b"{}");
+        self.with_account(account, |state| {
+            broadcast(state, || Outbound::Raw(frame.clone()))
+        });
+    }
+
+    /// Sends a spoiled frame to the account's sockets.
+    pub fn send_corrupted(&self, account: &str, corruption: Corruption) {
+        self.with_account(account, |state| {
+            broadcast(state, || Outbound::Corrupt(corruption))
+        });
+    }
+}
+
+fn broadcast(state: &mut AccountState, make: impl Fn() -> Outbound) {
+    // A send fails only for a connection whose task already ended.
+    state
+        .connections
+        .retain(|connection| connection.outbound.send(make()).is_ok());
+}
+
+/// Unguessable enough for a simulator: 32 hex digits from a v4 UUID.
+fn random_token() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// A fresh AES key of 32 bytes.
+fn random_key() -> Vec<u8> {
+    let mut key = uuid::Uuid::new_v4().as_bytes().to_vec();
+    key.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    key
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}
