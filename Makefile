@@ -8,8 +8,10 @@ run:
 	$(CARGO) run -p giao -- dev
 
 ## Every test of the workspace, against real PostgreSQL and NATS JetStream (see README).
+## The zalo-personal simulator feature is named so its tests (zca-js interop included)
+## always build and run, whichever other crate enables it.
 test: tools
-	$(CARGO) nextest run --workspace --no-fail-fast
+	$(CARGO) nextest run --workspace --features zalo-personal/simulator --no-fail-fast
 
 ## Formatting and clippy with warnings as errors.
 lint:
@@ -26,9 +28,15 @@ bench:
 build:
 	$(CARGO) build --workspace
 
-## cargo-nextest runs the tests; install it when missing.
+## cargo-nextest runs the tests; install it when missing. The zca-js interop and vector
+## scripts need their Node packages (Node and npm must be installed): `npm ci` when they are
+## missing or older than the lock file.
+ZCA_DIR := scripts/zca-vectors
 tools:
 	@$(CARGO) nextest --version >/dev/null 2>&1 || $(CARGO) install cargo-nextest --locked
+	@if [ ! -f $(ZCA_DIR)/node_modules/zca-js/package.json ] || \
+		[ $(ZCA_DIR)/package-lock.json -nt $(ZCA_DIR)/node_modules/.package-lock.json ]; then \
+		cd $(ZCA_DIR) && npm ci --no-audit --no-fund; fi
 
 ## Recompute the zalo-personal conformance vectors with the reference client zca-js (needs Node).
 vectors:

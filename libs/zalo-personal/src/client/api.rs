@@ -106,7 +106,7 @@ impl Session {
     }
 
     /// Posts encrypted `params` to `url` and decrypts the answer.
-    async fn call(&self, url: &str, params: &Value) -> Result<Value, ClientError> {
+    pub(super) async fn call(&self, url: &str, params: &Value) -> Result<Value, ClientError> {
         let encrypted = self.cipher.encrypt(&params.to_string());
         let body = encode_pairs([("params", encrypted.as_str())]);
         let cookie = self.credentials.cookie_header();
@@ -128,7 +128,7 @@ impl Session {
     }
 }
 
-fn first<'a>(hosts: &'a [String], what: &str) -> Result<&'a str, ClientError> {
+pub(super) fn first<'a>(hosts: &'a [String], what: &str) -> Result<&'a str, ClientError> {
     hosts
         .first()
         .map(String::as_str)
@@ -136,7 +136,7 @@ fn first<'a>(hosts: &'a [String], what: &str) -> Result<&'a str, ClientError> {
 }
 
 /// The answer's payload, whether or not it is still wrapped in `{error_code, data}`.
-fn payload(value: &Value) -> &Value {
+pub(super) fn payload(value: &Value) -> &Value {
     if value.get("error_code").is_some() && value.get("data").is_some() {
         &value["data"]
     } else {
@@ -144,7 +144,7 @@ fn payload(value: &Value) -> &Value {
     }
 }
 
-fn msg_id(value: &Value) -> Result<String, ClientError> {
+pub(super) fn msg_id(value: &Value) -> Result<String, ClientError> {
     match &payload(value)["msgId"] {
         Value::String(id) => Ok(id.clone()),
         Value::Number(id) => Ok(id.to_string()),

@@ -465,6 +465,10 @@ impl Worker {
                     tracing::warn!(uid = %self.session.uid, cmd, %reason, "malformed event item");
                 }
                 Event::CipherKey(_) | Event::DuplicateSession => continue,
+                // A file upload of this session waits for this notice; it is an event too.
+                Event::Control { act_type, raw, .. } if act_type == "file_done" => {
+                    self.session.uploads.complete_from_control(raw);
+                }
                 _ => {}
             }
             if let Some((msg_id, group, ts)) = thread_position(&event) {

@@ -144,6 +144,9 @@ pub struct Session {
     pub services: ServiceMap,
     pub ws_urls: Vec<String>,
     pub socket: SocketSettings,
+    pub(crate) share_file: super::ShareFileSettings,
+    /// File uploads waiting for the websocket's "file_done": shared with the listeners.
+    pub(crate) uploads: Arc<super::media::Uploads>,
 }
 
 impl std::fmt::Debug for Session {
@@ -179,7 +182,9 @@ impl Client {
     /// Logs in with saved credentials. `NeedsLogin` when the cookies no longer work.
     pub async fn login(&self, credentials: &Credentials) -> Result<Session, ClientError> {
         let login = self.login_info(credentials).await?;
-        let socket = self.server_info(credentials).await?;
+        let server_info = self.server_info(credentials).await?;
+        let socket = SocketSettings::from_json(&server_info);
+        let share_file = super::ShareFileSettings::from_json(&server_info);
         let uid = match &login["uid"] {
             Value::String(uid) => uid.clone(),
             Value::Number(uid) => uid.to_string(),
@@ -204,6 +209,8 @@ impl Client {
             services,
             ws_urls: strings(&login["zpw_ws"]),
             socket,
+            share_file,
+            uploads: Arc::default(),
         })
     }
 
@@ -276,7 +283,8 @@ impl Client {
         Ok(inner["data"].clone())
     }
 
-    async fn server_info(&self, credentials: &Credentials) -> Result<SocketSettings, ClientError> {
+    /// `getServerInfo`'s `data`: the socket and upload settings.
+    async fn server_info(&self, credentials: &Credentials) -> Result<Value, ClientError> {
         let kind = API_TYPE.to_string();
         let version = API_VERSION.to_string();
         let params = BTreeMap::from([
@@ -314,7 +322,7 @@ impl Client {
         if code != 0 || !body["data"].is_object() {
             return Err(needs_login(code, &body));
         }
-        Ok(SocketSettings::from_json(&body["data"]))
+        Ok(body["data"].clone())
     }
 }
 

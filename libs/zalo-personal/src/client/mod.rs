@@ -2,13 +2,15 @@
 //!
 //! - [`Client`]: the hosts to talk to; starts a QR login ([`Client::login_qr`]) or logs in
 //!   with saved [`Credentials`] ([`Client::login`]).
-//! - [`Session`]: a logged-in account: send text, look up users, [`Session::listen`].
+//! - [`Session`]: a logged-in account: send text, images, files and stickers, look up users,
+//!   [`Session::listen`].
 //! - [`Listener`]: the websocket, its reconnects and its events.
 
 mod api;
 pub mod error;
 mod listener;
 mod login;
+mod media;
 mod qr;
 mod transport;
 
@@ -20,6 +22,7 @@ pub use api::UserInfo;
 pub use error::ClientError;
 pub use listener::{Listener, ListenerConfig, ListenerEvent, StopReason};
 pub use login::{RetryPolicy, ServiceMap, Session, SocketSettings};
+pub use media::{FileUpload, Image, ShareFileSettings, Sticker, UploadedFile, UploadedImage};
 pub use qr::{QrConfig, QrEvent};
 
 /// `zpw_type` / `type`: the web client.

@@ -9,7 +9,8 @@
 //! - `POST /sim/faults` `{"account","fail_next":[-69],"expire_session_keys":true,
 //!   "expire_cookies":true,"drop_now":true,"drop_every_ms":60000,"refuse_sockets":false,
 //!   "close":3003,"duplicate_session":true,"corrupt":"garbage"|"wrong_key"|"unknown_command"}`
-//! - `GET /sim/sent?account=…` → `{"sent":[…]}`
+//! - `GET /sim/sent?account=…` → `{"sent":[{thread, to, text, msg_id, client_id, kind}]}`
+//!   (kind: text, image, file or sticker)
 
 use axum::{
     Json, Router,
@@ -21,7 +22,7 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use super::{Corruption, Sender, SimAccount, Simulator, Thread};
+use super::{Corruption, Sender, SentKind, SimAccount, Simulator, Thread};
 
 pub(super) fn router() -> Router<Simulator> {
     Router::new()
@@ -175,6 +176,12 @@ async fn sent(State(sim): State<Simulator>, uri: Uri) -> Response {
                 "text": message.text,
                 "msg_id": message.msg_id,
                 "client_id": message.client_id,
+                "kind": match message.kind() {
+                    SentKind::Text => "text",
+                    SentKind::Image => "image",
+                    SentKind::File => "file",
+                    SentKind::Sticker => "sticker",
+                },
             })
         })
         .collect();

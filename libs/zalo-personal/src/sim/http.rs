@@ -38,13 +38,14 @@ pub(super) fn router(sim: Simulator) -> Router {
         .route("/api/group/sendmsg", post(send_group))
         .route("/api/social/friend/getprofiles/v2", post(get_profiles))
         .route("/keepalive", get(keep_alive))
+        .merge(super::media::router())
         .route("/ws", get(super::ws::upgrade))
         .merge(super::control::router())
         .with_state(sim)
 }
 
 /// `{error_code, error_message}` with HTTP 200, as Zalo answers errors.
-fn error(code: i64, message: &str) -> Response {
+pub(super) fn error(code: i64, message: &str) -> Response {
     Json(json!({"error_code": code, "error_message": message, "data": null})).into_response()
 }
 
@@ -59,7 +60,7 @@ fn cookies(headers: &HeaderMap) -> HashMap<String, String> {
         .collect()
 }
 
-fn header_text(headers: &HeaderMap, name: header::HeaderName) -> String {
+pub(super) fn header_text(headers: &HeaderMap, name: header::HeaderName) -> String {
     headers
         .get(name)
         .and_then(|value| value.to_str().ok())
@@ -71,7 +72,7 @@ fn form(body: &[u8]) -> HashMap<String, String> {
     form_urlencoded::parse(body).into_owned().collect()
 }
 
-fn query(uri: &Uri) -> BTreeMap<String, String> {
+pub(super) fn query(uri: &Uri) -> BTreeMap<String, String> {
     form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
         .into_owned()
         .collect()
@@ -291,6 +292,24 @@ async fn user_info_jr(State(sim): State<Simulator>, headers: HeaderMap) -> Respo
 
 // ---- cookie login ----
 
+/// Services of `zpw_service_map_v3` besides chat, group, file and profile.
+const OTHER_SERVICES: &[&str] = &[
+    "friend",
+    "friend_board",
+    "group_board",
+    "group_poll",
+    "conversation",
+    "catalog",
+    "zimsg",
+    "sticker",
+    "quick_message",
+    "label",
+    "auto_reply",
+    "alias",
+    "reaction",
+    "aext",
+];
+
 async fn get_login_info(State(sim): State<Simulator>, headers: HeaderMap, uri: Uri) -> Response {
     let query = query(&uri);
     let field = |name: &str| query.get(name).cloned().unwrap_or_default();
@@ -337,18 +356,36 @@ async fn get_login_info(State(sim): State<Simulator>, headers: HeaderMap, uri: U
     };
     let enk = cipher.enk_base64();
     sim.with_account(&uid, |state| state.session_keys.push(cipher));
-    let base = sim.base_url();
-    let ws = sim.ws_url();
+    let hosts = sim
+        .with(|state| state.advertised.clone())
+        .unwrap_or_else(|| {
+            let base = sim.base_url();
+            super::AdvertisedHosts {
+                chat: base.clone(),
+                group: base.clone(),
+                file: base.clone(),
+                profile: base.clone(),
+                other: base,
+                ws: sim.ws_url(),
+            }
+        });
+    // The web client's map names every service; clients (zca-js) read the whole of it.
+    let mut service_map = serde_json::Map::new();
+    for name in OTHER_SERVICES {
+        service_map.insert(name.to_string(), json!([hosts.other]));
+    }
+    service_map.insert("chat".into(), json!([hosts.chat]));
+    service_map.insert("group".into(), json!([hosts.group]));
+    service_map.insert("file".into(), json!([hosts.file]));
+    service_map.insert("profile".into(), json!([hosts.profile]));
     answer(json!({
         "error_code": 0,
         "error_message": "",
         "data": {
             "uid": uid,
             "zpw_enk": enk,
-            "zpw_service_map_v3": {
-                "chat": [base], "group": [base], "file": [base], "profile": [base],
-            },
-            "zpw_ws": [ws],
+            "zpw_service_map_v3": service_map,
+            "zpw_ws": [hosts.ws],
             "language": params["language"],
             "send2me_id": "0",
             "haspcclient": 0,
@@ -378,12 +415,22 @@ async fn get_server_info(State(sim): State<Simulator>, uri: Uri) -> Response {
         "error_message": "",
         "data": {
             // Misspelt as Zalo spells it.
-            "setttings": {"features": {"socket": {
-                "ping_interval": ping,
-                "close_and_retry_codes": config.close_and_retry_codes,
-                "retries": {"1006": {"max": config.retry_max, "times": delays}},
-                "rotate_error_codes": [],
-            }}},
+            "setttings": {"features": {
+                "socket": {
+                    "ping_interval": ping,
+                    "close_and_retry_codes": config.close_and_retry_codes,
+                    "retries": {"1006": {"max": config.retry_max, "times": delays}},
+                    "rotate_error_codes": [],
+                },
+                // Upload limits (the simulator's values; the chunk size is a knob).
+                "sharefile": {
+                    "max_file": 10,
+                    "max_size_share_file_v3": 1024,
+                    "chunk_size_file": sim.upload_chunk_size(),
+                    "restricted_ext_file": ["exe", "bat", "cmd", "msi"],
+                    "big_file_domain_list": [],
+                },
+            }},
             "extra_ver": {"phonebook": 0},
         },
     }))
@@ -393,7 +440,7 @@ async fn get_server_info(State(sim): State<Simulator>, uri: Uri) -> Response {
 // ---- calls with the session key ----
 
 /// Authenticates a call, applies the account's faults and decrypts its `params`.
-fn api_call(
+pub(super) fn api_call(
     sim: &Simulator,
     headers: &HeaderMap,
     params: &str,
@@ -427,7 +474,7 @@ fn api_call(
     }
 }
 
-fn form_params(body: &[u8]) -> String {
+pub(super) fn form_params(body: &[u8]) -> String {
     form(body).remove("params").unwrap_or_default()
 }
 
@@ -444,13 +491,13 @@ async fn keep_alive(State(sim): State<Simulator>, headers: HeaderMap, uri: Uri) 
 }
 
 /// `{error_code: 0, data: <encrypted {error_code: 0, data}>}`.
-fn encrypted(cipher: &SessionCipher, data: Value) -> Response {
+pub(super) fn encrypted(cipher: &SessionCipher, data: Value) -> Response {
     let inner = json!({"error_code": 0, "error_message": "", "data": data});
     Json(json!({"error_code": 0, "error_message": "", "data": cipher.encrypt(&inner.to_string())}))
         .into_response()
 }
 
-fn text(value: &Value) -> String {
+pub(super) fn text(value: &Value) -> String {
     match value {
         Value::String(text) => text.clone(),
         Value::Number(number) => number.to_string(),

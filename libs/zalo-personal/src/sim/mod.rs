@@ -8,12 +8,13 @@
 //! socket is connected; a client's (1, 510, 1) / (1, 511, 1) request is answered with the
 //! logged messages newer than its `lastId` (all of them when it has none).
 //!
-//! Layout: `mod.rs` the handle and its state; `http.rs` the login and API routes; `ws.rs`
-//! the websocket; `control.rs` the `/sim/*` routes that script it over HTTP; `tls.rs` the
+//! Layout: `mod.rs` the handle and its state; `http.rs` the login and API routes; `media.rs`
+//! uploads and the image, file and sticker sends; `ws.rs` the websocket; `control.rs` the `/sim/*` routes that script it over HTTP; `tls.rs` the
 //! https listener.
 
 mod control;
 mod http;
+mod media;
 mod tls;
 mod ws;
 
@@ -66,6 +67,36 @@ impl Default for SimConfig {
     }
 }
 
+/// The service hosts and websocket URL `getLoginInfo` hands out instead of the simulator's
+/// own. For clients whose transport reroutes Zalo's hostnames to the simulator rather than
+/// taking base URLs (the zca-js interop test): they then see the hostnames Zalo would give,
+/// and their cookie jars, keyed by those hosts, send the account's cookies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdvertisedHosts {
+    pub chat: String,
+    pub group: String,
+    pub file: String,
+    pub profile: String,
+    /// Every other service of the map (friend, conversation, sticker, …).
+    pub other: String,
+    /// The websocket URL (`zpw_ws[0]`); the simulator serves the socket at `/ws`.
+    pub ws: String,
+}
+
+impl AdvertisedHosts {
+    /// Hostnames shaped like Zalo's (https and wss on chat.zalo.me subdomains).
+    pub fn zalo_like() -> Self {
+        Self {
+            chat: "https://tt-chat1-wpa.chat.zalo.me".into(),
+            group: "https://tt-group-wpa.chat.zalo.me".into(),
+            file: "https://tt-files-wpa.chat.zalo.me".into(),
+            profile: "https://tt-profile-wpa.chat.zalo.me".into(),
+            other: "https://tt-misc-wpa.chat.zalo.me".into(),
+            ws: "wss://ws1-msg.chat.zalo.me/ws".into(),
+        }
+    }
+}
+
 /// An account the simulator knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimAccount {
@@ -102,6 +133,63 @@ pub struct SentMessage {
     pub msg_id: String,
     /// The decrypted parameters as sent.
     pub params: Value,
+}
+
+/// What kind of message a [`SentMessage`] was, read from its parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SentKind {
+    Text,
+    Image,
+    File,
+    Sticker,
+}
+
+impl SentMessage {
+    /// Text, or the media the parameters name (`photoId`, `fileId`, `stickerId`). For an
+    /// image `text` is its caption, for a file its name, for a sticker empty.
+    pub fn kind(&self) -> SentKind {
+        if self.params.get("photoId").is_some() {
+            SentKind::Image
+        } else if self.params.get("fileId").is_some() {
+            SentKind::File
+        } else if self.params.get("stickerId").is_some() {
+            SentKind::Sticker
+        } else {
+            SentKind::Text
+        }
+    }
+}
+
+/// What an upload stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaKind {
+    Image,
+    File,
+}
+
+/// A finished upload: every chunk arrived and the sizes agree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    pub kind: MediaKind,
+    pub thread: Thread,
+    /// The user (`toid`) or group (`grid`) the upload was for.
+    pub to: String,
+    /// The `photoId` or `fileId` handed out.
+    pub id: String,
+    pub file_name: String,
+    pub bytes: Vec<u8>,
+    /// How many chunk requests it took.
+    pub chunks: u32,
+    /// Where the simulator says it stored it (`normalUrl`, or the file_done URL).
+    pub url: String,
+    /// The decrypted parameters of the chunk that completed it.
+    pub params: Value,
+}
+
+/// An upload whose chunks are still arriving.
+#[derive(Debug, Default)]
+struct PartialUpload {
+    chunks: std::collections::BTreeMap<u64, Vec<u8>>,
 }
 
 /// Ways to spoil a frame, for the client's "skip and go on" path.
@@ -160,6 +248,9 @@ struct AccountState {
     refuse_sockets: bool,
     next_errors: VecDeque<i64>,
     drop_every: Option<Duration>,
+    uploads: Vec<Upload>,
+    /// By kind, client id and file name.
+    partial_uploads: HashMap<String, PartialUpload>,
 }
 
 /// A browser's cookie grant: the account it logs in and the user agent it is bound to.
@@ -195,7 +286,14 @@ struct State {
     last_qr: Option<String>,
     next_msg_id: u64,
     next_connection: u64,
+    /// None: the simulator's own URLs.
+    advertised: Option<AdvertisedHosts>,
+    /// `chunk_size_file` handed out; None: [`DEFAULT_UPLOAD_CHUNK_SIZE`].
+    upload_chunk_size: Option<usize>,
 }
+
+/// The upload chunk size the simulator hands out unless told otherwise.
+pub const DEFAULT_UPLOAD_CHUNK_SIZE: usize = 2 * 1024 * 1024;
 
 /// A running simulator; clones share it. Stops when the `stop` future given to
 /// [`Simulator::start`] resolves.
@@ -302,6 +400,22 @@ impl Simulator {
         }
     }
 
+    /// Makes `getLoginInfo` hand out `hosts` (None: the simulator's own URLs, the default).
+    pub fn advertise_hosts(&self, hosts: Option<AdvertisedHosts>) {
+        self.with(|state| state.advertised = hosts);
+    }
+
+    /// The `chunk_size_file` that `getServerInfo` hands out from now on (small sizes make
+    /// clients upload in several chunks).
+    pub fn set_upload_chunk_size(&self, bytes: usize) {
+        self.with(|state| state.upload_chunk_size = Some(bytes.max(1)));
+    }
+
+    pub fn upload_chunk_size(&self) -> usize {
+        self.with(|state| state.upload_chunk_size)
+            .unwrap_or(DEFAULT_UPLOAD_CHUNK_SIZE)
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -344,6 +458,8 @@ impl Simulator {
                             refuse_sockets: false,
                             next_errors: VecDeque::new(),
                             drop_every: None,
+                            uploads: Vec::new(),
+                            partial_uploads: HashMap::new(),
                         },
                     );
                 }
@@ -599,6 +715,12 @@ impl Simulator {
 
     pub fn sent(&self, account: &str) -> Vec<SentMessage> {
         self.with_account(account, |state| state.sent.clone())
+            .unwrap_or_default()
+    }
+
+    /// The account's finished uploads, oldest first.
+    pub fn uploads(&self, account: &str) -> Vec<Upload> {
+        self.with_account(account, |state| state.uploads.clone())
             .unwrap_or_default()
     }
 
