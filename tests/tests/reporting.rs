@@ -480,7 +480,8 @@ fn breached(conversation: &str, owner: &str, at: i64) -> Payload {
         conversation_id: conversation.into(),
         owner_user_id: owner.into(),
         team_id: "north".into(),
-        policy_id: "frt-15m".into(),
+        // Assignment names a policy by its channel account.
+        policy_id: "oa-1".into(),
         kind: "first_response".into(),
         breached_at: Some(timestamp(at)),
         ..Default::default()
@@ -648,11 +649,17 @@ async fn each_definition_on_a_hand_built_day(kind: BackendKind) {
         .expect("sla")
         .into_inner()
         .rows;
-    let sla: Vec<(String, u64, u64)> = sla
+    let sla: Vec<(String, String, u64, u64)> = sla
         .into_iter()
-        .map(|row| (row.user_id, row.met, row.breached))
+        .map(|row| (row.user_id, row.policy_id, row.met, row.breached))
         .collect();
-    assert_eq!(sla, vec![("ann".into(), 2, 0), ("bob".into(), 1, 1)]);
+    assert_eq!(
+        sla,
+        vec![
+            ("ann".into(), "oa-1".into(), 2, 0),
+            ("bob".into(), "oa-1".into(), 1, 1)
+        ]
+    );
 
     let funnel = admin
         .lead_source_funnel(LeadSourceFunnelRequest {
@@ -1002,7 +1009,11 @@ async fn visibility_and_bad_input(kind: BackendKind) {
         .await
         .expect_err("unknown agent");
     assert_eq!(unknown.code(), Code::NotFound);
-    assert!(unknown.message().contains("zed"), "{}", unknown.message());
+    assert!(
+        unknown.message().contains("user_id") && unknown.message().contains("zed"),
+        "{}",
+        unknown.message()
+    );
     let inverted = AgentScorecardRequest {
         scope: Some(scope(local(6, 0, 0), local(5, 0, 0), "")),
         user_id: "ann".into(),
@@ -1164,6 +1175,7 @@ async fn message_store_traffic_reaches_the_scorecard(kind: BackendKind) {
             owner_user_id: "ann".into(),
             team_id: "north".into(),
             reason: "test".into(),
+            ..Default::default()
         })
         .await
         .expect("owner set");
@@ -1304,6 +1316,522 @@ async fn batch_fold_matches_one_by_one(kind: BackendKind) {
     assert_eq!(forgotten as usize, envelopes.len());
 }
 
+/// SlaCompliance has one row per agent and SLA policy; assignment keys policies by channel
+/// account, and a breach on a conversation reporting has not seen yet counts under the
+/// policy it names.
+async fn sla_compliance_splits_by_policy(kind: BackendKind) {
+    let mut suite = Suite::start(kind).await;
+    let at = local(5, 9, 0);
+    let on = |account: &str, payload: Payload| match payload {
+        Payload::MessageStored(mut message) => {
+            message.channel_account_id = account.into();
+            Payload::MessageStored(message)
+        }
+        other => other,
+    };
+    // ann answers on oa-1 in time and on oa-2 late; oa-3 breaches on a conversation only
+    // assignment knows about.
+    for (conversation, account, breach) in [("p-1", "oa-1", false), ("p-2", "oa-2", true)] {
+        let customer = stored(
+            &format!("{conversation}-in"),
+            conversation,
+            "ann",
+            "north",
+            Direction::Inbound,
+            SenderKind::Customer,
+            "",
+            at,
+            "",
+        );
+        suite
+            .publish(&format!("{conversation}-in"), at, on(account, customer))
+            .await;
+        if breach {
+            let mut late = breached(conversation, "ann", at + 20 * MINUTE);
+            if let Payload::SlaBreached(event) = &mut late {
+                event.policy_id = account.into();
+            }
+            suite
+                .publish(&format!("{conversation}-breach"), at + 20 * MINUTE, late)
+                .await;
+        }
+        let reply = stored(
+            &format!("{conversation}-out"),
+            conversation,
+            "ann",
+            "north",
+            Direction::Outbound,
+            SenderKind::Staff,
+            "ann",
+            at + 30 * MINUTE,
+            "",
+        );
+        suite
+            .publish(
+                &format!("{conversation}-out"),
+                at + 30 * MINUTE,
+                on(account, reply),
+            )
+            .await;
+    }
+    let mut unseen = breached("p-3", "ann", at + 40 * MINUTE);
+    if let Payload::SlaBreached(event) = &mut unseen {
+        event.policy_id = "oa-3".into();
+    }
+    suite.publish("p-3-breach", at + 40 * MINUTE, unseen).await;
+    suite.settle().await;
+
+    let rows = suite
+        .client(TENANT, "sue", "supervisor.north")
+        .await
+        .sla_compliance(SlaComplianceRequest {
+            scope: Some(two_days()),
+            team_id: "north".into(),
+        })
+        .await
+        .expect("sla")
+        .into_inner()
+        .rows;
+    let rows: Vec<(String, String, u64, u64)> = rows
+        .into_iter()
+        .map(|row| (row.user_id, row.policy_id, row.met, row.breached))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("ann".into(), "oa-1".into(), 1, 0),
+            ("ann".into(), "oa-2".into(), 0, 1),
+            ("ann".into(), "oa-3".into(), 0, 1),
+        ]
+    );
+    // The scorecard's SLA figures are the sum over policies.
+    let ann = suite.scorecard("ann", false).await;
+    assert_eq!((ann.sla_met, ann.sla_breached), (1, 2));
+}
+
+/// Two replicas folding the first events of a brand-new conversation at the same moment:
+/// neither event may be lost (the second waits for the first's row instead of starting
+/// from an empty clock and overwriting it).
+async fn concurrent_first_events_of_a_new_conversation_are_both_kept(kind: BackendKind) {
+    let mut backend = Backend::new(kind).await;
+    let config = reporting_config(backend.database().await, backend.bus.clone());
+    let settings = config.settings().expect("settings");
+    let database = giao_storage::Database::connect(&config.database)
+        .await
+        .expect("database");
+    database
+        .migrate(&giao_reporting::MIGRATIONS)
+        .await
+        .expect("migrated");
+    // Two stores on separate pools, as two replicas would have.
+    let first = giao_reporting::store::Store::new(database);
+    let second = giao_reporting::store::Store::new(
+        giao_storage::Database::connect(&config.database)
+            .await
+            .expect("second pool"),
+    );
+    let event = |id: String, conversation: &str, at: i64| Envelope {
+        event_id: id.clone(),
+        tenant_id: TENANT.into(),
+        occurred_at: Some(timestamp(at)),
+        producer: "test".into(),
+        payload: Some(stored(
+            &id,
+            conversation,
+            "ann",
+            "north",
+            Direction::Inbound,
+            SenderKind::Customer,
+            "",
+            at,
+            "",
+        )),
+        ..Default::default()
+    };
+    let at = local(5, 9, 0);
+    let conversations: Vec<String> = (0..20).map(|index| format!("race-{index:02}")).collect();
+    for conversation in &conversations {
+        let (a, b) = (
+            event(format!("{conversation}-a"), conversation, at),
+            event(format!("{conversation}-b"), conversation, at + MINUTE),
+        );
+        let (left, right) = tokio::join!(
+            first.apply(&a, &settings.apply),
+            second.apply(&b, &settings.apply)
+        );
+        assert!(left.expect("first replica") && right.expect("second replica"));
+    }
+    let rows = first
+        .conversation_rows(
+            TENANT,
+            local(5, 0, 0),
+            local(6, 0, 0),
+            &giao_reporting::store::RowFilter::new(giao_reporting::domain::Visibility::All),
+        )
+        .await
+        .expect("rows");
+    let counted: Vec<(String, i64)> = rows
+        .iter()
+        .map(|row| (row.conversation_id.clone(), row.messages_in))
+        .collect();
+    let expected: Vec<(String, i64)> = conversations.iter().map(|id| (id.clone(), 2)).collect();
+    assert_eq!(counted, expected);
+    // One wait each, from whichever message was folded first.
+    let waits = first
+        .snapshot()
+        .await
+        .expect("snapshot")
+        .into_iter()
+        .filter(|line| line.starts_with("waits|"))
+        .count();
+    assert_eq!(waits, conversations.len());
+
+    // The same for an account whose first two status changes race: one outage, not two.
+    let status = |id: &str, status: AccountStatus, at: i64| Envelope {
+        event_id: id.into(),
+        tenant_id: TENANT.into(),
+        occurred_at: Some(timestamp(at)),
+        producer: "test".into(),
+        payload: Some(account("oa-9", status, at)),
+        ..Default::default()
+    };
+    let (down, login) = (
+        status("oa-9-down", AccountStatus::Disconnected, at),
+        status("oa-9-login", AccountStatus::NeedsLogin, at + MINUTE),
+    );
+    let (left, right) = tokio::join!(
+        first.apply(&down, &settings.apply),
+        second.apply(&login, &settings.apply)
+    );
+    assert!(left.expect("first replica") && right.expect("second replica"));
+    assert!(
+        first
+            .apply(
+                &status("oa-9-up", AccountStatus::Connected, at + 30 * MINUTE),
+                &settings.apply
+            )
+            .await
+            .expect("connected")
+    );
+    let disconnected = first
+        .disconnected_micros(TENANT, "oa-9", local(5, 0, 0), local(6, 0, 0))
+        .await
+        .expect("outages");
+    // From whichever change was folded first to the reconnection.
+    assert!(
+        disconnected == 30 * MINUTE || disconnected == 29 * MINUTE,
+        "{disconnected}"
+    );
+}
+
+/// `rebuild --from message-store`: conversations, histories and contacts read through
+/// message-store's API give exactly the rows the live consumer built from the same traffic
+/// (traffic without ownership changes, SLA breaches or account events: those only the bus
+/// knows).
+async fn rebuild_from_message_store_gives_identical_aggregates(kind: BackendKind) {
+    use giao_proto::{
+        common::{ChannelUser, MessageContent},
+        messagestore::{
+            AppendInboundRequest, ConversationStatus, InboundMessage, RecordOutboundRequest,
+            SetConversationStatusRequest,
+        },
+    };
+    let mut backend = Backend::new(kind).await;
+    let message_store =
+        giao_tests::start_message_store(giao_tests::message_store_config(&mut backend).await).await;
+    let config = reporting_config(backend.database().await, backend.bus.clone());
+    let _reporting = giao_tests::start_reporting(config.clone()).await;
+    let mut admin = giao_tests::message_store_client(&message_store, TENANT, "admin").await;
+    let captured =
+        |id: &str, customer: &str, direction: Direction, sender: SenderKind| AppendInboundRequest {
+            message: Some(InboundMessage {
+                channel_account_id: "oa-1".into(),
+                external_message_id: id.into(),
+                external_thread_id: customer.into(),
+                customer: Some(ChannelUser {
+                    external_user_id: customer.into(),
+                    display_name: customer.into(),
+                    ..Default::default()
+                }),
+                direction: direction as i32,
+                sender_kind: sender as i32,
+                content: Some(MessageContent {
+                    r#type: ContentType::Text as i32,
+                    text: format!("message {id}"),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        };
+    // cust-1: a burst, the owner answers from the phone, the customer writes again, staff
+    // answer through giao with a personal number (flagged), and the conversation is closed.
+    let mut first = String::new();
+    for (id, direction, sender) in [
+        ("m-1", Direction::Inbound, SenderKind::Customer),
+        ("m-2", Direction::Inbound, SenderKind::Customer),
+        ("m-3", Direction::Outbound, SenderKind::AccountOwner),
+        ("m-4", Direction::Inbound, SenderKind::Customer),
+    ] {
+        first = admin
+            .append_inbound(captured(id, "cust-1", direction, sender))
+            .await
+            .expect("captured")
+            .into_inner()
+            .message
+            .expect("message")
+            .conversation_id;
+    }
+    admin
+        .record_outbound(RecordOutboundRequest {
+            conversation_id: first.clone(),
+            content: Some(MessageContent {
+                r#type: ContentType::Text as i32,
+                text: "Dạ chị gọi em số 0912 345 678 nhé".into(),
+                ..Default::default()
+            }),
+            idempotency_key: "reply-1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("staff reply");
+    // cust-2 writes and waits.
+    let second = admin
+        .append_inbound(captured(
+            "m-5",
+            "cust-2",
+            Direction::Inbound,
+            SenderKind::Customer,
+        ))
+        .await
+        .expect("captured")
+        .into_inner()
+        .message
+        .expect("message")
+        .conversation_id;
+    admin
+        .set_conversation_status(SetConversationStatusRequest {
+            conversation_id: first.clone(),
+            status: ConversationStatus::Closed as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("closed");
+
+    // The live consumer has folded everything once the close (published last) is in.
+    let live_database = giao_storage::Database::connect(&config.database)
+        .await
+        .expect("live database");
+    let live = giao_reporting::store::Store::new(live_database);
+    giao_testkit::wait_until(Duration::from_secs(30), "the live fold", || {
+        let live = live.clone();
+        async move {
+            live.snapshot()
+                .await
+                .map(|lines| {
+                    lines
+                        .iter()
+                        .any(|line| line.starts_with("facts|acme|closed|"))
+                })
+                .unwrap_or(false)
+        }
+    })
+    .await;
+
+    let fresh_database = giao_storage::Database::connect(&backend.database().await)
+        .await
+        .expect("fresh database");
+    fresh_database
+        .migrate(&giao_reporting::MIGRATIONS)
+        .await
+        .expect("migrated");
+    let fresh = giao_reporting::store::Store::new(fresh_database);
+    let settings = config.settings().expect("settings");
+    let link = giao_reporting::history::MessageStoreLink {
+        endpoint: message_store.endpoint(),
+        // Any credential with messages.read and contacts.read over the whole tenant.
+        tenant_api_keys: [(TENANT.to_string(), "dev.acme.u-auditor.auditor".to_string())].into(),
+        timeout_ms: 10_000,
+    };
+    let applied = giao_reporting::history::rebuild(&link, &fresh, &settings.apply)
+        .await
+        .expect("rebuilt");
+    // Two contacts, two openings, six messages, one close.
+    assert_eq!(applied, 11);
+
+    // Contacts are compared by id and lead source: rebuilt, a contact is created when
+    // message-store stored it and in its current care status ("new"); live, when its event
+    // was published, without a status until the first change.
+    let comparable = |lines: Vec<String>| -> Vec<String> {
+        lines
+            .into_iter()
+            .map(|line| match line.strip_prefix("contacts|") {
+                Some(rest) => {
+                    let fields: Vec<&str> = rest.split('|').collect();
+                    format!("contacts|{}", fields[..3].join("|"))
+                }
+                None => line,
+            })
+            .collect()
+    };
+    let rebuilt = fresh.snapshot().await.expect("rebuilt");
+    assert_eq!(
+        rebuilt
+            .iter()
+            .filter(|line| line.starts_with("contacts|") && line.contains("||new|"))
+            .count(),
+        2,
+        "{rebuilt:#?}"
+    );
+    let before = comparable(live.snapshot().await.expect("live"));
+    let after = comparable(rebuilt);
+    assert!(
+        before
+            .iter()
+            .any(|line| line.starts_with("facts|acme|flagged|")),
+        "{before:#?}"
+    );
+    assert!(
+        before
+            .iter()
+            .any(|line| line.starts_with(&format!("waits|acme|{second}|"))
+                && line.ends_with("|-|")),
+        "{before:#?}"
+    );
+    assert_eq!(before, after);
+
+    // Running it again folds nothing twice.
+    assert_eq!(
+        giao_reporting::history::rebuild(&link, &fresh, &settings.apply)
+            .await
+            .expect("again"),
+        0
+    );
+    assert_eq!(comparable(fresh.snapshot().await.expect("again")), after);
+    // The events carry the ids message-store published them under: on the live database
+    // only the close (whose time message-store does not keep) is new.
+    assert_eq!(
+        giao_reporting::history::rebuild(&link, &live, &settings.apply)
+            .await
+            .expect("over the live fold"),
+        1
+    );
+}
+
+/// Care-quality patterns are the tenant's own when it has a list: acme's staff may share the
+/// shop's hotline wording but not "my own number"; globex keeps the default patterns.
+async fn care_quality_patterns_are_per_tenant(kind: BackendKind) {
+    let mut backend = Backend::new(kind).await;
+    let mut config = reporting_config(backend.database().await, backend.bus.clone());
+    config
+        .care_quality
+        .tenants
+        .insert(TENANT.into(), vec![r"(?i)số riêng của em".into()]);
+    let settings = config.settings().expect("settings");
+    let database = giao_storage::Database::connect(&config.database)
+        .await
+        .expect("database");
+    database
+        .migrate(&giao_reporting::MIGRATIONS)
+        .await
+        .expect("migrated");
+    let store = giao_reporting::store::Store::new(database);
+    let at = local(5, 9, 0);
+    let reply = |tenant: &str, id: &str, sender: SenderKind, text: &str| Envelope {
+        event_id: format!("{tenant}-{id}"),
+        tenant_id: tenant.into(),
+        occurred_at: Some(timestamp(at)),
+        producer: "test".into(),
+        payload: Some(stored(
+            id,
+            id,
+            "ann",
+            "north",
+            Direction::Outbound,
+            sender,
+            if sender == SenderKind::Staff {
+                "ann"
+            } else {
+                ""
+            },
+            at,
+            text,
+        )),
+        ..Default::default()
+    };
+    for envelope in [
+        // acme: the hotline is fine, a personal number announced as such is not.
+        reply(
+            TENANT,
+            "q-1",
+            SenderKind::Staff,
+            "Hotline shop: 0912 345 678",
+        ),
+        reply(
+            TENANT,
+            "q-2",
+            SenderKind::Staff,
+            "Chị gọi số riêng của em nhé",
+        ),
+        // The account owner typing on the phone is a human too.
+        reply(
+            TENANT,
+            "q-3",
+            SenderKind::AccountOwner,
+            "số riêng của em đây",
+        ),
+        // Automation is never flagged.
+        reply(TENANT, "q-4", SenderKind::Automation, "số riêng của em"),
+        // globex: the default patterns (a phone number, a bank account, another channel).
+        reply(
+            "globex",
+            "q-5",
+            SenderKind::Staff,
+            "Hotline shop: 0912 345 678",
+        ),
+        reply(
+            "globex",
+            "q-6",
+            SenderKind::Staff,
+            "chuyển khoản stk 0123456789",
+        ),
+        reply("globex", "q-7", SenderKind::Staff, "add t.me/shop giúp em"),
+        reply(
+            "globex",
+            "q-8",
+            SenderKind::Staff,
+            "Dạ đơn KH000123 giao ngày 12/3",
+        ),
+    ] {
+        assert!(
+            store
+                .apply(&envelope, &settings.apply)
+                .await
+                .expect("applied")
+        );
+    }
+    let flagged: Vec<String> = store
+        .snapshot()
+        .await
+        .expect("snapshot")
+        .into_iter()
+        .filter(|line| line.starts_with("facts|") && line.contains("|flagged|"))
+        .map(|line| {
+            let fields: Vec<&str> = line.split('|').collect();
+            format!("{}/{}/{}", fields[1], fields[5], fields[3])
+        })
+        .collect();
+    assert_eq!(
+        flagged,
+        vec![
+            "acme/q-2/ann",
+            "acme/q-3/ann",
+            "globex/q-5/ann",
+            "globex/q-6/ann",
+            "globex/q-7/ann"
+        ]
+    );
+}
+
 on_both_backends!(
     batch_fold_matches_one_by_one,
     message_store_traffic_reaches_the_scorecard,
@@ -1312,4 +1840,8 @@ on_both_backends!(
     redelivered_events_count_once,
     visibility_and_bad_input,
     rebuild_from_the_bus_gives_identical_aggregates,
+    rebuild_from_message_store_gives_identical_aggregates,
+    sla_compliance_splits_by_policy,
+    concurrent_first_events_of_a_new_conversation_are_both_kept,
+    care_quality_patterns_are_per_tenant,
 );

@@ -431,23 +431,16 @@ impl ReportingService for Api {
         }
         let rows = self
             .store
-            .counters(
-                &caller.tenant_id,
-                scope.start,
-                scope.end,
-                &filter,
-                Group::User,
-            )
+            .sla_rows(&caller.tenant_id, scope.start, scope.end, &filter)
             .await?;
         Ok(Response::new(SlaComplianceResponse {
             rows: rows
                 .into_iter()
-                .filter(|row| row.sla_met + row.sla_breached > 0)
                 .map(|row| SlaComplianceRow {
-                    user_id: row.key,
-                    policy_id: String::new(),
-                    met: u64::try_from(row.sla_met).unwrap_or_default(),
-                    breached: u64::try_from(row.sla_breached).unwrap_or_default(),
+                    user_id: row.user_id,
+                    policy_id: row.policy_id,
+                    met: u64::try_from(row.met).unwrap_or_default(),
+                    breached: u64::try_from(row.breached).unwrap_or_default(),
                 })
                 .collect(),
         }))

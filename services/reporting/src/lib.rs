@@ -7,13 +7,15 @@
 //!
 //! Layout: [`api`] (the gRPC service) → [`domain`] (the response clock, histograms, time
 //! zones and business hours, scopes and visibility) → [`store`] (PostgreSQL and SQLite);
-//! [`consumer`] is the bus consumer and the rebuild.
+//! [`consumer`] is the bus consumer and the rebuild from the bus; [`history`] the rebuild
+//! from message-store.
 
 pub mod api;
 pub mod consumer;
 pub mod domain;
 pub mod error;
 pub mod export;
+pub mod history;
 pub mod store;
 
 use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
@@ -68,6 +70,8 @@ pub struct Config {
     /// Applied event ids are kept this long for deduplication; longer than the bus keeps
     /// events (`bus.max_age_days`), after which they cannot be delivered again.
     pub processed_events_days: u32,
+    /// Only for `giao-reporting rebuild --from message-store`.
+    pub message_store: history::MessageStoreLink,
 }
 
 /// Care-quality patterns (regular expressions) matched against outbound human messages.
@@ -118,6 +122,7 @@ impl Default for Config {
             long_silence_minutes: 60,
             consumer_ack_wait_secs: 30,
             processed_events_days: 14,
+            message_store: history::MessageStoreLink::default(),
         }
     }
 }
@@ -299,9 +304,40 @@ impl Reporting {
     }
 }
 
-/// `giao-reporting rebuild`: replays the bus stream into the configured database (which
-/// should be fresh) and returns when it is caught up.
-pub async fn rebuild(config: Config, _shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Where `giao-reporting rebuild` reads the history from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebuildSource {
+    /// The bus stream (the last `bus.max_age_days`, every event type).
+    Bus,
+    /// message-store's lifetime record (messages, conversations and contacts only).
+    MessageStore,
+}
+
+impl RebuildSource {
+    /// `--from bus` (the default) or `--from message-store`.
+    pub fn from_args(args: &[String]) -> Result<Self, String> {
+        match args
+            .iter()
+            .skip_while(|arg| *arg != "--from")
+            .nth(1)
+            .map(String::as_str)
+        {
+            None | Some("bus") => Ok(Self::Bus),
+            Some("message-store") => Ok(Self::MessageStore),
+            Some(other) => Err(format!(
+                "invalid --from \"{other}\": expected bus or message-store"
+            )),
+        }
+    }
+}
+
+/// `giao-reporting rebuild [--from bus|message-store]`: folds the history into the
+/// configured database (which should be fresh) and returns when done.
+pub async fn rebuild(
+    config: Config,
+    source: RebuildSource,
+    _shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
     let settings = config.settings().map_err(anyhow::Error::msg)?;
     let database = Database::connect(&config.database).await?;
@@ -309,16 +345,22 @@ pub async fn rebuild(config: Config, _shutdown: CancellationToken) -> anyhow::Re
         .migrate(&MIGRATIONS)
         .await
         .context("cannot migrate the reporting database")?;
-    let bus = giao_bus::connect(&config.bus).await?;
-    let applied = consumer::rebuild(
-        bus,
-        store::Store::new(database),
-        Arc::new(settings.apply),
-        Duration::from_secs(5),
-    )
-    .await?;
-    tracing::info!(applied, "reporting rebuilt from the bus");
-    println!("reporting rebuilt from the bus: {applied} events applied");
+    let store = store::Store::new(database);
+    match source {
+        RebuildSource::Bus => {
+            let bus = giao_bus::connect(&config.bus).await?;
+            let applied =
+                consumer::rebuild(bus, store, Arc::new(settings.apply), Duration::from_secs(5))
+                    .await?;
+            tracing::info!(applied, "reporting rebuilt from the bus");
+            println!("reporting rebuilt from the bus: {applied} events applied");
+        }
+        RebuildSource::MessageStore => {
+            let applied = history::rebuild(&config.message_store, &store, &settings.apply).await?;
+            tracing::info!(applied, "reporting rebuilt from message-store");
+            println!("reporting rebuilt from message-store: {applied} events applied");
+        }
+    }
     Ok(())
 }
 
@@ -362,6 +404,20 @@ mod tests {
             .insert("bad".into(), vec!["(".into()]);
         let error = config.settings().expect_err("bad pattern");
         assert!(error.contains("care_quality.tenants.bad[0]"), "{error}");
+        let args = |list: &[&str]| list.iter().map(|arg| arg.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            RebuildSource::from_args(&args(&["rebuild"])),
+            Ok(RebuildSource::Bus)
+        );
+        assert_eq!(
+            RebuildSource::from_args(&args(&["rebuild", "--from", "message-store"])),
+            Ok(RebuildSource::MessageStore)
+        );
+        assert!(
+            RebuildSource::from_args(&args(&["rebuild", "--from", "tape"]))
+                .expect_err("unknown source")
+                .contains("--from")
+        );
         let zone = Config {
             time_zone: "Moon/Base".into(),
             ..Config::default()

@@ -1,10 +1,21 @@
 //! The reporting binary: `giao-reporting [--config FILE]` serves; `giao-reporting rebuild
-//! [--config FILE]` replays the bus into the configured (fresh) database and exits. Settings
-//! also come from `GIAO_*`.
+//! [--from bus|message-store] [--config FILE]` folds the bus stream (the default) or
+//! message-store's history into the configured (fresh) database and exits. Settings also
+//! come from `GIAO_*`.
 
 fn main() -> std::process::ExitCode {
-    if std::env::args().nth(1).as_deref() == Some("rebuild") {
-        return giao_platform::service::main(giao_reporting::SERVICE, giao_reporting::rebuild);
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("rebuild") {
+        let source = match giao_reporting::RebuildSource::from_args(&args) {
+            Ok(source) => source,
+            Err(error) => {
+                eprintln!("{}: {error}", giao_reporting::SERVICE);
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        return giao_platform::service::main(giao_reporting::SERVICE, move |config, shutdown| {
+            giao_reporting::rebuild(config, source, shutdown)
+        });
     }
     giao_platform::service::main(giao_reporting::SERVICE, giao_reporting::serve)
 }

@@ -565,6 +565,11 @@ pub fn fold(
             if !breach.team_id.is_empty() {
                 dims.team_id = breach.team_id.clone();
             }
+            // Assignment names a policy by its channel account: it stands in for a
+            // conversation reporting has not seen yet, so SlaCompliance splits it right.
+            if dims.channel_account_id.is_empty() {
+                dims.channel_account_id = breach.policy_id.clone();
+            }
             known_user(&mut ops, &dims.user_id, &dims.team_id);
             count(&mut ops, hour, &dims, Counter::SlaBreached);
             fact(

@@ -140,6 +140,18 @@ macro_rules! backend_apply {
             }
             let mut ops: Vec<Op> = Vec::new();
             if let Some(conversation_id) = clock::conversation_of(payload) {
+                // A brand-new conversation has no row to lock, so two replicas folding its
+                // first events could both start from an empty clock and the later write
+                // would erase the earlier. Creating the row first makes the second insert
+                // wait for the first transaction, then read what it wrote.
+                sqlx::query(
+                    "INSERT INTO conversations (tenant_id, conversation_id) VALUES ($1, $2) \
+                     ON CONFLICT (tenant_id, conversation_id) DO NOTHING",
+                )
+                .bind(tenant)
+                .bind(conversation_id)
+                .execute(&mut *tx)
+                .await?;
                 let loaded: Option<ConversationState> = sqlx::query_as(concat!(
                     "SELECT conversation_id, channel_account_id, contact_id, lead_source, \
                      owner_user_id, team_id, opened_at, closed_at, customer_waiting_since, \
@@ -208,6 +220,18 @@ macro_rules! backend_apply {
                 && !update.contact_id.is_empty()
                 && update.merged_into_contact_id.is_empty()
             {
+                // As for conversations: create the row first so that it can be locked even
+                // when this is the contact's first event; `known` is whether it existed.
+                let known = sqlx::query(
+                    "INSERT INTO contacts (tenant_id, contact_id) VALUES ($1, $2) \
+                     ON CONFLICT (tenant_id, contact_id) DO NOTHING",
+                )
+                .bind(tenant)
+                .bind(&update.contact_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 0;
                 let before: Option<(String, String, Option<i64>)> = sqlx::query_as(concat!(
                     "SELECT lead_source, care_status, created_at FROM contacts \
                      WHERE tenant_id = $1 AND contact_id = $2",
@@ -217,7 +241,6 @@ macro_rules! backend_apply {
                 .bind(&update.contact_id)
                 .fetch_optional(&mut *tx)
                 .await?;
-                let known = before.is_some();
                 let (old_lead, old_status, old_created) = before.unwrap_or_default();
                 let lead_source = if update.lead_source.is_empty() {
                     old_lead
@@ -345,6 +368,8 @@ macro_rules! backend_apply {
                         .fetch_optional(&mut *tx)
                         .await?;
                         if open.is_none() {
+                            // When a replica racing on the same account opened one first,
+                            // the one-open-outage index (migration 0003) makes this nothing.
                             sqlx::query(
                                 "INSERT INTO account_outages (tenant_id, channel_account_id, started_at, ended_at, status) \
                                  VALUES ($1, $2, $3, NULL, $4) ON CONFLICT DO NOTHING",

@@ -226,6 +226,17 @@ macro_rules! backend_fold {
             for (tenant, ids) in &wanted {
                 let ids: Vec<&String> = ids.iter().collect();
                 for chunk in ids.chunks(ROWS) {
+                    // Rows for conversations seen for the first time, so that they are
+                    // locked too (see `apply`); sorted ids keep replicas' lock order alike.
+                    let mut sql = Sql::default();
+                    sql.push("INSERT INTO conversations (tenant_id, conversation_id) VALUES ");
+                    values(&mut sql, chunk, |sql, id| {
+                        sql.text(tenant).push(", ").text(id);
+                    });
+                    sql.push(" ON CONFLICT (tenant_id, conversation_id) DO NOTHING");
+                    bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.text.clone())), sql)
+                        .execute(&mut *tx)
+                        .await?;
                     let mut sql = Sql::default();
                     sql.push(
                         "SELECT conversation_id, channel_account_id, contact_id, lead_source, \

@@ -13,7 +13,7 @@ mod query;
 pub use apply::is_relevant;
 pub use query::{
     ConversationRow, CounterRow, DrillMetric, FactRow, Group, HistRow, HourlyRow, RowFilter,
-    WaitRow,
+    SlaRow, WaitRow,
 };
 
 use giao_storage::Database;

@@ -114,6 +114,14 @@ pub struct CounterRow {
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SlaRow {
+    pub user_id: String,
+    pub policy_id: String,
+    pub met: i64,
+    pub breached: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct HistRow {
     pub key: String,
     pub kind: String,
@@ -175,6 +183,34 @@ impl Store {
         filter.push(&mut sql);
         sql.push(&group.group_by(&[]));
         Ok(fetch_all!(&self.database, CounterRow, &sql))
+    }
+
+    /// SLA met and breached per agent and policy. Assignment keeps one SLA policy per
+    /// channel account (the tenant default covering the rest) and names it by that account
+    /// in `SlaBreached`, so a policy's rows are its channel account's.
+    pub async fn sla_rows(
+        &self,
+        tenant: &str,
+        from: i64,
+        to: i64,
+        filter: &RowFilter,
+    ) -> Result<Vec<SlaRow>, Error> {
+        let mut sql = Sql::default();
+        start(
+            &mut sql,
+            "user_id, channel_account_id AS policy_id, \
+             CAST(COALESCE(SUM(sla_met), 0) AS BIGINT) AS met, \
+             CAST(COALESCE(SUM(sla_breached), 0) AS BIGINT) AS breached",
+            "hourly",
+            tenant,
+        );
+        hours(&mut sql, from, to);
+        filter.push(&mut sql);
+        sql.push(
+            " GROUP BY user_id, channel_account_id \
+             HAVING SUM(sla_met) + SUM(sla_breached) > 0 ORDER BY user_id, channel_account_id",
+        );
+        Ok(fetch_all!(&self.database, SlaRow, &sql))
     }
 
     /// Merged histogram buckets of `kinds`.
