@@ -11,18 +11,19 @@ use giao_proto::{
         AccountStatusRequest, AccountStatusResponse, BeginOaConnectRequest, BeginOaConnectResponse,
         ChannelAccount, CompleteOaConnectRequest, CreateAccountRequest, DisableAccountRequest,
         GetAccountRequest, ListAccountsRequest, ListAccountsResponse, ListSessionsRequest,
-        ListSessionsResponse, SendMessageRequest, SendMessageResponse, Session,
-        SimulateInboundRequest, SimulateInboundResponse, UpdateAccountRequest,
-        connector_service_server::ConnectorService,
+        ListSessionsResponse, QrLoginEvent, SendMessageRequest, SendMessageResponse, Session,
+        SimulateInboundRequest, SimulateInboundResponse, StartQrLoginRequest, StartQrLoginResponse,
+        UpdateAccountRequest, WatchQrLoginRequest, connector_service_server::ConnectorService,
     },
     events::{self, AccountStatus, envelope::Payload},
 };
 use sha2::{Digest, Sha256};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, codegen::BoxStream};
 
 use crate::{
     credentials::Sealer,
     error::Error,
+    personal::{PersonalRuntime, qr::QrTarget},
     simulator::Simulator,
     store::OauthState,
     store::{Account, AccountStore, LeaseStore, NewAccount, SealedCredentials},
@@ -43,6 +44,7 @@ pub struct Api {
     publisher: EventPublisher,
     leases: LeaseStore,
     oa: OaRuntime,
+    personal: PersonalRuntime,
 }
 
 fn micros_to_timestamp(micros: i64) -> Option<prost_types::Timestamp> {
@@ -95,6 +97,9 @@ fn check_credentials(kind: ChannelKind, json: &str) -> Result<String, Error> {
         ChannelKind::ZaloOa => OaCredentials::parse(json)
             .map(|credentials| credentials.oa_id)
             .map_err(Error::InvalidArgument),
+        ChannelKind::ZaloPersonal if !json.is_empty() => crate::personal::parse_credentials(json)
+            .map(|_| String::new())
+            .map_err(Error::InvalidArgument),
         _ if json.is_empty() => Ok(String::new()),
         _ => serde_json::from_str::<serde_json::Value>(json)
             .map(|_| String::new())
@@ -110,6 +115,7 @@ impl Api {
         publisher: EventPublisher,
         leases: LeaseStore,
         oa: OaRuntime,
+        personal: PersonalRuntime,
     ) -> Self {
         Self {
             accounts,
@@ -118,6 +124,7 @@ impl Api {
             publisher,
             leases,
             oa,
+            personal,
         }
     }
 
@@ -191,7 +198,7 @@ pub async fn publish_status(
 
 /// Records a change of an account's credentials in the tenant's audit chain (never the
 /// credentials themselves). The event id is derived from the change, so a retry dedupes.
-async fn audit_credentials(
+pub(crate) async fn audit_credentials(
     publisher: &EventPublisher,
     tenant_id: &str,
     actor: &str,
@@ -255,6 +262,10 @@ impl ConnectorService for Api {
         let (status, reason) = match kind {
             ChannelKind::Simulator => (AccountStatus::Connected, ""),
             _ if has_token => (AccountStatus::Connected, ""),
+            // Saved cookies: the session holder's listener logs in and reports the outcome.
+            ChannelKind::ZaloPersonal if !request.credentials_json.is_empty() => {
+                (AccountStatus::Disconnected, "connecting")
+            }
             ChannelKind::ZaloOa => (AccountStatus::NeedsLogin, "connect the OA (OAuth)"),
             _ => (AccountStatus::NeedsLogin, "log in by QR code"),
         };
@@ -430,6 +441,18 @@ impl ConnectorService for Api {
                 .await
                 .map_err(Error::from)?;
             tracing::info!(account = %account.id, "channel account credentials replaced");
+            if account.kind == ChannelKind::ZaloPersonal as i32 && !account.disabled {
+                // New cookies: the listener (re)starts with them, whatever stopped it.
+                self.personal.stop_account(&caller.tenant_id, &account.id);
+                self.personal.retry_soon(&caller.tenant_id, &account.id);
+                self.change_status(
+                    &caller.tenant_id,
+                    &account.id,
+                    AccountStatus::Disconnected,
+                    "connecting with the new credentials",
+                )
+                .await?;
+            }
             audit_credentials(
                 &self.publisher,
                 &caller.tenant_id,
@@ -465,6 +488,9 @@ impl ConnectorService for Api {
             reason,
         )
         .await?;
+        // Here at once; in another replica when its lease runtime sees the account disabled.
+        self.personal
+            .stop_account(&caller.tenant_id, &request.channel_account_id);
         let account = self
             .load(&caller.tenant_id, &request.channel_account_id)
             .await?;
@@ -676,6 +702,87 @@ impl ConnectorService for Api {
         }))
     }
 
+    #[tracing::instrument(skip_all)]
+    async fn start_qr_login(
+        &self,
+        request: Request<StartQrLoginRequest>,
+    ) -> Result<Response<StartQrLoginResponse>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Permission::ACCOUNTS_MANAGE)?;
+        let request = request.into_inner();
+        let target = if request.channel_account_id.is_empty() {
+            check_name(&request.display_name)?;
+            QrTarget::New {
+                display_name: request.display_name.trim().to_string(),
+                team_id: request.team_id,
+            }
+        } else {
+            let account = self
+                .load(&caller.tenant_id, &request.channel_account_id)
+                .await?;
+            if account.kind != ChannelKind::ZaloPersonal as i32 {
+                return Err(Error::InvalidArgument(
+                    "invalid channel_account_id: not a zalo_personal account".into(),
+                )
+                .into());
+            }
+            if account.disabled {
+                return Err(Error::FailedPrecondition(
+                    "the account is disabled: a QR login would not be used".into(),
+                )
+                .into());
+            }
+            QrTarget::Account(account)
+        };
+        let started = self
+            .personal
+            .start_qr(&caller.tenant_id, &caller.user_id, target)
+            .await?;
+        Ok(Response::new(StartQrLoginResponse {
+            login_id: started.login_id,
+            qr_png: started.png,
+            expires_at: micros_to_timestamp(started.expires_at),
+            qr_png_base64: started.png_base64,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn watch_qr_login(
+        &self,
+        request: Request<WatchQrLoginRequest>,
+    ) -> Result<Response<BoxStream<QrLoginEvent>>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Permission::ACCOUNTS_MANAGE)?;
+        let login_id = request.into_inner().login_id;
+        if login_id.is_empty() {
+            return Err(Error::InvalidArgument("missing login_id: required".into()).into());
+        }
+        let login = self
+            .personal
+            .qr_login(&caller.tenant_id, &login_id)
+            .ok_or_else(|| Error::NotFound {
+                what: "QR login (logins live in the replica that started them, for a few minutes)",
+                id: login_id.clone(),
+            })?;
+        let mut changed = login.subscribe();
+        let stream = async_stream_of(move |sender| async move {
+            let mut seen = 0usize;
+            loop {
+                for state in login.since(seen) {
+                    seen += 1;
+                    let last = crate::personal::qr::is_final(state.state);
+                    if sender.send(Ok(state)).await.is_err() || last {
+                        return;
+                    }
+                }
+                if changed.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(stream))
+    }
+
     /// Refused on purpose: every outbound message is recorded by message-store
     /// (RecordOutbound) before the connector sends it, so history, delivery status and
     /// reports can never miss a message. A direct "send now" would bypass that record.
@@ -739,4 +846,22 @@ impl ConnectorService for Api {
             event_id: simulated.event_id,
         }))
     }
+}
+
+/// A stream fed by `produce` through a small channel; it ends when `produce` returns.
+fn async_stream_of<T, F, Fut>(produce: F) -> BoxStream<T>
+where
+    T: Send + 'static,
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<T, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (sender, receiver) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(produce(sender));
+    Box::pin(tokio_stream_from(receiver))
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut receiver: tokio::sync::mpsc::Receiver<Result<T, Status>>,
+) -> impl futures::Stream<Item = Result<T, Status>> + Send + 'static {
+    futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
 }

@@ -5,12 +5,14 @@
 //! personal adapters plug into the same path.
 //!
 //! Layout: [`api`] (gRPC) → [`simulator`] (the simulator channel), [`zalo`] (the OA
-//! adapter: webhook, error table) → [`store`] (accounts, credentials sealed by
-//! [`credentials`]).
+//! adapter: webhook, error table), [`personal`] (the personal-account adapter: listeners
+//! following [`sessions`], capture, paced sends, QR logins) → [`store`] (accounts,
+//! credentials sealed by [`credentials`]).
 
 pub mod api;
 pub mod credentials;
 pub mod error;
+pub mod personal;
 pub mod sessions;
 pub mod simulator;
 pub mod store;
@@ -62,6 +64,8 @@ pub struct Config {
     pub sessions: sessions::SessionsConfig,
     /// The Zalo OA adapter: API hosts, the giao app for OAuth connects, pacing.
     pub zalo_oa: zalo::client::ZaloOaConfig,
+    /// The personal-account adapter: Zalo's web hosts, QR logins, pacing, reconnects.
+    pub zalo_personal: personal::ZaloPersonalConfig,
     /// Unacked outbound requests come back after this long.
     pub outbound_ack_wait_secs: u64,
     /// giao's attachment store, the one message-store writes (read only here): outbound
@@ -105,6 +109,7 @@ impl Default for Config {
             webhook: WebhookConfig::default(),
             sessions: sessions::SessionsConfig::default(),
             zalo_oa: zalo::client::ZaloOaConfig::default(),
+            zalo_personal: personal::ZaloPersonalConfig::default(),
             outbound_ack_wait_secs: 30,
             // message-store's default, so one machine's services share it unconfigured.
             attachments_dir: "data/attachments".into(),
@@ -125,6 +130,7 @@ impl Validate for Config {
         credentials::Sealer::from_config(&self.credentials)?;
         self.zalo_oa.extra_roots()?;
         self.sessions.validate()?;
+        self.zalo_personal.validate()?;
         Ok(())
     }
 }
@@ -207,13 +213,21 @@ impl Connector {
             credentials::Sealer::from_config(&config.credentials).map_err(anyhow::Error::msg)?;
         let publisher = EventPublisher::new(bus.clone(), SERVICE);
         let objects = zalo::media::Objects::local(&config.attachments_dir);
+        let personal = personal::PersonalRuntime::new(
+            store::AccountStore::new(database.clone()),
+            sealer.clone(),
+            publisher.clone(),
+            config.zalo_personal.clone(),
+        )
+        .map_err(anyhow::Error::msg)?;
         let oa = zalo::outbound::OaRuntime::new(
             store::AccountStore::new(database.clone()),
             sealer.clone(),
             config.zalo_oa.clone(),
             publisher.clone(),
             objects,
-        );
+        )
+        .with_personal(personal.clone());
         let api = api::Api::new(
             store::AccountStore::new(database.clone()),
             simulator.clone(),
@@ -221,6 +235,7 @@ impl Connector {
             publisher.clone(),
             store::LeaseStore::new(database.clone()),
             oa.clone(),
+            personal.clone(),
         );
         let metrics = Metrics::new(SERVICE);
         let rejected = zalo::webhook::Rejected::default();
@@ -268,6 +283,10 @@ impl Connector {
             let oa = oa_refresh;
             tasks.push(Box::new(move |stop| {
                 Box::pin(refresh_held_tokens(refresher, accounts, oa, stop))
+            }));
+            let supervised = sessions.clone();
+            tasks.push(Box::new(move |stop| {
+                Box::pin(personal.supervise(supervised, stop))
             }));
             tasks.push(Box::new(move |stop| Box::pin(sessions.run(stop))));
         }

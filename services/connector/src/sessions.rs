@@ -88,6 +88,11 @@ impl Sessions {
         }
     }
 
+    /// How often leases are renewed; a lease's local deadline ends one tick before it expires.
+    pub fn tick(&self) -> Duration {
+        self.tick
+    }
+
     pub fn replica(&self) -> &str {
         &self.replica
     }

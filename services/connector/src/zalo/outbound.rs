@@ -81,8 +81,10 @@ pub struct OaRuntime {
     client: OaClient,
     config: ZaloOaConfig,
     publisher: EventPublisher,
-    database: Database,
+    ledger: Ledger,
     buckets: Arc<Mutex<Buckets>>,
+    /// Sends of `zalo_personal` accounts, when that adapter runs.
+    personal: Option<crate::personal::PersonalRuntime>,
     objects: Objects,
     throttle: Arc<Mutex<Throttle>>,
     profiles: Profiles,
@@ -103,7 +105,7 @@ impl OaRuntime {
         publisher: EventPublisher,
         objects: Objects,
     ) -> Self {
-        let database = accounts.database().clone();
+        let ledger = Ledger::new(accounts.database().clone(), publisher.clone());
         let window = Duration::from_millis(config.rate_limit_pause_ms.max(1));
         Self {
             accounts,
@@ -111,12 +113,19 @@ impl OaRuntime {
             client: OaClient::new(&config),
             config,
             publisher,
-            database,
+            ledger,
             buckets: Arc::default(),
+            personal: None,
             objects,
             throttle: Arc::new(Mutex::new(Throttle::new(window))),
             profiles: Profiles::default(),
         }
+    }
+
+    /// Hands `zalo_personal` requests to that adapter's queue.
+    pub fn with_personal(mut self, personal: crate::personal::PersonalRuntime) -> Self {
+        self.personal = Some(personal);
+        self
     }
 
     fn gate(&self, app: &str) -> Gate {
@@ -384,6 +393,12 @@ impl OaRuntime {
                 "unknown account {account_id}"
             )));
         };
+        if account.kind == ChannelKind::ZaloPersonal as i32
+            && let Some(personal) = &self.personal
+        {
+            // Queued for the replica that holds the account's session, which paces it.
+            return Ok(personal.enqueue(tenant, request, account.disabled).await);
+        }
         if account.kind != ChannelKind::ZaloOa as i32 {
             // Other kinds have their own senders.
             return Ok(HandlerOutcome::Done);
@@ -709,6 +724,71 @@ impl OaRuntime {
         code: &str,
         reason: &str,
     ) -> Result<(), OaError> {
+        self.ledger
+            .publish_delivery(tenant, request, status, external_id, code, reason)
+            .await
+            .map_err(|error| OaError::Call(CallError::Http(HttpError::Request(error.to_string()))))
+    }
+
+    async fn record(
+        &self,
+        tenant: &str,
+        request: &events::OutboundRequested,
+    ) -> Result<OutboundRecord, sqlx::Error> {
+        self.ledger.record(tenant, request, None).await
+    }
+
+    async fn mark(&self, tenant: &str, message_id: &str, state: &str) -> Result<(), sqlx::Error> {
+        self.ledger.mark(tenant, message_id, state).await
+    }
+
+    async fn finish(
+        &self,
+        tenant: &str,
+        message_id: &str,
+        state: &str,
+        external_id: &str,
+        code: &str,
+        reason: &str,
+    ) -> Result<(), sqlx::Error> {
+        self.ledger
+            .finish(tenant, message_id, state, external_id, code, reason)
+            .await
+    }
+}
+
+/// The `outbound_messages` rows and the DeliveryUpdated events every outbound path shares:
+/// a row is written before a send and marked `sending` just before the call, so a
+/// redelivered request is never sent twice, whichever channel kind sends it.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    database: Database,
+    publisher: EventPublisher,
+}
+
+impl Ledger {
+    pub fn new(database: Database, publisher: EventPublisher) -> Self {
+        Self {
+            database,
+            publisher,
+        }
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.database
+    }
+
+    /// Publishes the delivery outcome with an id derived from the message and status, so a
+    /// republished outcome dedupes.
+    pub async fn publish_delivery(
+        &self,
+        tenant: &str,
+        request: &events::OutboundRequested,
+        status: DeliveryStatus,
+        external_id: &str,
+        code: &str,
+        reason: &str,
+    ) -> Result<(), giao_bus::BusError> {
         let now = Utc::now();
         self.publisher
             .publish(
@@ -728,21 +808,21 @@ impl OaRuntime {
                     }),
                 }),
             )
-            .await
-            .map_err(|error| {
-                OaError::Call(CallError::Http(HttpError::Request(error.to_string())))
-            })?;
+            .await?;
         Ok(())
     }
 
-    /// The message's outbound row, created `pending` on first sight.
-    async fn record(
+    /// The message's outbound row, created `pending` on first sight; `queued` (the encoded
+    /// request) makes it a queue entry that the account's session holder sends.
+    pub async fn record(
         &self,
         tenant: &str,
         request: &events::OutboundRequested,
+        queued: Option<&[u8]>,
     ) -> Result<OutboundRecord, sqlx::Error> {
         let insert = "INSERT INTO outbound_messages (tenant_id, message_id, channel_account_id, \
-                      state, updated_at) VALUES ($1, $2, $3, 'pending', $4) ON CONFLICT DO NOTHING";
+                      state, updated_at, request, created_at) \
+                      VALUES ($1, $2, $3, 'pending', $4, $5, $4) ON CONFLICT DO NOTHING";
         let select = "SELECT state, external_message_id, failure_code, failure_reason \
                       FROM outbound_messages WHERE tenant_id = $1 AND message_id = $2";
         let row: (String, String, String, String) = match &self.database {
@@ -752,6 +832,7 @@ impl OaRuntime {
                     .bind(&request.message_id)
                     .bind(&request.channel_account_id)
                     .bind(now_micros())
+                    .bind(queued)
                     .execute(pool)
                     .await?;
                 sqlx::query_as(select)
@@ -766,6 +847,7 @@ impl OaRuntime {
                     .bind(&request.message_id)
                     .bind(&request.channel_account_id)
                     .bind(now_micros())
+                    .bind(queued)
                     .execute(pool)
                     .await?;
                 sqlx::query_as(sqlx::AssertSqlSafe(select.replace('$', "?")))
@@ -784,11 +866,16 @@ impl OaRuntime {
         })
     }
 
-    async fn mark(&self, tenant: &str, message_id: &str, state: &str) -> Result<(), sqlx::Error> {
+    pub async fn mark(
+        &self,
+        tenant: &str,
+        message_id: &str,
+        state: &str,
+    ) -> Result<(), sqlx::Error> {
         self.finish(tenant, message_id, state, "", "", "").await
     }
 
-    async fn finish(
+    pub async fn finish(
         &self,
         tenant: &str,
         message_id: &str,
@@ -836,12 +923,13 @@ enum Next {
     Outcome(HandlerOutcome),
 }
 
+/// An outbound row as stored.
 #[derive(Debug)]
-struct OutboundRecord {
-    state: String,
-    external_message_id: String,
-    failure_code: String,
-    failure_reason: String,
+pub struct OutboundRecord {
+    pub state: String,
+    pub external_message_id: String,
+    pub failure_code: String,
+    pub failure_reason: String,
 }
 
 #[cfg(test)]

@@ -1,0 +1,775 @@
+//! The connector's `zalo_personal` adapter against the personal-protocol simulator (real
+//! HTTP and websocket servers on loopback, real signing, encryption and framing): QR login
+//! through the RPCs, capture into message-store, recalls, kicks, expired cookies, outbound
+//! pacing, and one listener per account when replicas race.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use giao_proto::{
+    common::{ChannelKind, ContentType, DeliveryStatus, Direction, MessageContent, PageRequest},
+    connector::{
+        AccountStatusRequest, CreateAccountRequest, GetAccountRequest, QrLoginEvent, QrLoginState,
+        StartQrLoginRequest, WatchQrLoginRequest,
+    },
+    events::AccountStatus,
+    messagestore::{GetHistoryRequest, ListConversationsRequest, Message, RecordOutboundRequest},
+};
+use giao_tests::{
+    Backend, BackendKind, Running, connector_client, connector_config, message_store_client,
+    message_store_config, on_both_backends, start_connector, start_message_store,
+};
+use zalo_personal::sim::{Sender, SimAccount, SimConfig, Simulator};
+
+const TENANT: &str = "acme";
+const OWNER: &str = "100000001";
+const USER_AGENT: &str = "Mozilla/5.0 (X11; Linux x86_64) giao-test";
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn simulator() -> Simulator {
+    let config = SimConfig {
+        long_poll: Duration::from_millis(200),
+        ping_interval: Duration::from_secs(1),
+        retry_delays: vec![Duration::from_millis(50), Duration::from_millis(100)],
+        ..SimConfig::default()
+    };
+    let sim = Simulator::start(
+        config,
+        "127.0.0.1:0".parse().expect("address"),
+        std::future::pending(),
+    )
+    .await
+    .expect("simulator starts");
+    sim.add_account(SimAccount::new(OWNER, "Chủ shop"));
+    sim
+}
+
+/// A connector pointed at `sim`, with short leases and ticks so tests move quickly.
+fn personal_config(mut config: giao_connector::Config, sim: &Simulator) -> giao_connector::Config {
+    let base = sim.base_url();
+    config.zalo_personal.id_base_url = base.clone();
+    config.zalo_personal.wpa_base_url = base.clone();
+    config.zalo_personal.jr_base_url = base;
+    config.zalo_personal.user_agent = USER_AGENT.into();
+    config.zalo_personal.request_timeout_ms = 5_000;
+    config.zalo_personal.supervise_ms = 50;
+    config.zalo_personal.outbound_poll_ms = 100;
+    config.zalo_personal.reconnect_initial_ms = 50;
+    config.zalo_personal.reconnect_max_ms = 200;
+    config.zalo_personal.restart_after_ms = 300;
+    config.zalo_personal.rate_limit_pause_ms = 300;
+    config.sessions.tick_ms = 200;
+    config.sessions.lease_ms = 1_000;
+    config.outbound_ack_wait_secs = 3;
+    config
+}
+
+async fn create_personal(connector: &Running, sim: &Simulator, uid: &str, name: &str) -> String {
+    let credentials = sim.issue_credentials(uid, USER_AGENT);
+    connector_client(connector, TENANT, "admin")
+        .await
+        .create_account(CreateAccountRequest {
+            kind: ChannelKind::ZaloPersonal as i32,
+            display_name: name.into(),
+            credentials_json: serde_json::to_string(&credentials).expect("json"),
+            ..Default::default()
+        })
+        .await
+        .expect("creates the account")
+        .into_inner()
+        .channel_account_id
+}
+
+async fn status(connector: &Running, account: &str) -> (i32, String) {
+    let status = connector_client(connector, TENANT, "admin")
+        .await
+        .account_status(AccountStatusRequest {
+            channel_account_id: account.into(),
+        })
+        .await
+        .expect("status")
+        .into_inner();
+    (status.status, status.reason)
+}
+
+async fn wait_status(connector: &Running, account: &str, wanted: AccountStatus) -> String {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (now, reason) = status(connector, account).await;
+        if now == wanted as i32 {
+            return reason;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "account {account} never {wanted:?}: {now} ({reason})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_until(what: &str, check: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn all_messages(store: &Running) -> Vec<Message> {
+    let mut client = message_store_client(store, TENANT, "admin").await;
+    let conversations = client
+        .list_conversations(ListConversationsRequest::default())
+        .await
+        .expect("lists conversations")
+        .into_inner()
+        .conversations;
+    let mut messages = Vec::new();
+    for conversation in conversations {
+        messages.extend(
+            client
+                .get_history(GetHistoryRequest {
+                    conversation_id: conversation.conversation_id.clone(),
+                    page: Some(PageRequest {
+                        page_size: 200,
+                        cursor: String::new(),
+                    }),
+                    direction: 1,
+                })
+                .await
+                .expect("reads history")
+                .into_inner()
+                .messages,
+        );
+    }
+    messages
+}
+
+/// Waits until the message with Zalo id `external_id` is stored and `check` holds.
+async fn wait_message(
+    store: &Running,
+    external_id: &str,
+    what: &str,
+    check: impl Fn(&Message) -> bool,
+) -> Message {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let messages = all_messages(store).await;
+        if let Some(found) = messages
+            .iter()
+            .find(|m| m.external_message_id == external_id && check(m))
+        {
+            return found.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: {messages:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An inbound DM, a message the owner typed on the phone and a group message reach
+/// message-store with the right directions; a recall keeps the original, flagged; a seen
+/// receipt updates the owner's message.
+async fn capture(backend: BackendKind) {
+    let mut backend = Backend::new(backend).await;
+    let sim = simulator().await;
+    let store = start_message_store(message_store_config(&mut backend).await).await;
+    let connector =
+        start_connector(personal_config(connector_config(&mut backend).await, &sim)).await;
+    let account = create_personal(&connector, &sim, OWNER, "Shop Lan").await;
+    wait_status(&connector, &account, AccountStatus::Connected).await;
+    wait_until("the listener is connected", || sim.connections(OWNER) == 1).await;
+
+    let lan = Sender::new("cust-lan", "Nguyễn Thị Lan");
+    let inbound = sim
+        .inject_dm(OWNER, &lan, "Shop ơi còn hàng không?")
+        .expect("dm");
+    let typed = sim
+        .inject_self_dm(OWNER, "cust-lan", "Dạ còn ạ")
+        .expect("phone-typed message");
+    let group = sim
+        .inject_group_message(OWNER, "g-1", &lan, "Cả nhóm hỏi giá")
+        .expect("group message");
+
+    let received = wait_message(&store, &inbound, "inbound DM stored", |_| true).await;
+    assert_eq!(received.direction, Direction::Inbound as i32);
+    assert_eq!(
+        received.content.as_ref().expect("content").text,
+        "Shop ơi còn hàng không?"
+    );
+    let from_phone = wait_message(&store, &typed, "phone-typed message stored", |_| true).await;
+    assert_eq!(from_phone.direction, Direction::Outbound as i32);
+    assert_eq!(from_phone.conversation_id, received.conversation_id);
+    let in_group = wait_message(&store, &group, "group message stored", |_| true).await;
+    assert_ne!(in_group.conversation_id, received.conversation_id);
+
+    // The customer recalls: the original stays, marked recalled.
+    sim.inject_recall(OWNER, &lan, &inbound).expect("recall");
+    let recalled = wait_message(&store, &inbound, "recall applied", |m| m.recalled).await;
+    assert_eq!(
+        recalled.content.as_ref().expect("content kept").text,
+        "Shop ơi còn hàng không?"
+    );
+    assert_eq!(recalled.recalled_by, "cust-lan");
+
+    // The customer saw the owner's message.
+    sim.inject_seen(OWNER, "cust-lan", &typed).expect("seen");
+    wait_message(&store, &typed, "seen applied", |m| {
+        m.delivery_status == DeliveryStatus::Seen as i32
+    })
+    .await;
+
+    // A message arriving while the socket is down (1006, reconnect refused for a while) is
+    // not lost: the listener's gap fill brings it after the reconnect.
+    let connects = sim.ws_connects(OWNER);
+    sim.refuse_sockets(OWNER, true);
+    sim.drop_connections(OWNER);
+    wait_until("the socket is down", || sim.connections(OWNER) == 0).await;
+    let (reason_down, missed) = (
+        wait_status(&connector, &account, AccountStatus::Disconnected).await,
+        sim.inject_dm(OWNER, &lan, "Nhắn lúc mất kết nối")
+            .expect("dm while down"),
+    );
+    assert!(reason_down.contains("reconnecting"), "{reason_down}");
+    sim.refuse_sockets(OWNER, false);
+    wait_until("reconnected", || sim.ws_connects(OWNER) > connects).await;
+    wait_message(&store, &missed, "the message sent while down", |_| true).await;
+    wait_status(&connector, &account, AccountStatus::Connected).await;
+    // Each message once, although the gap fill replays what the listener may have seen.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(all_messages(&store).await.len(), 4);
+
+    // Disabling the account stops its listener at once.
+    connector_client(&connector, TENANT, "admin")
+        .await
+        .disable_account(giao_proto::connector::DisableAccountRequest {
+            channel_account_id: account.clone(),
+            reason: "phone handed back".into(),
+        })
+        .await
+        .expect("disables");
+    wait_until("the listener stopped", || sim.connections(OWNER) == 0).await;
+    let connects = sim.ws_connects(OWNER);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        sim.ws_connects(OWNER),
+        connects,
+        "a disabled account reconnected"
+    );
+
+    connector.stop().await.expect("connector stops");
+    store.stop().await.expect("message-store stops");
+}
+
+on_both_backends!(capture);
+
+async fn next_state(stream: &mut tonic::Streaming<QrLoginEvent>) -> QrLoginEvent {
+    tokio::time::timeout(WAIT, stream.next())
+        .await
+        .expect("a QR state within the wait")
+        .expect("the stream goes on")
+        .expect("a state, not an error")
+}
+
+/// StartQrLogin gives the image; WatchQrLogin reports scanned then confirmed; the account
+/// is created connected with sealed credentials and its listener starts. A declined login
+/// fails with the reason; bad input names the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qr_login_through_the_rpcs() {
+    let mut backend = Backend::new(BackendKind::Sqlite).await;
+    let sim = simulator().await;
+    let config = personal_config(connector_config(&mut backend).await, &sim);
+    let database = config.database.clone();
+    let connector = start_connector(config).await;
+    let mut admin = connector_client(&connector, TENANT, "admin").await;
+
+    let error = admin
+        .start_qr_login(StartQrLoginRequest::default())
+        .await
+        .expect_err("no name");
+    assert_eq!(error.code(), tonic::Code::InvalidArgument);
+    assert!(
+        error.message().contains("display_name"),
+        "{}",
+        error.message()
+    );
+    let error = admin
+        .watch_qr_login(WatchQrLoginRequest {
+            login_id: "qr-unknown".into(),
+        })
+        .await
+        .expect_err("unknown login");
+    assert_eq!(error.code(), tonic::Code::NotFound);
+    // An agent may not start a login.
+    let error = connector_client(&connector, TENANT, "agent")
+        .await
+        .start_qr_login(StartQrLoginRequest {
+            display_name: "Shop".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("agents cannot");
+    assert_eq!(error.code(), tonic::Code::PermissionDenied);
+
+    let started = admin
+        .start_qr_login(StartQrLoginRequest {
+            display_name: "Shop Minh".into(),
+            team_id: "team-1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("starts")
+        .into_inner();
+    assert!(started.qr_png.starts_with(b"\x89PNG"), "a PNG");
+    assert!(!started.qr_png_base64.is_empty());
+    assert!(started.expires_at.is_some());
+    let mut states = admin
+        .watch_qr_login(WatchQrLoginRequest {
+            login_id: started.login_id.clone(),
+        })
+        .await
+        .expect("watches")
+        .into_inner();
+    assert_eq!(
+        next_state(&mut states).await.state,
+        QrLoginState::WaitingScan as i32
+    );
+    // Another tenant does not see the login.
+    let error = connector_client(&connector, "other", "admin")
+        .await
+        .watch_qr_login(WatchQrLoginRequest {
+            login_id: started.login_id.clone(),
+        })
+        .await
+        .expect_err("another tenant's login");
+    assert_eq!(error.code(), tonic::Code::NotFound);
+
+    let code = sim.last_qr_code().expect("a QR was generated");
+    assert!(sim.scan_qr(&code, OWNER));
+    let scanned = next_state(&mut states).await;
+    assert_eq!(scanned.state, QrLoginState::Scanned as i32);
+    assert_eq!(scanned.detail, "Chủ shop");
+    assert!(sim.confirm_qr(&code));
+    let confirmed = next_state(&mut states).await;
+    assert_eq!(
+        confirmed.state,
+        QrLoginState::Confirmed as i32,
+        "{confirmed:?}"
+    );
+    assert!(
+        tokio::time::timeout(WAIT, states.next())
+            .await
+            .expect("the stream ends")
+            .is_none()
+    );
+    let account = admin
+        .get_account(GetAccountRequest {
+            channel_account_id: confirmed.channel_account_id.clone(),
+        })
+        .await
+        .expect("the account exists")
+        .into_inner();
+    assert_eq!(account.kind, ChannelKind::ZaloPersonal as i32);
+    assert_eq!(account.external_id, OWNER);
+    assert_eq!(account.display_name, "Shop Minh");
+    assert_eq!(account.team_id, "team-1");
+    wait_status(
+        &connector,
+        &account.channel_account_id,
+        AccountStatus::Connected,
+    )
+    .await;
+    wait_until("the new account listens", || sim.connections(OWNER) == 1).await;
+
+    // The credentials are sealed: no cookie value appears in the row.
+    let db = giao_storage::Database::connect(&database)
+        .await
+        .expect("db");
+    let sealed = giao_connector::store::AccountStore::new(db)
+        .credentials(TENANT, &account.channel_account_id)
+        .await
+        .expect("reads")
+        .expect("stored");
+    let issued = sim.issue_credentials(OWNER, USER_AGENT);
+    for cookie in &issued.cookies {
+        let needle = cookie.value.as_bytes();
+        assert!(
+            !sealed.sealed.windows(needle.len()).any(|w| w == needle),
+            "cookie in clear"
+        );
+    }
+
+    // The same phone logs in again: the same account, not a second one.
+    let again = admin
+        .start_qr_login(StartQrLoginRequest {
+            display_name: "Shop Minh (again)".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("starts")
+        .into_inner();
+    let mut states = admin
+        .watch_qr_login(WatchQrLoginRequest {
+            login_id: again.login_id,
+        })
+        .await
+        .expect("watches")
+        .into_inner();
+    next_state(&mut states).await;
+    let code = sim.last_qr_code().expect("a second QR");
+    assert!(sim.scan_qr(&code, OWNER));
+    assert_eq!(
+        next_state(&mut states).await.state,
+        QrLoginState::Scanned as i32
+    );
+    assert!(sim.confirm_qr(&code));
+    let confirmed_again = next_state(&mut states).await;
+    assert_eq!(
+        confirmed_again.channel_account_id,
+        account.channel_account_id
+    );
+
+    // Declined on the phone: failed, with the reason.
+    let declined = admin
+        .start_qr_login(StartQrLoginRequest {
+            display_name: "Shop Hoa".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("starts")
+        .into_inner();
+    let mut states = admin
+        .watch_qr_login(WatchQrLoginRequest {
+            login_id: declined.login_id,
+        })
+        .await
+        .expect("watches")
+        .into_inner();
+    next_state(&mut states).await;
+    let code = sim.last_qr_code().expect("a third QR");
+    assert!(sim.scan_qr(&code, OWNER));
+    next_state(&mut states).await;
+    assert!(sim.decline_qr(&code));
+    let failed = next_state(&mut states).await;
+    assert_eq!(failed.state, QrLoginState::Failed as i32);
+    assert!(failed.detail.contains("declined"), "{}", failed.detail);
+    connector.stop().await.expect("connector stops");
+
+    // Nobody scans in time: expired.
+    let mut config = personal_config(connector_config(&mut backend).await, &sim);
+    config.zalo_personal.qr_expiry_secs = 1;
+    let connector = start_connector(config).await;
+    let mut admin = connector_client(&connector, TENANT, "admin").await;
+    let unscanned = admin
+        .start_qr_login(StartQrLoginRequest {
+            display_name: "Shop Tư".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("starts")
+        .into_inner();
+    let mut states = admin
+        .watch_qr_login(WatchQrLoginRequest {
+            login_id: unscanned.login_id,
+        })
+        .await
+        .expect("watches")
+        .into_inner();
+    next_state(&mut states).await;
+    assert_eq!(
+        next_state(&mut states).await.state,
+        QrLoginState::Expired as i32
+    );
+    connector.stop().await.expect("connector stops");
+}
+
+/// A kick (close 3000) sets kicked, publishes the status change assignment alerts on, and
+/// the listener does not reconnect; expired cookies end in needs_login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kick_and_expired_cookies_become_statuses() {
+    let mut backend = Backend::new(BackendKind::Sqlite).await;
+    let sim = simulator().await;
+    sim.add_account(SimAccount::new("100000002", "Shop hai"));
+    let connector =
+        start_connector(personal_config(connector_config(&mut backend).await, &sim)).await;
+    let kicked = create_personal(&connector, &sim, OWNER, "Shop một").await;
+    let expiring = create_personal(&connector, &sim, "100000002", "Shop hai").await;
+    wait_status(&connector, &kicked, AccountStatus::Connected).await;
+    wait_status(&connector, &expiring, AccountStatus::Connected).await;
+    wait_until("both listen", || {
+        sim.connections(OWNER) == 1 && sim.connections("100000002") == 1
+    })
+    .await;
+
+    sim.close_sockets(OWNER, 3000);
+    let reason = wait_status(&connector, &kicked, AccountStatus::Kicked).await;
+    assert!(reason.contains("another"), "{reason}");
+    let connects = sim.ws_connects(OWNER);
+    // Several supervisor ticks and restart delays later: no fight for the session.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sim.ws_connects(OWNER), connects, "reconnected after a kick");
+    assert_eq!(sim.connections(OWNER), 0);
+    assert_eq!(
+        status(&connector, &kicked).await.0,
+        AccountStatus::Kicked as i32
+    );
+
+    // The alert: AccountStatusChanged connected → kicked on the bus.
+    let bus = giao_bus::connect(&backend.bus).await.expect("bus");
+    let mut stream = bus
+        .subscribe(giao_bus::ConsumerSpec {
+            durable_name: "test-personal-status".into(),
+            filter_subjects: vec![giao_bus::envelope::subject_filter("account_status_changed")],
+            ack_wait: Duration::from_secs(30),
+            max_deliver: None,
+            inactive_threshold: None,
+        })
+        .await
+        .expect("subscribes");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut alerted = false;
+    while !alerted && tokio::time::Instant::now() < deadline {
+        let Ok(Some(Ok(delivery))) =
+            tokio::time::timeout(Duration::from_millis(500), stream.next()).await
+        else {
+            continue;
+        };
+        let (envelope, _) = giao_bus::envelope::decode(&delivery).expect("decodes");
+        if let Some(giao_proto::events::envelope::Payload::AccountStatusChanged(change)) =
+            envelope.payload
+        {
+            alerted = change.channel_account_id == kicked
+                && change.status == AccountStatus::Kicked as i32
+                && change.previous_status == AccountStatus::Connected as i32;
+        }
+        delivery.ack().await.expect("acks");
+    }
+    assert!(alerted, "no kicked AccountStatusChanged");
+
+    // The duplicate-session frame (the account opened in another tab) is a kick too.
+    sim.add_account(SimAccount::new("100000003", "Shop ba"));
+    let duplicated = create_personal(&connector, &sim, "100000003", "Shop ba").await;
+    wait_status(&connector, &duplicated, AccountStatus::Connected).await;
+    wait_until("listening", || sim.connections("100000003") == 1).await;
+    sim.send_duplicate_session("100000003");
+    wait_status(&connector, &duplicated, AccountStatus::Kicked).await;
+    let connects = sim.ws_connects("100000003");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sim.ws_connects("100000003"), connects);
+
+    // Cookies expire: the reconnect is refused and the account needs a QR login.
+    sim.expire_cookies("100000002");
+    sim.drop_connections("100000002");
+    let reason = wait_status(&connector, &expiring, AccountStatus::NeedsLogin).await;
+    assert!(reason.contains("QR"), "{reason}");
+    let connects = sim.ws_connects("100000002");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sim.ws_connects("100000002"), connects);
+
+    connector.stop().await.expect("connector stops");
+}
+
+/// A burst of replies goes out no faster than the bucket allows (burst 5, then one per
+/// interval), computed from the send times the simulator received; a redelivered request is
+/// not sent twice; a rate limit shows rate_limited and the message still goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_pacing_holds_under_a_burst() {
+    const BURST: usize = 5;
+    const INTERVAL_MS: i64 = 300;
+    const COUNT: usize = 12;
+    let mut backend = Backend::new(BackendKind::Sqlite).await;
+    let sim = simulator().await;
+    let store = start_message_store(message_store_config(&mut backend).await).await;
+    let mut config = personal_config(connector_config(&mut backend).await, &sim);
+    config.zalo_personal.send_burst = BURST as u32;
+    config.zalo_personal.send_interval_ms = INTERVAL_MS as u64;
+    let connector = start_connector(config).await;
+    let account = create_personal(&connector, &sim, OWNER, "Shop Lan").await;
+    wait_status(&connector, &account, AccountStatus::Connected).await;
+    wait_until("listening", || sim.connections(OWNER) == 1).await;
+    let lan = Sender::new("cust-lan", "Nguyễn Thị Lan");
+    let inbound = sim.inject_dm(OWNER, &lan, "Cho mình bảng giá").expect("dm");
+    let conversation_id = wait_message(&store, &inbound, "inbound stored", |_| true)
+        .await
+        .conversation_id;
+
+    let mut staff = message_store_client(&store, TENANT, "admin").await;
+    let reply = |i: usize| RecordOutboundRequest {
+        conversation_id: conversation_id.clone(),
+        content: Some(MessageContent {
+            r#type: ContentType::Text as i32,
+            text: format!("Dạ mẫu số {i}"),
+            ..Default::default()
+        }),
+        quote_message_id: String::new(),
+        idempotency_key: format!("burst-{i}"),
+    };
+    let mut recorded = Vec::new();
+    for i in 0..COUNT {
+        recorded.push(
+            staff
+                .record_outbound(reply(i))
+                .await
+                .expect("records")
+                .into_inner()
+                .message
+                .expect("message"),
+        );
+    }
+    wait_until("all sent", || sim.sent(OWNER).len() >= COUNT).await;
+    let sent = sim.sent(OWNER);
+    assert_eq!(sent.len(), COUNT, "{sent:?}");
+    // clientId is the sender's clock (ms) when the request was built, after the bucket's
+    // wait: a bucket of BURST refilled every INTERVAL allows at most BURST + (span / INTERVAL)
+    // sends in any span.
+    let times: Vec<i64> = sent
+        .iter()
+        .map(|message| message.client_id.parse::<i64>().expect("ms clientId"))
+        .collect();
+    for i in 0..times.len() {
+        for j in i + 1..times.len() {
+            let between = (j - i) as i64;
+            if between > BURST as i64 {
+                let least = (between - BURST as i64) * INTERVAL_MS;
+                // Slack for the moments between taking a token and stamping the request (a
+                // database update on a loaded machine); without pacing the whole burst would
+                // go out within a few milliseconds.
+                assert!(
+                    times[j] - times[i] >= least - 150,
+                    "sends {i}..{j} {} ms apart, the bucket allows no less than {least} ms: {times:?}",
+                    times[j] - times[i]
+                );
+            }
+        }
+    }
+    let first = &recorded[0];
+    let stored = wait_message(&store, &sent[0].msg_id, "delivery recorded", |m| {
+        m.delivery_status == DeliveryStatus::Sent as i32
+    })
+    .await;
+    assert_eq!(stored.direction, Direction::Outbound as i32);
+
+    // The same request delivered again: not sent twice.
+    let bus = giao_bus::connect(&backend.bus).await.expect("bus");
+    giao_bus::envelope::EventPublisher::new(bus, "test")
+        .publish(
+            TENANT,
+            format!("outbound-requested-again-{}", first.message_id),
+            giao_proto::events::envelope::Payload::OutboundRequested(
+                giao_proto::events::OutboundRequested {
+                    message_id: first.message_id.clone(),
+                    conversation_id: conversation_id.clone(),
+                    channel_account_id: account.clone(),
+                    external_thread_id: "cust-lan".into(),
+                    content: first.content.clone(),
+                    ..Default::default()
+                },
+            ),
+        )
+        .await
+        .expect("publishes the duplicate");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(sim.sent(OWNER).len(), COUNT, "sent twice");
+
+    // The session key times out (102): the sender logs in again with the cookies and sends.
+    sim.expire_session_keys(OWNER);
+    staff
+        .record_outbound(reply(COUNT + 10))
+        .await
+        .expect("records");
+    wait_until("sent after a new session key", || {
+        sim.sent(OWNER).len() == COUNT + 1
+    })
+    .await;
+    assert_eq!(
+        status(&connector, &account).await.0,
+        AccountStatus::Connected as i32
+    );
+
+    // Zalo's rate limit: rate_limited, then the message goes out after the pause.
+    sim.fail_next(OWNER, &[-69]);
+    staff.record_outbound(reply(COUNT)).await.expect("records");
+    wait_status(&connector, &account, AccountStatus::RateLimited).await;
+    wait_until("sent after the pause", || {
+        sim.sent(OWNER).len() == COUNT + 1
+    })
+    .await;
+    wait_status(&connector, &account, AccountStatus::Connected).await;
+
+    connector.stop().await.expect("connector stops");
+    store.stop().await.expect("message-store stops");
+}
+
+/// Two replicas on one database race for one account: at no sampled moment does the
+/// simulator see two sockets for it; when the holder stops, the other takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_replicas_never_run_two_listeners() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    };
+    let mut backend = Backend::new(BackendKind::Postgres).await;
+    let sim = simulator().await;
+    let config = personal_config(connector_config(&mut backend).await, &sim);
+    let mut config_a = config.clone();
+    config_a.sessions.replica_id = "replica-a".into();
+    let mut config_b = config;
+    config_b.sessions.replica_id = "replica-b".into();
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (sim, done) = (sim.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut most = 0;
+            while !done.load(Ordering::Relaxed) {
+                most = most.max(sim.connections(OWNER));
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            most
+        })
+    };
+    // Both replicas start together and race for the account.
+    let (a, b) = tokio::join!(start_connector(config_a), start_connector(config_b));
+    let account = create_personal(&a, &sim, OWNER, "Shop Lan").await;
+    wait_status(&a, &account, AccountStatus::Connected).await;
+    wait_until("one listener", || sim.connections(OWNER) == 1).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let connects = sim.ws_connects(OWNER);
+    let owner = status_owner(&a, &account).await;
+    let (holder, other) = match owner.as_str() {
+        "replica-a" => (a, b),
+        "replica-b" => (b, a),
+        unknown => panic!("unexpected session owner {unknown:?}"),
+    };
+    holder.stop().await.expect("the holder stops");
+    wait_until("the other replica listens", || {
+        sim.ws_connects(OWNER) > connects && sim.connections(OWNER) == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    done.store(true, Ordering::Relaxed);
+    let most = watcher.await.expect("watcher");
+    assert_eq!(most, 1, "two sockets at once for one account");
+    let new_owner = status_owner(&other, &account).await;
+    assert_ne!(new_owner, owner);
+    other.stop().await.expect("stops");
+}
+
+async fn status_owner(connector: &Running, account: &str) -> String {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let owner = connector_client(connector, TENANT, "admin")
+            .await
+            .account_status(AccountStatusRequest {
+                channel_account_id: account.into(),
+            })
+            .await
+            .expect("status")
+            .into_inner()
+            .session_owner;
+        if !owner.is_empty() || tokio::time::Instant::now() > deadline {
+            return owner;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
