@@ -16,6 +16,7 @@ const zcaVersion = JSON.parse(fs.readFileSync(new URL("package.json", zcaRoot), 
 // The helpers are not in the package's public exports: load the module files directly.
 const utils = await import(new URL("dist/utils.js", zcaRoot).href);
 const { Listener } = await import(new URL("dist/apis/listen.js", zcaRoot).href);
+const { FriendEventType } = await import(new URL("dist/models/FriendEvent.js", zcaRoot).href);
 
 const out = new URL("../../libs/zalo-personal/testdata/zca_vectors.json", import.meta.url);
 
@@ -367,6 +368,34 @@ function summarise(name, args) {
             return { event: name, msg_ids: args[0].map((m) => m.data.msgId) };
         case "upload_attachment":
             return { event: name, file_id: args[0].fileId };
+        case "friend_event": {
+            const e = args[0];
+            const summary = { event: name, type: FriendEventType[e.type], thread_id: e.threadId, is_self: e.isSelf };
+            // What each shape carries, as zca-js hands it over.
+            if (typeof e.data === "string") summary.uid = e.data;
+            else if (Array.isArray(e.data)) summary.uids = e.data;
+            else {
+                summary.from_uid = e.data.fromUid;
+                summary.to_uid = e.data.toUid;
+                if ("message" in e.data) summary.message = e.data.message;
+            }
+            return summary;
+        }
+        case "group_event": {
+            const e = args[0];
+            const d = e.data;
+            return {
+                event: name,
+                type: e.type,
+                act: e.act,
+                thread_id: e.threadId,
+                is_self: e.isSelf,
+                group_name: d.groupName ?? null,
+                source_id: d.sourceId ?? null,
+                member_ids: d.updateMembers ? d.updateMembers.map((m) => m.id) : (d.uids ?? []),
+                member_names: d.updateMembers ? d.updateMembers.map((m) => m.dName) : [],
+            };
+        }
         case "closed":
             return { event: name, code: args[0] };
         case "error":
@@ -376,7 +405,7 @@ function summarise(name, args) {
     }
 }
 
-async function runListener() {
+async function runListener(cases) {
     const server = new WebSocketServer({ host: "127.0.0.1", port: 0 });
     await new Promise((resolve) => server.once("listening", resolve));
     const url = `ws://127.0.0.1:${server.address().port}/`;
@@ -392,14 +421,14 @@ async function runListener() {
     };
     const listener = new Listener(ctx, [url]);
     let seen = [];
-    for (const name of ["cipher_key", "message", "undo", "reaction", "delivered_messages", "seen_messages", "upload_attachment", "closed", "error"]) {
+    for (const name of ["cipher_key", "message", "undo", "reaction", "delivered_messages", "seen_messages", "upload_attachment", "friend_event", "group_event", "closed", "error"]) {
         listener.on(name, (...args) => seen.push(summarise(name, args)));
     }
     const socket = new Promise((resolve) => server.once("connection", resolve));
     listener.start();
     const ws = await socket;
     const results = [];
-    for (const [note, bytes] of frameCases) {
+    for (const [note, bytes] of cases) {
         seen = [];
         ws.send(bytes);
         // Each frame is handled asynchronously; give it time before sending the next.
@@ -417,8 +446,96 @@ async function runListener() {
     return { frames: results, ping: { event_id: 1732000011000, frame_b64: pings[0].toString("base64") } };
 }
 
-const listened = await runListener();
+const listened = await runListener(frameCases);
 for (const f of listened.frames) {
+    assert.ok(!f.zca_events.some((e) => e.event === "error"), `zca-js failed on: ${f.note}`);
+    assert.ok(f.zca_events.length > 0, `zca-js emitted nothing for: ${f.note}`);
+}
+
+// --- friend and group notices through zca-js's listener ---------------------------------------
+
+// Control notices (601) with act_type "fr" or "group"; `data` is JSON inside a string, as
+// zca-js expects it (it also takes an object, shown once). A friend's uid alone is the bare
+// digits.
+function controls(...contents) {
+    return frame(1, 601, 0, pack({ data: { controls: contents.map((content) => ({ content })) } }, 2, GCM_KEY));
+}
+const fr = (act, data) => ({ act_type: "fr", act, data: typeof data === "string" ? data : JSON.stringify(data) });
+const grp = (act, data) => ({ act_type: "group", act, data: JSON.stringify(data) });
+const member = (id, dName) => ({ id, dName, avatar: "", type: 0, avatar_25: "" });
+function groupData(extra) {
+    return {
+        subType: 0, groupId: "555", creatorId: "8124", groupName: "Khách sỉ", sourceId: "8124",
+        updateMembers: [], groupSetting: null, groupTopic: null, info: null, extraData: null,
+        time: "1732000020000", avt: null, fullAvt: null, isAdd: 0, hideGroupInfo: 0, version: "1", groupType: 1,
+        ...extra,
+    };
+}
+const SETTING = { blockName: 1, signAdminMsg: 1, addMemberOnly: 0, setTopicOnly: 0, enableMsgHistory: 1, joinAppr: 1,
+    lockCreatePost: 0, lockCreatePoll: 0, lockSendMsg: 0, lockViewMember: 0, bannFeature: 0, dirtyMedia: 0, banDuration: 0 };
+const socialCases = [
+    ["key frame", frame(1, 1, 1, { key: GCM_KEY.toString("base64") })],
+    [
+        "friend request received: Zalo sends req and req_v2, zca-js keeps req_v2",
+        controls(
+            fr("req", { toUid: OWN_UID, fromUid: "8126", src: 85, message: "Em muốn hỏi giá" }),
+            fr("req_v2", { toUid: OWN_UID, fromUid: "8126", src: 85, message: "Em muốn hỏi giá" }),
+        ),
+    ],
+    ["friend request sent from the phone", controls(fr("req_v2", { toUid: "8127", fromUid: OWN_UID, src: 30, message: "" }))],
+    [
+        "friend request undone, rejected, and requests seen",
+        controls(
+            fr("undo_req", { toUid: OWN_UID, fromUid: "8128" }),
+            fr("reject", { toUid: "8127", fromUid: OWN_UID }),
+            fr("seen_fr_req", ["8126", "8128"]),
+        ),
+    ],
+    ["friend added and removed", controls(fr("add", "8126"), fr("remove", "8129"))],
+    [
+        "blocked and unblocked, messages and calls",
+        controls(fr("block", "8130"), fr("unblock", "8130"), fr("block_call", "8131"), fr("unblock_call", "8131")),
+    ],
+    [
+        "the account is added to a new group",
+        controls(grp("join", groupData({ groupId: "556", groupName: "Đơn hàng tháng 11", isAdd: 1,
+            updateMembers: [member(OWN_UID, "Shop"), member("8125", "Hoa")] }))),
+    ],
+    [
+        "join requests, then an approval: Zalo sends join_reject and join, zca-js keeps join",
+        controls(
+            grp("join_request", { uids: ["8132", "8133"], totalPending: 2, groupId: "555", time: "1732000021000" }),
+            grp("join_reject", groupData({ sourceId: OWN_UID, updateMembers: [member("8132", "Tú")] })),
+            grp("join", groupData({ sourceId: OWN_UID, updateMembers: [member("8132", "Tú")] })),
+        ),
+    ],
+    [
+        "a member leaves, is removed, is blocked",
+        controls(
+            grp("leave", groupData({ sourceId: "8125", updateMembers: [member("8125", "Hoa")] })),
+            grp("remove_member", groupData({ updateMembers: [member("8133", "Vy")] })),
+            grp("block_member", groupData({ updateMembers: [member("8134", "Spam")] })),
+        ),
+    ],
+    [
+        "group renamed, settings, avatar, link (data as an object once)",
+        controls(
+            grp("update", groupData({ groupName: "Khách sỉ miền Nam" })),
+            grp("update_setting", groupData({ sourceId: OWN_UID, groupSetting: SETTING })),
+            { act_type: "group", act: "update_avatar", data: groupData({ avt: "https://example.invalid/a.jpg", fullAvt: "https://example.invalid/a.jpg" }) },
+            grp("new_link", groupData({ info: { group_link: "https://zalo.me/g/abcdef", link_expired_time: 0 } })),
+        ),
+    ],
+    [
+        "admins added and removed",
+        controls(
+            grp("add_admin", groupData({ updateMembers: [member(OWN_UID, "Shop")] })),
+            grp("remove_admin", groupData({ updateMembers: [member("8125", "Hoa")] })),
+        ),
+    ],
+];
+const socialListened = await runListener(socialCases);
+for (const f of socialListened.frames) {
     assert.ok(!f.zca_events.some((e) => e.event === "error"), `zca-js failed on: ${f.note}`);
     assert.ok(f.zca_events.length > 0, `zca-js emitted nothing for: ${f.note}`);
 }
@@ -439,6 +556,8 @@ const vectors = {
         rejects: "payloads zca-js decodeEventData throws on",
         frames: "frames sent from a loopback websocket server to zca-js's own Listener; zca_events are the events it emitted (selfListen on)",
         ping: "the bytes zca-js's Listener.sendWs writes for a ping",
+        social_frames:
+            "friend (act_type fr) and group (act_type group) control notices sent from a loopback websocket server to zca-js's own Listener; zca_events are the friend_event and group_event it emitted (selfListen on), with FriendEventType names",
     },
     imei: imeiVectors,
     sign_key: signVectors,
@@ -451,6 +570,7 @@ const vectors = {
     own_uid: OWN_UID,
     frames: listened.frames,
     ping: listened.ping,
+    social_frames: socialListened.frames,
 };
 
 fs.writeFileSync(out, JSON.stringify(vectors, null, 2) + "\n");

@@ -17,7 +17,8 @@
 //   ZCA_COOKIES      JSON [{name, value, domain}] (cookie login)
 //   ZCA_IMEI         the imei the cookies were issued with (cookie login)
 //   ZCA_USER_AGENT   the user agent the cookies are bound to (both logins)
-//   ZCA_EXPECT       how many inbound events (messages + recalls) to wait for (default 0)
+//   ZCA_EXPECT       how many inbound events (messages, recalls, friend and group events) to
+//                    wait for (default 0)
 //   ZCA_REQUEST_OLD  "1": then ask for the older direct and group messages (510/511)
 //   ZCA_SEND_USER    a user id to send a text to after that (optional)
 //   ZCA_SEND_GROUP   a group id to send a text to (optional)
@@ -30,13 +31,15 @@
 //   logged_in {uid}
 //   ready                     the websocket gave its cipher key: inbound traffic can start
 //   message {...} / undo {...}
+//   friend_event {type, threadId, isSelf, data} / group_event {type, act, threadId, isSelf,
+//                groupName, sourceId, memberIds, memberNames}
 //   old_messages {thread, msgIds}
 //   sent {thread, to, kind, msgId}
 //   done                      then the process exits 0; on any failure: error {message}, exit 1
 
 import https from "node:https";
 import tls from "node:tls";
-import { Zalo, ThreadType, LoginQRCallbackEventType } from "zca-js";
+import { Zalo, ThreadType, LoginQRCallbackEventType, FriendEventType } from "zca-js";
 
 const env = process.env;
 const simUrl = new URL(required("ZCA_SIM_URL"));
@@ -246,6 +249,29 @@ async function main() {
             uidFrom: String(undo.data.uidFrom),
             msgId: String(undo.data.msgId),
             content: undo.data.content,
+        });
+        counted();
+    });
+    listener.on("friend_event", (event) => {
+        emit("friend_event", {
+            type: FriendEventType[event.type],
+            threadId: String(event.threadId),
+            isSelf: event.isSelf,
+            data: event.data,
+        });
+        counted();
+    });
+    listener.on("group_event", (event) => {
+        const data = event.data;
+        emit("group_event", {
+            type: event.type,
+            act: event.act,
+            threadId: String(event.threadId),
+            isSelf: event.isSelf,
+            groupName: data.groupName ?? null,
+            sourceId: data.sourceId ?? null,
+            memberIds: data.updateMembers ? data.updateMembers.map((m) => String(m.id)) : (data.uids ?? []),
+            memberNames: data.updateMembers ? data.updateMembers.map((m) => m.dName) : [],
         });
         counted();
     });

@@ -48,7 +48,13 @@ pub enum Event {
     Delivered(Box<Receipt>),
     /// Messages were read.
     Seen(Box<Receipt>),
-    /// A control notice (file upload done, group and friend changes), kept raw.
+    /// A friend request, new or removed friend, block… (control `act_type` "fr").
+    Friend(Box<FriendEvent>),
+    /// A member joined or left a group, the group was renamed or its settings changed…
+    /// (control `act_type` "group").
+    Group(Box<GroupEvent>),
+    /// Any other control notice (file upload done, friend and group acts not modelled), kept
+    /// raw.
     Control {
         act_type: String,
         act: String,
@@ -153,6 +159,220 @@ pub struct Receipt {
     /// Who has the message (delivered) or has read it.
     pub uids: Vec<String>,
     pub raw: Value,
+}
+
+/// What happened to a friendship (the control's `act`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FriendKind {
+    /// "add": a friend request was accepted, by either side.
+    Added,
+    /// "remove": the friendship was ended, by either side.
+    Removed,
+    /// "req_v2": a friend request, to or from the account. Zalo also sends an older "req"
+    /// notice for the same request; that one stays [`Event::Control`], so one request is one
+    /// event.
+    Request,
+    /// "undo_req": the sender withdrew a request.
+    RequestUndone,
+    /// "reject": a request was declined.
+    RequestRejected,
+    /// "seen_fr_req": the account looked at its pending requests.
+    RequestsSeen,
+    /// "block" / "unblock": the account blocked or unblocked a user's messages.
+    Blocked,
+    Unblocked,
+    /// "block_call" / "unblock_call": the same for calls.
+    CallsBlocked,
+    CallsUnblocked,
+}
+
+impl FriendKind {
+    /// The kind of a control's act; None for acts not modelled.
+    pub fn from_act(act: &str) -> Option<Self> {
+        Some(match act {
+            "add" => Self::Added,
+            "remove" => Self::Removed,
+            "req_v2" => Self::Request,
+            "undo_req" => Self::RequestUndone,
+            "reject" => Self::RequestRejected,
+            "seen_fr_req" => Self::RequestsSeen,
+            "block" => Self::Blocked,
+            "unblock" => Self::Unblocked,
+            "block_call" => Self::CallsBlocked,
+            "unblock_call" => Self::CallsUnblocked,
+            _ => return None,
+        })
+    }
+
+    /// The act Zalo sends for this kind.
+    pub fn act(self) -> &'static str {
+        match self {
+            Self::Added => "add",
+            Self::Removed => "remove",
+            Self::Request => "req_v2",
+            Self::RequestUndone => "undo_req",
+            Self::RequestRejected => "reject",
+            Self::RequestsSeen => "seen_fr_req",
+            Self::Blocked => "block",
+            Self::Unblocked => "unblock",
+            Self::CallsBlocked => "block_call",
+            Self::CallsUnblocked => "unblock_call",
+        }
+    }
+}
+
+/// A change in the account's friends.
+///
+/// Zalo sends only the other user's id for add, remove and (un)block, and `fromUid`/`toUid`
+/// for requests, so which side the account is on depends on its own uid: see
+/// [`FriendEvent::peer`] and [`FriendEvent::from_self`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct FriendEvent {
+    pub kind: FriendKind,
+    /// The user added, removed, blocked or unblocked (None for requests).
+    pub user_id: Option<String>,
+    /// Requests: who sent it (`fromUid`).
+    pub from_uid: Option<String>,
+    /// Requests: to whom (`toUid`).
+    pub to_uid: Option<String>,
+    /// The note sent with a request.
+    pub message: Option<String>,
+    /// [`FriendKind::RequestsSeen`]: the senders of the requests seen.
+    pub seen_uids: Vec<String>,
+    /// The whole control item.
+    pub raw: Value,
+}
+
+impl FriendEvent {
+    /// The other user of the event, given the account's own uid.
+    pub fn peer(&self, own_uid: &str) -> Option<&str> {
+        if let Some(user) = &self.user_id {
+            return Some(user);
+        }
+        match (self.from_uid.as_deref(), self.to_uid.as_deref()) {
+            (Some(from), to) if from == own_uid => to,
+            (Some(from), _) => Some(from),
+            (None, to) => to,
+        }
+    }
+
+    /// Whether the account did it (from the phone or another session), as the reference
+    /// client reads it: blocks and seen requests are always the account's own; adds and
+    /// removes are counted as the other side's; requests are the account's when it sent them.
+    pub fn from_self(&self, own_uid: &str) -> bool {
+        match self.kind {
+            FriendKind::Added | FriendKind::Removed => false,
+            FriendKind::Request | FriendKind::RequestUndone | FriendKind::RequestRejected => {
+                self.from_uid.as_deref() == Some(own_uid)
+            }
+            FriendKind::RequestsSeen
+            | FriendKind::Blocked
+            | FriendKind::Unblocked
+            | FriendKind::CallsBlocked
+            | FriendKind::CallsUnblocked => true,
+        }
+    }
+}
+
+/// What happened in a group (the control's `act`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GroupKind {
+    /// "join_request": users ask to join a group that needs approval. Zalo also sends
+    /// "join_reject" when a request is approved (alongside "join"); that one stays
+    /// [`Event::Control`].
+    JoinRequest,
+    /// "join": members were added or joined. The account's own join (a new group it was added
+    /// to, or created) is one whose members include the account.
+    Join,
+    /// "leave": members left.
+    Leave,
+    /// "remove_member": an admin removed members.
+    RemoveMember,
+    /// "block_member": an admin removed members and barred them from rejoining.
+    BlockMember,
+    /// "update_setting": the group's settings (`groupSetting`) changed.
+    UpdateSetting,
+    /// "update": the group's name or other details changed.
+    Update,
+    /// "update_avatar": the group's picture changed.
+    UpdateAvatar,
+    /// "new_link": the group's invitation link changed.
+    NewLink,
+    /// "add_admin" / "remove_admin": members were made or unmade deputies.
+    AddAdmin,
+    RemoveAdmin,
+}
+
+impl GroupKind {
+    /// The kind of a control's act; None for acts not modelled.
+    pub fn from_act(act: &str) -> Option<Self> {
+        Some(match act {
+            "join_request" => Self::JoinRequest,
+            "join" => Self::Join,
+            "leave" => Self::Leave,
+            "remove_member" => Self::RemoveMember,
+            "block_member" => Self::BlockMember,
+            "update_setting" => Self::UpdateSetting,
+            "update" => Self::Update,
+            "update_avatar" => Self::UpdateAvatar,
+            "new_link" => Self::NewLink,
+            "add_admin" => Self::AddAdmin,
+            "remove_admin" => Self::RemoveAdmin,
+            _ => return None,
+        })
+    }
+
+    /// The act Zalo sends for this kind.
+    pub fn act(self) -> &'static str {
+        match self {
+            Self::JoinRequest => "join_request",
+            Self::Join => "join",
+            Self::Leave => "leave",
+            Self::RemoveMember => "remove_member",
+            Self::BlockMember => "block_member",
+            Self::UpdateSetting => "update_setting",
+            Self::Update => "update",
+            Self::UpdateAvatar => "update_avatar",
+            Self::NewLink => "new_link",
+            Self::AddAdmin => "add_admin",
+            Self::RemoveAdmin => "remove_admin",
+        }
+    }
+}
+
+/// A member named by a group event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMember {
+    pub uid: String,
+    /// The display name, when sent (not for join requests).
+    pub display_name: Option<String>,
+}
+
+/// A change in a group the account is in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupEvent {
+    pub kind: GroupKind,
+    pub group_id: String,
+    /// The group's name as of this event (the new name after an "update").
+    pub group_name: Option<String>,
+    /// Who made the change (`sourceId`): the admin who added or removed, the member who
+    /// left. None for join requests.
+    pub actor_id: Option<String>,
+    pub creator_id: Option<String>,
+    /// The members the change is about (`updateMembers`; the requesters of a join request).
+    pub members: Vec<GroupMember>,
+    /// When, in Unix milliseconds (`time`), if sent.
+    pub ts_ms: Option<i64>,
+    /// The whole control item; its `content.data` holds the settings, link, avatar….
+    pub raw: Value,
+}
+
+impl GroupEvent {
+    /// Whether `uid` made the change or is among its members: with the account's own uid,
+    /// whether the account was added (a new group), removed, made admin, or acted itself.
+    pub fn involves(&self, uid: &str) -> bool {
+        self.actor_id.as_deref() == Some(uid) || self.members.iter().any(|m| m.uid == uid)
+    }
 }
 
 /// Parses one raw frame. `cipher_key` is the key from the connection's key frame (which
@@ -374,13 +594,124 @@ fn controls(cmd: u16, body: &Value) -> Vec<Event> {
             if !content.is_object() {
                 return invalid(cmd, "control content is missing".to_owned(), item);
             }
-            Event::Control {
-                act_type: text("act_type"),
-                act: text("act"),
+            let (act_type, act) = (text("act_type"), text("act"));
+            let social = match act_type.as_str() {
+                "fr" => friend(&act, content, item),
+                "group" => group(&act, content, item),
+                _ => None,
+            };
+            // A notice we cannot read as a friend or group event stays a raw control notice,
+            // as before these were modelled.
+            social.unwrap_or(Event::Control {
+                act_type,
+                act,
                 raw: item.clone(),
-            }
+            })
         })
         .collect()
+}
+
+/// A control's `data`: JSON inside a string, as Zalo sends it, or already a value.
+fn control_data(content: &Value) -> Option<Value> {
+    match content.get("data")? {
+        Value::String(text) => Some(
+            // A bare uid ("add", "block"…) is not JSON text in every reading (it may be too
+            // large for a number): keep it as the string it was.
+            serde_json::from_str::<Value>(text)
+                .ok()
+                .filter(|v| v.is_object() || v.is_array())
+                .unwrap_or_else(|| Value::String(text.clone())),
+        ),
+        Value::Null => None,
+        other => Some(other.clone()),
+    }
+}
+
+fn friend(act: &str, content: &Value, item: &Value) -> Option<Event> {
+    let kind = FriendKind::from_act(act)?;
+    let data = control_data(content)?;
+    let field = |name: &str| data.get(name).and_then(id).filter(|v| !v.is_empty());
+    let mut event = FriendEvent {
+        kind,
+        user_id: None,
+        from_uid: None,
+        to_uid: None,
+        message: None,
+        seen_uids: Vec::new(),
+        raw: item.clone(),
+    };
+    match kind {
+        FriendKind::Added
+        | FriendKind::Removed
+        | FriendKind::Blocked
+        | FriendKind::Unblocked
+        | FriendKind::CallsBlocked
+        | FriendKind::CallsUnblocked => {
+            event.user_id = Some(id(&data).filter(|v| !v.is_empty())?);
+        }
+        FriendKind::Request | FriendKind::RequestUndone | FriendKind::RequestRejected => {
+            event.from_uid = Some(field("fromUid")?);
+            event.to_uid = Some(field("toUid")?);
+            event.message = data
+                .get("message")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+        }
+        FriendKind::RequestsSeen => {
+            event.seen_uids = data.as_array()?.iter().filter_map(id).collect();
+        }
+    }
+    Some(Event::Friend(Box::new(event)))
+}
+
+fn group(act: &str, content: &Value, item: &Value) -> Option<Event> {
+    let kind = GroupKind::from_act(act)?;
+    let data = control_data(content)?;
+    let field = |name: &str| data.get(name).and_then(id).filter(|v| !v.is_empty());
+    let group_id = field("groupId").or_else(|| field("group_id"))?;
+    let members = if kind == GroupKind::JoinRequest {
+        // Requesters are bare uids.
+        data.get("uids")
+            .and_then(Value::as_array)
+            .map(|uids| {
+                uids.iter()
+                    .filter_map(id)
+                    .map(|uid| GroupMember {
+                        uid,
+                        display_name: None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        data.get("updateMembers")
+            .and_then(Value::as_array)
+            .map(|members| {
+                members
+                    .iter()
+                    .filter_map(|m| {
+                        Some(GroupMember {
+                            uid: m.get("id").and_then(id)?,
+                            display_name: m.get("dName").and_then(Value::as_str).map(str::to_owned),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    Some(Event::Group(Box::new(GroupEvent {
+        kind,
+        group_id,
+        group_name: data
+            .get("groupName")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        actor_id: field("sourceId"),
+        creator_id: field("creatorId"),
+        members,
+        ts_ms: data.get("time").and_then(timestamp),
+        raw: item.clone(),
+    })))
 }
 
 fn invalid(cmd: u16, reason: String, raw: &Value) -> Event {
@@ -509,5 +840,49 @@ mod tests {
             parse_frame(&bytes, None).expect("events"),
             vec![Event::DuplicateSession]
         );
+    }
+
+    #[test]
+    fn friend_and_group_notices_are_typed_and_unreadable_ones_stay_raw() {
+        let bytes = frame_of(
+            601,
+            json!({"controls": [
+                {"content": {"act_type": "fr", "act": "add", "data": "8123"}},
+                {"content": {"act_type": "fr", "act": "req_v2",
+                    "data": "{\"fromUid\":\"8123\",\"toUid\":\"800\",\"src\":1,\"message\":\"hi\"}"}},
+                {"content": {"act_type": "fr", "act": "req", "data": "{}"}},
+                {"content": {"act_type": "group", "act": "join", "data": {"groupId": "g1",
+                    "groupName": "Sales", "sourceId": "5", "time": "1700000000000",
+                    "updateMembers": [{"id": "800", "dName": "Me"}]}}},
+                {"content": {"act_type": "group", "act": "leave", "data": "not json"}},
+                {"content": {"act_type": "group", "act": "new_pin_topic", "data": "{}"}},
+            ]}),
+        );
+        let events = parse_frame(&bytes, Some(&[5; 32])).expect("events");
+        let [
+            Event::Friend(added),
+            Event::Friend(request),
+            Event::Control { act: req, .. },
+            Event::Group(join),
+            Event::Control { act: leave, .. },
+            Event::Control { act: pin, .. },
+        ] = events.as_slice()
+        else {
+            panic!("unexpected events {events:?}");
+        };
+        assert_eq!(added.kind, FriendKind::Added);
+        assert_eq!(added.peer("800"), Some("8123"));
+        assert_eq!(request.kind, FriendKind::Request);
+        assert_eq!(request.peer("800"), Some("8123"));
+        assert!(!request.from_self("800"));
+        assert_eq!(request.message.as_deref(), Some("hi"));
+        assert_eq!(
+            (req.as_str(), leave.as_str(), pin.as_str()),
+            ("req", "leave", "new_pin_topic")
+        );
+        assert_eq!(join.kind, GroupKind::Join);
+        assert_eq!(join.group_name.as_deref(), Some("Sales"));
+        assert_eq!(join.ts_ms, Some(1_700_000_000_000));
+        assert!(join.involves("800"));
     }
 }

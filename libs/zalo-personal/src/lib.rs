@@ -3,7 +3,8 @@
 //!
 //! - [`crypto`]: request signing, zcid, parameter and response encryption.
 //! - [`frame`]: the websocket frame format and its payload encodings.
-//! - [`events`]: typed events (messages, recalls, reactions, receipts) from decoded frames.
+//! - [`events`]: typed events (messages, recalls, reactions, receipts, friend and group
+//!   changes) from decoded frames.
 //! - [`client`]: QR and cookie login, the websocket listener, sending, user info.
 //! - `sim` (feature `simulator`): the server side, on loopback, with fault knobs.
 

@@ -50,6 +50,52 @@ fn item() -> impl Strategy<Value = Value> {
         })
 }
 
+/// Friend and group control notices: known and unknown acts, with `data` of any type, as JSON
+/// text or as a value.
+fn control_item() -> impl Strategy<Value = Value> {
+    let act = prop::sample::select(vec![
+        "add",
+        "remove",
+        "req",
+        "req_v2",
+        "undo_req",
+        "reject",
+        "seen_fr_req",
+        "block",
+        "unblock",
+        "block_call",
+        "unblock_call",
+        "join_request",
+        "join",
+        "join_reject",
+        "leave",
+        "remove_member",
+        "block_member",
+        "update_setting",
+        "update",
+        "update_avatar",
+        "new_link",
+        "add_admin",
+        "remove_admin",
+        "pin_create",
+        "",
+    ]);
+    let data = prop_oneof![
+        json_value(),
+        json_value().prop_map(|v| Value::from(v.to_string())),
+        (json_value(), json_value(), json_value()).prop_map(|(group, uid, name)| {
+            Value::from(
+                json!({"groupId": group, "fromUid": uid, "toUid": name, "uids": [uid],
+                    "updateMembers": [{"id": uid, "dName": name}], "time": name})
+                .to_string(),
+            )
+        }),
+    ];
+    (prop::sample::select(vec!["fr", "group", "file_done"]), act, data).prop_map(
+        |(act_type, act, data)| json!({"content": {"act_type": act_type, "act": act, "data": data}}),
+    )
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
@@ -97,7 +143,7 @@ proptest! {
         cmd in prop::sample::select(vec![501u16, 521, 612, 502, 522, 601]),
         field in prop::sample::select(vec!["msgs", "groupMsgs", "reacts", "reactGroups",
             "delivereds", "seens", "groupSeens", "controls"]),
-        items in prop::collection::vec(prop_oneof![item(), json_value()], 0..4),
+        items in prop::collection::vec(prop_oneof![item(), control_item(), json_value()], 0..4),
         key in cipher_key(),
     ) {
         let body = json!({"data": {field: items}});

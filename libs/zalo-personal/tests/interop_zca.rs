@@ -540,3 +540,93 @@ async fn our_media_sends(sim: &Simulator) -> Vec<zalo_personal::sim::SentMessage
     }
     sim.sent(SECOND)
 }
+
+/// zca-js reads the simulator's friend and group notices as its own `friend_event` and
+/// `group_event`, with the ids, names and sides our events give (tests/social_events.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zca_js_receives_friend_and_group_notices() {
+    use zalo_personal::sim::social::SimGroup;
+
+    let sim = simulator().await;
+    let credentials = sim.issue_credentials(OWNER, USER_AGENT);
+    let mut script = run_script(
+        &sim,
+        &[
+            ("ZCA_LOGIN", "cookie".into()),
+            (
+                "ZCA_COOKIES",
+                serde_json::to_string(&credentials.cookies).expect("cookies"),
+            ),
+            ("ZCA_IMEI", credentials.imei.clone()),
+            ("ZCA_EXPECT", "7".into()),
+        ],
+    );
+    script.expect("logged_in").await;
+    script.expect("ready").await;
+
+    let customer = Sender::new(CUSTOMER, "Khách Lan");
+    let hoa = Sender::new("200000004", "Hoa");
+    let mut group = SimGroup::new(GROUP, "Khách sỉ", "200000005");
+    // The request goes out as "req" and "req_v2": zca-js reports the second only.
+    sim.inject_friend_request(OWNER, &customer, "Cho em kết bạn")
+        .expect("request");
+    sim.inject_friend_added(OWNER, CUSTOMER).expect("added");
+    sim.inject_blocked(OWNER, "200000006", true)
+        .expect("blocked");
+    sim.inject_added_to_group(OWNER, &group, "200000005", std::slice::from_ref(&hoa))
+        .expect("added to group");
+    sim.inject_group_leave(OWNER, &group, &hoa).expect("leave");
+    group.name = "Khách sỉ miền Nam".into();
+    sim.inject_group_renamed(OWNER, &group, OWNER)
+        .expect("renamed");
+    sim.inject_group_join_request(OWNER, GROUP, &["200000007"])
+        .expect("join request");
+
+    let mut received = Vec::new();
+    for _ in 0..7 {
+        received.push(script.next().await);
+    }
+    let rest = script.rest().await;
+    assert!(rest.is_empty(), "nothing else from zca-js: {rest:?}");
+    let find = |event: &str, kind: &str| {
+        received
+            .iter()
+            .find(|line| line["event"] == event && line["type"] == kind)
+            .unwrap_or_else(|| panic!("zca-js reported no {event} {kind}: {received:?}"))
+            .clone()
+    };
+
+    let request = find("friend_event", "REQUEST");
+    assert_eq!(request["data"]["fromUid"], CUSTOMER);
+    assert_eq!(request["data"]["toUid"], OWNER);
+    assert_eq!(request["data"]["message"], "Cho em kết bạn");
+    assert_eq!(request["isSelf"], false);
+    let added = find("friend_event", "ADD");
+    assert_eq!(
+        (&added["threadId"], &added["data"]),
+        (&CUSTOMER.into(), &CUSTOMER.into())
+    );
+    let blocked = find("friend_event", "BLOCK");
+    assert_eq!(blocked["threadId"], "200000006");
+    assert_eq!(blocked["isSelf"], true);
+
+    let joined = find("group_event", "join");
+    assert_eq!(joined["threadId"], GROUP);
+    assert_eq!(joined["isSelf"], true, "the account is among the members");
+    assert_eq!(joined["groupName"], "Khách sỉ");
+    assert_eq!(joined["sourceId"], "200000005");
+    assert_eq!(joined["memberIds"], serde_json::json!([OWNER, "200000004"]));
+    assert_eq!(
+        joined["memberNames"],
+        serde_json::json!(["Chủ shop", "Hoa"])
+    );
+    let left = find("group_event", "leave");
+    assert_eq!(left["isSelf"], false);
+    assert_eq!(left["memberIds"], serde_json::json!(["200000004"]));
+    let renamed = find("group_event", "update");
+    assert_eq!(renamed["groupName"], "Khách sỉ miền Nam");
+    assert_eq!(renamed["isSelf"], true, "renamed by the account");
+    let requested = find("group_event", "join_request");
+    assert_eq!(requested["threadId"], GROUP);
+    assert_eq!(requested["memberIds"], serde_json::json!(["200000007"]));
+}

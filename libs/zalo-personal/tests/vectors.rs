@@ -275,3 +275,97 @@ fn frames_with_a_wrong_key_are_errors_not_panics() {
         }
     }
 }
+
+/// Our friend and group events, in the vocabulary of zca-js's `friend_event` and
+/// `group_event` (`own_uid` is the account, which zca-js's thread ids and `isSelf` depend on).
+fn summarise_social(event: &Event, own_uid: &str) -> Vec<Value> {
+    use serde_json::json;
+    use zalo_personal::events::{FriendKind, GroupKind};
+    match event {
+        Event::CipherKey(_) => summarise(event),
+        Event::Friend(f) => {
+            let kind = match f.kind {
+                FriendKind::Added => "ADD",
+                FriendKind::Removed => "REMOVE",
+                FriendKind::Request => "REQUEST",
+                FriendKind::RequestUndone => "UNDO_REQUEST",
+                FriendKind::RequestRejected => "REJECT_REQUEST",
+                FriendKind::RequestsSeen => "SEEN_FRIEND_REQUEST",
+                FriendKind::Blocked => "BLOCK",
+                FriendKind::Unblocked => "UNBLOCK",
+                FriendKind::CallsBlocked => "BLOCK_CALL",
+                FriendKind::CallsUnblocked => "UNBLOCK_CALL",
+            };
+            // zca-js's thread: the user for adds and blocks, the addressee of a request, the
+            // account itself for seen requests.
+            let thread_id = match f.kind {
+                FriendKind::Request | FriendKind::RequestUndone | FriendKind::RequestRejected => {
+                    f.to_uid.clone()
+                }
+                FriendKind::RequestsSeen => Some(own_uid.to_owned()),
+                _ => f.user_id.clone(),
+            };
+            let mut summary = json!({"event": "friend_event", "type": kind,
+                "thread_id": thread_id, "is_self": f.from_self(own_uid)});
+            if let Some(uid) = &f.user_id {
+                summary["uid"] = json!(uid);
+            } else if f.kind == FriendKind::RequestsSeen {
+                summary["uids"] = json!(f.seen_uids);
+            } else {
+                summary["from_uid"] = json!(f.from_uid);
+                summary["to_uid"] = json!(f.to_uid);
+                if let Some(message) = &f.message {
+                    summary["message"] = json!(message);
+                }
+            }
+            vec![summary]
+        }
+        Event::Group(g) => vec![json!({
+            "event": "group_event", "type": g.kind.act(), "act": g.kind.act(),
+            "thread_id": g.group_id,
+            // zca-js never counts a join request as the account's own.
+            "is_self": g.kind != GroupKind::JoinRequest && g.involves(own_uid),
+            "group_name": g.group_name, "source_id": g.actor_id,
+            "member_ids": g.members.iter().map(|m| m.uid.clone()).collect::<Vec<_>>(),
+            "member_names": if g.kind == GroupKind::JoinRequest { vec![] } else {
+                g.members.iter().map(|m| m.display_name.clone().unwrap_or_default()).collect::<Vec<_>>()
+            },
+        })],
+        // The duplicates Zalo sends alongside (friend "req", group "join_reject"): zca-js drops
+        // them; we keep them as raw control notices.
+        Event::Control { act_type, act, .. }
+            if (act_type == "fr" && act == "req")
+                || (act_type == "group" && act == "join_reject") =>
+        {
+            vec![]
+        }
+        other => panic!("zca-js emitted nothing comparable to {other:?}"),
+    }
+}
+
+#[test]
+fn friend_and_group_notices_give_the_events_zca_emits() {
+    let vectors = vectors();
+    let own_uid = text(&vectors, "own_uid").to_owned();
+    let mut cipher_key: Option<Vec<u8>> = None;
+    let mut social = 0;
+    for v in list(&vectors, "social_frames") {
+        let bytes = b64(text(v, "frame_b64"));
+        let events = events::parse_frame(&bytes, cipher_key.as_deref())
+            .unwrap_or_else(|err| panic!("{}: {err}", text(v, "note")));
+        for event in &events {
+            match event {
+                Event::CipherKey(key) => cipher_key = Some(key.clone()),
+                Event::Friend(_) | Event::Group(_) => social += 1,
+                _ => {}
+            }
+        }
+        let ours: Vec<Value> = events
+            .iter()
+            .flat_map(|e| summarise_social(e, &own_uid))
+            .collect();
+        let theirs = v["zca_events"].as_array().expect("events");
+        assert_eq!(&ours, theirs, "{}", text(v, "note"));
+    }
+    assert!(social >= 20, "only {social} friend and group events");
+}

@@ -218,6 +218,7 @@ impl Connector {
             sealer.clone(),
             publisher.clone(),
             config.zalo_personal.clone(),
+            objects.clone(),
         )
         .map_err(anyhow::Error::msg)?;
         let oa = zalo::outbound::OaRuntime::new(

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use super::{
-    ClientError, Session, browser_headers, now_ms, transport::encode_pairs, versioned_url,
+    ClientError, Session, browser_headers, new_client_id, transport::encode_pairs, versioned_url,
 };
 use crate::crypto;
 
@@ -21,9 +21,19 @@ pub struct UserInfo {
 impl Session {
     /// Sends `text` to the user `to_uid`; returns Zalo's `msgId`.
     pub async fn send_text(&self, to_uid: &str, text: &str) -> Result<String, ClientError> {
+        self.send_text_with_id(to_uid, text, new_client_id()).await
+    }
+
+    /// [`Session::send_text`] with the caller's `clientId` (see [`super::new_client_id`]).
+    pub async fn send_text_with_id(
+        &self,
+        to_uid: &str,
+        text: &str,
+        client_id: i64,
+    ) -> Result<String, ClientError> {
         let params = json!({
             "message": text,
-            "clientId": now_ms(),
+            "clientId": client_id,
             "imei": self.credentials.imei,
             "ttl": 0,
             "toid": to_uid,
@@ -36,9 +46,20 @@ impl Session {
 
     /// Sends `text` to the group `group_id`; returns Zalo's `msgId`.
     pub async fn send_group_text(&self, group_id: &str, text: &str) -> Result<String, ClientError> {
+        self.send_group_text_with_id(group_id, text, new_client_id())
+            .await
+    }
+
+    /// [`Session::send_group_text`] with the caller's `clientId`.
+    pub async fn send_group_text_with_id(
+        &self,
+        group_id: &str,
+        text: &str,
+        client_id: i64,
+    ) -> Result<String, ClientError> {
         let params = json!({
             "message": text,
-            "clientId": now_ms(),
+            "clientId": client_id,
             "visibility": 0,
             "ttl": 0,
             "grid": group_id,

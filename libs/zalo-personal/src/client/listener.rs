@@ -10,6 +10,8 @@
 //! Gap fill: after a reconnect the listener asks for the messages it may have missed
 //! (cmd 510 for direct messages, 511 for groups, `lastId` = the newest msgId seen) and
 //! delivers those it has not delivered yet: every message event is de-duplicated by msgId.
+//! A listener started with a [`ResumePoint`] (what an earlier listener's consumer captured)
+//! asks on its first connect too, so a restart loses nothing either.
 
 use std::{
     collections::{HashSet, VecDeque},
@@ -63,6 +65,27 @@ impl Default for ListenerConfig {
             channel_capacity: 256,
             key_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+/// Where a new listener picks up from: the newest msgIds a previous listener's consumer
+/// captured, per thread kind. With a resume point the listener asks for the messages after
+/// them as soon as its first socket is up, as it does after every reconnect.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResumePoint {
+    /// The newest direct message (or recall) captured.
+    pub direct: Option<String>,
+    /// The newest group message (or recall) captured.
+    pub group: Option<String>,
+    /// For a thread kind without a msgId: replayed messages sent at or after this time (Unix
+    /// ms, the server's clock) are news. None: the listener's start.
+    pub since_ms: Option<i64>,
+}
+
+impl ResumePoint {
+    /// Nothing to resume from: the listener starts as [`Session::listen`] does.
+    pub fn is_empty(&self) -> bool {
+        self.direct.is_none() && self.group.is_none() && self.since_ms.is_none()
     }
 }
 
@@ -126,6 +149,13 @@ impl Session {
     /// Starts listening on the websocket. Only one listener per account may run at a time:
     /// a second one (here or in a browser) kicks the first.
     pub fn listen(&self, config: ListenerConfig) -> Listener {
+        self.listen_from(config, ResumePoint::default())
+    }
+
+    /// Like [`Session::listen`], resuming after `resume`: the first connection already asks
+    /// for the messages sent after it (when `config.gap_fill`), so messages that arrived while
+    /// no listener ran are delivered too.
+    pub fn listen_from(&self, config: ListenerConfig, resume: ResumePoint) -> Listener {
         let (events, receiver) = mpsc::channel(config.channel_capacity.max(1));
         let (stop, stopped) = watch::channel(false);
         let worker = Worker {
@@ -134,9 +164,10 @@ impl Session {
             events,
             stopped,
             seen: Dedupe::default(),
-            last_user_msg: None,
-            last_group_msg: None,
-            started_ms: now_ms(),
+            fill_first: !resume.is_empty(),
+            last_user_msg: resume.direct,
+            last_group_msg: resume.group,
+            started_ms: resume.since_ms.unwrap_or_else(now_ms),
             request_id: 0,
         };
         tokio::spawn(worker.run());
@@ -166,8 +197,10 @@ struct Worker {
     /// The newest msgId delivered, per thread kind: where a gap fill starts.
     last_user_msg: Option<String>,
     last_group_msg: Option<String>,
-    /// Replayed messages older than the listener are not news.
+    /// Replayed messages older than the listener (or its resume time) are not news.
     started_ms: i64,
+    /// Gap fill on the first connection too (started from a resume point).
+    fill_first: bool,
     request_id: u64,
 }
 
@@ -378,7 +411,7 @@ impl Worker {
                                 if first_key {
                                     ping.reset();
                                     self.emit(ListenerEvent::Connected { reconnect }).await?;
-                                    if reconnect && self.config.gap_fill {
+                                    if (reconnect || self.fill_first) && self.config.gap_fill {
                                         for request in self.gap_fill_requests() {
                                             if sink.send(Message::Binary(request.into())).await.is_err() {
                                                 return Ok(Ending::Closed { code: ABNORMAL, worked: true });

@@ -20,7 +20,7 @@ use md5::{Digest, Md5};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use super::{ClientError, Session, api::first, browser_headers, now_ms, versioned_url};
+use super::{ClientError, Session, api::first, browser_headers, new_client_id, versioned_url};
 use crate::{crypto, events::ThreadKind};
 
 /// An image to send; width and height are shown by the apps before the image loads.
@@ -313,8 +313,22 @@ impl Session {
         image: &Image,
         caption: &str,
     ) -> Result<String, ClientError> {
+        self.send_image_with_id(thread, to, image, caption, new_client_id())
+            .await
+    }
+
+    /// [`Session::send_image`] with the caller's `clientId` for the message (see
+    /// [`super::new_client_id`]).
+    pub async fn send_image_with_id(
+        &self,
+        thread: ThreadKind,
+        to: &str,
+        image: &Image,
+        caption: &str,
+        client_id: i64,
+    ) -> Result<String, ClientError> {
         let uploaded = self.upload_image(thread, to, image).await?;
-        self.send_uploaded_image(thread, to, &uploaded, caption)
+        self.send_uploaded_image_with_id(thread, to, &uploaded, caption, client_id)
             .await
     }
 
@@ -332,6 +346,7 @@ impl Session {
                 to,
                 &image.file_name,
                 &image.bytes,
+                new_client_id(),
             )
             .await?;
         let text = |name: &str| answer[name].as_str().unwrap_or_default().to_string();
@@ -354,9 +369,23 @@ impl Session {
         image: &UploadedImage,
         caption: &str,
     ) -> Result<String, ClientError> {
+        self.send_uploaded_image_with_id(thread, to, image, caption, new_client_id())
+            .await
+    }
+
+    /// [`Session::send_uploaded_image`] with the caller's `clientId`.
+    pub async fn send_uploaded_image_with_id(
+        &self,
+        thread: ThreadKind,
+        to: &str,
+        image: &UploadedImage,
+        caption: &str,
+        client_id: i64,
+    ) -> Result<String, ClientError> {
         let mut params = json!({
             "photoId": image.photo_id,
-            "clientId": now_ms().to_string(),
+            // A string here, unlike the other sends, as the web client sends it.
+            "clientId": client_id.to_string(),
             "desc": caption,
             "width": image.width,
             "height": image.height,
@@ -396,7 +425,22 @@ impl Session {
         to: &str,
         file: &FileUpload,
     ) -> Result<String, ClientError> {
-        let uploaded = self.upload_file(thread, to, file).await?;
+        self.send_file_with_id(thread, to, file, new_client_id())
+            .await
+    }
+
+    /// [`Session::send_file`] with the caller's `clientId`: the upload's, which the message
+    /// repeats (see [`super::new_client_id`]).
+    pub async fn send_file_with_id(
+        &self,
+        thread: ThreadKind,
+        to: &str,
+        file: &FileUpload,
+        client_id: i64,
+    ) -> Result<String, ClientError> {
+        let uploaded = self
+            .upload_file_with_id(thread, to, file, client_id)
+            .await?;
         self.send_uploaded_file(thread, to, &uploaded).await
     }
 
@@ -407,8 +451,27 @@ impl Session {
         to: &str,
         file: &FileUpload,
     ) -> Result<UploadedFile, ClientError> {
+        self.upload_file_with_id(thread, to, file, new_client_id())
+            .await
+    }
+
+    /// [`Session::upload_file`] with the caller's `clientId`.
+    pub async fn upload_file_with_id(
+        &self,
+        thread: ThreadKind,
+        to: &str,
+        file: &FileUpload,
+        client_id: i64,
+    ) -> Result<UploadedFile, ClientError> {
         let answer = self
-            .upload(UploadKind::File, thread, to, &file.file_name, &file.bytes)
+            .upload(
+                UploadKind::File,
+                thread,
+                to,
+                &file.file_name,
+                &file.bytes,
+                client_id,
+            )
             .await?;
         let file_id = id_text(&answer["fileId"]);
         let notice = self.uploads.wait(&file_id);
@@ -476,6 +539,19 @@ impl Session {
         self.uploads.complete(file_id, file_url);
     }
 
+    /// Hands `event` to this session's waiting uploads when it is a "file_done" notice (from
+    /// a listener of another session of the account, e.g. one started before a re-login);
+    /// true when it was one.
+    pub fn take_notice(&self, event: &crate::events::Event) -> bool {
+        match event {
+            crate::events::Event::Control { act_type, raw, .. } if act_type == "file_done" => {
+                self.uploads.complete_from_control(raw);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Sends a sticker to a user or a group; returns the message's `msgId`.
     pub async fn send_sticker(
         &self,
@@ -483,11 +559,23 @@ impl Session {
         to: &str,
         sticker: &Sticker,
     ) -> Result<String, ClientError> {
+        self.send_sticker_with_id(thread, to, sticker, new_client_id())
+            .await
+    }
+
+    /// [`Session::send_sticker`] with the caller's `clientId`.
+    pub async fn send_sticker_with_id(
+        &self,
+        thread: ThreadKind,
+        to: &str,
+        sticker: &Sticker,
+        client_id: i64,
+    ) -> Result<String, ClientError> {
         let mut params = json!({
             "stickerId": sticker.id,
             "cateId": sticker.category_id,
             "type": sticker.kind,
-            "clientId": now_ms(),
+            "clientId": client_id,
             "imei": self.credentials.imei,
             "zsource": 101,
         });
@@ -514,6 +602,7 @@ impl Session {
         to: &str,
         file_name: &str,
         bytes: &[u8],
+        client_id: i64,
     ) -> Result<Value, ClientError> {
         if bytes.is_empty() {
             return Err(ClientError::Unexpected(format!("{file_name} is empty")));
@@ -533,7 +622,6 @@ impl Session {
             ThreadKind::Direct => "2",
             ThreadKind::Group => "11",
         };
-        let client_id = now_ms();
         let cookie = self.credentials.cookie_header();
         let mut last = Value::Null;
         for (index, chunk) in chunks.iter().enumerate() {

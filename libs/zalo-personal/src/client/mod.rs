@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use api::UserInfo;
 pub use error::ClientError;
-pub use listener::{Listener, ListenerConfig, ListenerEvent, StopReason};
+pub use listener::{Listener, ListenerConfig, ListenerEvent, ResumePoint, StopReason};
 pub use login::{RetryPolicy, ServiceMap, Session, SocketSettings};
 pub use media::{FileUpload, Image, ShareFileSettings, Sticker, UploadedFile, UploadedImage};
 pub use qr::{QrConfig, QrEvent};
@@ -221,6 +221,24 @@ pub(crate) fn versioned_url(base: &str, params: &[(&str, &str)]) -> String {
     format!("{base}{separator}{}", transport::encode_pairs(pairs))
 }
 
+/// A fresh `clientId` for a send: the web client's clock in ms, made unique and growing
+/// within the process (two sends in one millisecond must not share one). Choose it before a
+/// `*_with_id` send to recognise the message when the socket echoes it (as `cliMsgId`)
+/// before the call returns its msgId.
+pub fn new_client_id() -> i64 {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = now_ms();
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last.saturating_add(1));
+        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(current) => last = current,
+        }
+    }
+}
+
 /// Milliseconds since the epoch, as the protocol's timestamps are.
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -232,6 +250,13 @@ pub(crate) fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_ids_grow() {
+        let first = new_client_id();
+        let second = new_client_id();
+        assert!(second > first);
+    }
 
     #[test]
     fn set_cookie_replaces_and_removes() {

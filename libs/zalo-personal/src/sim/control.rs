@@ -9,7 +9,7 @@
 //! - `POST /sim/faults` `{"account","fail_next":[-69],"expire_session_keys":true,
 //!   "expire_cookies":true,"drop_now":true,"drop_every_ms":60000,"refuse_sockets":false,
 //!   "close":3003,"duplicate_session":true,"corrupt":"garbage"|"wrong_key"|"unknown_command"}`
-//! - `GET /sim/sent?account=…` → `{"sent":[{thread, to, text, msg_id, client_id, kind}]}`
+//! - `GET /sim/sent?account=…` → `{"sent":[{thread, to, text, msg_id, client_id, received_at_ms, kind}]}`
 //!   (kind: text, image, file or sticker)
 
 use axum::{
@@ -176,6 +176,7 @@ async fn sent(State(sim): State<Simulator>, uri: Uri) -> Response {
                 "text": message.text,
                 "msg_id": message.msg_id,
                 "client_id": message.client_id,
+                "received_at_ms": message.received_at_ms,
                 "kind": match message.kind() {
                     SentKind::Text => "text",
                     SentKind::Image => "image",

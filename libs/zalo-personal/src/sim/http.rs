@@ -518,17 +518,19 @@ async fn send(sim: Simulator, headers: HeaderMap, body: Bytes, thread: Thread) -
     if to.is_empty() || message.is_empty() {
         return error(114, "invalid params");
     }
-    let msg_id = sim.next_msg_id().to_string();
-    sim.with_account(&uid, |state| {
-        state.sent.push(SentMessage {
+    let (msg_id, answer_after) = sim.record_sent(
+        &uid,
+        SentMessage {
             thread,
             to,
             text: message,
             client_id: text(&params["clientId"]),
-            msg_id: msg_id.clone(),
+            msg_id: String::new(),
             params: params.clone(),
-        });
-    });
+            received_at_ms: 0,
+        },
+    );
+    tokio::time::sleep(answer_after).await;
     encrypted(&cipher, json!({"msgId": msg_id}))
 }
 

@@ -84,7 +84,7 @@ async fn send_user_image(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    send_media(&sim, &headers, &body, Thread::User, MediaKind::Image)
+    send_media(&sim, &headers, &body, Thread::User, MediaKind::Image).await
 }
 
 async fn send_group_image(
@@ -92,11 +92,11 @@ async fn send_group_image(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    send_media(&sim, &headers, &body, Thread::Group, MediaKind::Image)
+    send_media(&sim, &headers, &body, Thread::Group, MediaKind::Image).await
 }
 
 async fn send_user_file(State(sim): State<Simulator>, headers: HeaderMap, body: Bytes) -> Response {
-    send_media(&sim, &headers, &body, Thread::User, MediaKind::File)
+    send_media(&sim, &headers, &body, Thread::User, MediaKind::File).await
 }
 
 async fn send_group_file(
@@ -104,7 +104,7 @@ async fn send_group_file(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    send_media(&sim, &headers, &body, Thread::Group, MediaKind::File)
+    send_media(&sim, &headers, &body, Thread::Group, MediaKind::File).await
 }
 
 async fn send_user_sticker(
@@ -112,7 +112,7 @@ async fn send_user_sticker(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    sticker(&sim, &headers, &body, Thread::User)
+    sticker(&sim, &headers, &body, Thread::User).await
 }
 
 async fn send_group_sticker(
@@ -120,7 +120,7 @@ async fn send_group_sticker(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    sticker(&sim, &headers, &body, Thread::Group)
+    sticker(&sim, &headers, &body, Thread::Group).await
 }
 
 /// `toid` for a user, `grid` for a group.
@@ -316,7 +316,7 @@ fn upload(
 
 /// The image or file send: it must name a finished upload of the account, for the same
 /// recipient; a file send must also carry the stored URL and the bytes' md5.
-fn send_media(
+async fn send_media(
     sim: &Simulator,
     headers: &HeaderMap,
     body: &[u8],
@@ -360,10 +360,10 @@ fn send_media(
             upload.file_name.clone()
         }
     };
-    record(sim, &uid, thread, to, shown, &params, &cipher)
+    record(sim, &uid, thread, to, shown, &params, &cipher).await
 }
 
-fn sticker(sim: &Simulator, headers: &HeaderMap, body: &[u8], thread: Thread) -> Response {
+async fn sticker(sim: &Simulator, headers: &HeaderMap, body: &[u8], thread: Thread) -> Response {
     let (uid, cipher, params) = match api_call(sim, headers, &form_params(body)) {
         Ok(call) => call,
         Err(response) => return *response,
@@ -377,10 +377,10 @@ fn sticker(sim: &Simulator, headers: &HeaderMap, body: &[u8], thread: Thread) ->
     {
         return error(INVALID_PARAMS, "invalid params");
     }
-    record(sim, &uid, thread, to, String::new(), &params, &cipher)
+    record(sim, &uid, thread, to, String::new(), &params, &cipher).await
 }
 
-fn record(
+async fn record(
     sim: &Simulator,
     uid: &str,
     thread: Thread,
@@ -389,17 +389,19 @@ fn record(
     params: &Value,
     cipher: &crate::crypto::SessionCipher,
 ) -> Response {
-    let msg_id = sim.next_msg_id().to_string();
-    sim.with_account(uid, |state| {
-        state.sent.push(SentMessage {
+    let (msg_id, answer_after) = sim.record_sent(
+        uid,
+        SentMessage {
             thread,
             to,
             text: text_shown,
             client_id: text(&params["clientId"]),
-            msg_id: msg_id.clone(),
+            msg_id: String::new(),
             params: params.clone(),
-        });
-    });
+            received_at_ms: 0,
+        },
+    );
+    tokio::time::sleep(answer_after).await;
     encrypted(cipher, json!({"msgId": msg_id}))
 }
 

@@ -15,6 +15,7 @@
 mod control;
 mod http;
 mod media;
+pub mod social;
 mod tls;
 mod ws;
 
@@ -133,6 +134,9 @@ pub struct SentMessage {
     pub msg_id: String,
     /// The decrypted parameters as sent.
     pub params: Value,
+    /// When the simulator received the send (Unix ms, its clock): for pacing checks that
+    /// must not trust the client's own stamps.
+    pub received_at_ms: i64,
 }
 
 /// What kind of message a [`SentMessage`] was, read from its parameters.
@@ -240,7 +244,12 @@ struct AccountState {
     session_keys: Vec<SessionCipher>,
     log: Vec<Logged>,
     connections: Vec<Connection>,
+    /// The most sockets open at once so far.
+    max_connections: usize,
     sent: Vec<SentMessage>,
+    /// Push each sent message back on the account's sockets as its own (uidFrom "0") and
+    /// answer the send this long after the echo (None: no echo).
+    echo_sends: Option<Duration>,
     pings: u32,
     keep_alives: u32,
     ws_connects: u32,
@@ -450,7 +459,9 @@ impl Simulator {
                             session_keys: Vec::new(),
                             log: Vec::new(),
                             connections: Vec::new(),
+                            max_connections: 0,
                             sent: Vec::new(),
+                            echo_sends: None,
                             pings: 0,
                             keep_alives: 0,
                             ws_connects: 0,
@@ -742,6 +753,12 @@ impl Simulator {
             .unwrap_or_default()
     }
 
+    /// The most sockets the account had open at the same time so far.
+    pub fn max_connections(&self, account: &str) -> usize {
+        self.with_account(account, |state| state.max_connections)
+            .unwrap_or_default()
+    }
+
     /// Websocket handshakes accepted so far.
     pub fn ws_connects(&self, account: &str) -> u32 {
         self.with_account(account, |state| state.ws_connects)
@@ -789,6 +806,62 @@ impl Simulator {
     /// servers do about once a minute.
     pub fn drop_every(&self, account: &str, every: Option<Duration>) {
         self.with_account(account, |state| state.drop_every = every);
+    }
+
+    /// Echoes every message the account sends on its sockets, as Zalo shows a message sent
+    /// from one session to the account's others: a self message (uidFrom "0") with the
+    /// send's `cliMsgId`, logged for gap fills, pushed `delay` before the send is answered
+    /// (so the echo arrives before the client knows the msgId). None: no echo.
+    pub fn echo_sends(&self, account: &str, delay: Option<Duration>) {
+        self.with_account(account, |state| state.echo_sends = delay);
+    }
+
+    /// Records a send of `uid` and, when asked, echoes it on the account's sockets; returns
+    /// the new msgId and how long to wait before answering.
+    pub(crate) fn record_sent(&self, uid: &str, mut sent: SentMessage) -> (String, Duration) {
+        let msg_id = self.next_msg_id().to_string();
+        sent.msg_id = msg_id.clone();
+        sent.received_at_ms = now_ms();
+        let echo = self
+            .with_account(uid, |state| {
+                state.sent.push(sent.clone());
+                state
+                    .echo_sends
+                    .map(|delay| (delay, state.profile.display_name.clone()))
+            })
+            .flatten();
+        let Some((delay, name)) = echo else {
+            return (msg_id, Duration::ZERO);
+        };
+        let content = match sent.kind() {
+            SentKind::Text => json!(sent.text),
+            // Media echoes carry an attachment object; its fields do not matter here.
+            _ => json!({"title": sent.text, "href": "", "params": ""}),
+        };
+        let msg_type = match sent.kind() {
+            SentKind::Text => "webchat",
+            SentKind::Image => "chat.photo",
+            SentKind::File => "share.file",
+            SentKind::Sticker => "chat.sticker",
+        };
+        let echo = json!({
+            "actionId": msg_id,
+            "msgId": msg_id,
+            "cliMsgId": sent.client_id,
+            "msgType": msg_type,
+            "uidFrom": "0",
+            "idTo": sent.to,
+            "dName": name,
+            "ts": now_ms().to_string(),
+            "status": 1,
+            "content": content,
+            "notify": "1",
+            "ttl": 0,
+            "userId": "0",
+            "uin": "0",
+        });
+        self.deliver_message(uid, sent.thread == Thread::Group, echo);
+        (msg_id, delay)
     }
 
     /// Refuses (HTTP 503) new sockets of the account while true.

@@ -42,6 +42,7 @@ async fn serve(sim: Simulator, uid: String, mut socket: WebSocket) {
         let account = state.accounts.get_mut(&uid)?;
         account.ws_connects += 1;
         account.connections.push(Connection { id, outbound });
+        account.max_connections = account.max_connections.max(account.connections.len());
         Some((id, account.drop_every))
     });
     let Some((id, drop_every)) = registered else {

@@ -121,6 +121,9 @@ pub fn map_event(account_id: &str, owner_uid: &str, event: &Event) -> Captured {
         Event::Control { act_type, raw, .. } => {
             Captured::Raw(format!("personal_control_{act_type}"), raw.clone())
         }
+        // Kept raw under the names they had as plain control notices.
+        Event::Friend(friend) => Captured::Raw("personal_control_fr".into(), friend.raw.clone()),
+        Event::Group(group) => Captured::Raw("personal_control_group".into(), group.raw.clone()),
         Event::Unknown { cmd, payload, .. } => {
             Captured::Raw(format!("personal_cmd_{cmd}"), payload.clone())
         }

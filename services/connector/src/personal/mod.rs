@@ -7,7 +7,9 @@
 //!   disabled account.
 //! - [`capture`]: listener events → giao events, with the same dedupe ids as the OA webhook.
 //! - [`outbound`]: the outbound consumer queues personal sends in `outbound_messages`; the
-//!   lease holder sends them, paced per account by a token bucket.
+//!   lease holder sends them (text, images, files, stickers), paced per account by a token
+//!   bucket.
+//! - [`position`]: the newest captured msgIds per account, where the next listener resumes.
 //! - [`qr`]: QR logins for `StartQrLogin` / `WatchQrLogin`.
 //!
 //! Every failure the listener or a call reports becomes an account status
@@ -15,6 +17,7 @@
 
 pub mod capture;
 pub mod outbound;
+pub mod position;
 pub mod qr;
 pub mod supervisor;
 
@@ -29,7 +32,7 @@ use crate::{
     api::publish_status,
     credentials::Sealer,
     store::{AccountStore, SealedCredentials},
-    zalo::{RawEvents, outbound::Ledger},
+    zalo::{RawEvents, media::Objects, outbound::Ledger},
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -194,6 +197,8 @@ struct Inner {
     publisher: EventPublisher,
     ledger: Ledger,
     raw: RawEvents,
+    /// Attachment bytes of outbound images and files (message-store's object store).
+    objects: Objects,
     client: Client,
     config: ZaloPersonalConfig,
     running: supervisor::Running,
@@ -206,6 +211,7 @@ impl PersonalRuntime {
         sealer: Sealer,
         publisher: EventPublisher,
         config: ZaloPersonalConfig,
+        objects: Objects,
     ) -> Result<Self, String> {
         let client = config.client()?;
         let database = accounts.database().clone();
@@ -216,6 +222,7 @@ impl PersonalRuntime {
                 accounts,
                 sealer,
                 publisher,
+                objects,
                 client,
                 config,
                 running: supervisor::Running::default(),

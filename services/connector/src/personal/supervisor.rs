@@ -238,6 +238,16 @@ impl PersonalRuntime {
                 return;
             }
         };
+        // Read before the socket opens: the listener asks for what came after it.
+        let mut position = match self.resume_point(&tenant, &account).await {
+            Ok(position) => position,
+            Err(error) => {
+                // Started again after `restart_after_ms`; listening without it could lose
+                // what arrived while no listener ran.
+                tracing::warn!(account = %account, %error, "listener position not readable");
+                return;
+            }
+        };
         let session = tokio::select! {
             _ = stop.cancelled() => return,
             login = self.client().login(&credentials) => login,
@@ -252,7 +262,7 @@ impl PersonalRuntime {
             }
         };
         let owner_uid = session.uid.clone();
-        let mut listener = session.listen(self.config().listener());
+        let mut listener = session.listen_from(self.config().listener(), position.clone());
         let shared = outbound::SharedSession::new(session);
         let sender = tokio::spawn(self.clone().send_queued(
             tenant.clone(),
@@ -293,8 +303,18 @@ impl PersonalRuntime {
                         .await;
                 }
                 ListenerEvent::Event(event) => {
-                    self.capture(&tenant, &account, &owner_uid, &event, &stop)
-                        .await;
+                    // After a re-login the sender uses a new session; its file uploads
+                    // wait for notices this listener (of the old one) receives.
+                    if shared.replaced() {
+                        shared.get().take_notice(&event);
+                    }
+                    if self
+                        .capture(&tenant, &account, &owner_uid, &event, &stop)
+                        .await
+                    {
+                        self.advance_position(&tenant, &account, &mut position, &event)
+                            .await;
+                    }
                 }
                 ListenerEvent::Stopped(reason) => {
                     self.stopped(&tenant, &account, &credentials, reason).await;
@@ -391,7 +411,8 @@ impl PersonalRuntime {
     }
 
     /// Publishes what an event captured; retried until the bus has it (the listener waits
-    /// meanwhile, so nothing is skipped) or the listener is stopped.
+    /// meanwhile, so nothing is skipped) or the listener is stopped. True once the event
+    /// is stored (or needs nothing stored); false when stopped first.
     async fn capture(
         &self,
         tenant: &str,
@@ -399,17 +420,19 @@ impl PersonalRuntime {
         owner_uid: &str,
         event: &zalo_personal::events::Event,
         stop: &CancellationToken,
-    ) {
+    ) -> bool {
         if let zalo_personal::events::Event::Invalid { cmd, reason, .. } = event {
             tracing::warn!(account = %account, cmd, %reason, "personal event skipped");
-            return;
+            return true;
         }
         if let zalo_personal::events::Event::Message(message) = event
             && message.from_self
-            && self.sent_by_giao(tenant, account, &message.msg_id).await
+            && self
+                .sent_by_giao(tenant, account, &message.msg_id, &message.cli_msg_id)
+                .await
         {
             // giao's own send coming back on the socket: already recorded as outbound.
-            return;
+            return true;
         }
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -438,11 +461,11 @@ impl PersonalRuntime {
                 Captured::Nothing => Ok(()),
             };
             match result {
-                Ok(()) => return,
+                Ok(()) => return true,
                 Err(error) => {
                     tracing::warn!(account = %account, %error, "captured event not stored yet; retrying");
                     tokio::select! {
-                        _ = stop.cancelled() => return,
+                        _ = stop.cancelled() => return false,
                         _ = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
