@@ -426,11 +426,13 @@ giao_tests::on_both_backends!(
     a_shift_change_follows_the_tenants_policy,
     a_disconnected_account_with_open_work_alerts_its_supervisors,
     an_unanswered_customer_goes_to_another_agent_once,
+    a_leavers_work_is_shared_across_their_team,
 );
 
 use routing::{
     a_disconnected_account_with_open_work_alerts_its_supervisors,
-    a_returning_customer_goes_back_to_their_owner, a_shift_change_follows_the_tenants_policy,
+    a_leavers_work_is_shared_across_their_team, a_returning_customer_goes_back_to_their_owner,
+    a_shift_change_follows_the_tenants_policy,
     an_sla_breach_fires_once_with_two_scheduler_replicas,
     an_unanswered_customer_goes_to_another_agent_once,
     reminders_fall_due_and_follow_ups_remind_the_owner,
@@ -678,6 +680,26 @@ mod offboarding {
             .expect("offboards")
             .into_inner();
         assert_eq!(report.conversations_moved, 3);
+        // Three customers moved with their conversations: message-store names the
+        // successor as their owner.
+        assert_eq!(report.contacts_moved, 3);
+        let customers = |owner: String| {
+            let mut store = admin_store.clone();
+            async move {
+                store
+                    .list_contacts(giao_proto::messagestore::ListContactsRequest {
+                        owner_user_id: owner,
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("lists contacts")
+                    .into_inner()
+                    .contacts
+                    .len()
+            }
+        };
+        assert_eq!(customers(successor.clone()).await, 3);
+        assert_eq!(customers(leaver.clone()).await, 0);
         assert_eq!((report.reminders_moved, report.shifts_moved), (1, 1));
         assert!(!report.export_id.is_empty());
         assert_eq!(report.export_sha256.len(), 64);
@@ -928,11 +950,12 @@ mod routing {
     use giao_proto::{
         assignment::{
             AssignRequest, Availability, CreateReminderRequest, FollowUpRule, ListRemindersRequest,
-            ListRoutingPoliciesRequest, ListUnattendedRequest, Reminder, RoutingPolicy,
-            RoutingRule, RoutingStrategy, SetAvailabilityRequest, SetCapacityRequest,
-            SetFollowUpRuleRequest, SetRoutingPolicyRequest, SetShiftRequest, SetSlaPolicyRequest,
-            Shift, ShiftChange, SlaPolicy, SlaState, SyncRosterRequest, UnattendedConversation,
-            assignment_service_client::AssignmentServiceClient,
+            ListRoutingPoliciesRequest, ListUnattendedRequest, OffboardStaffRequest, Reminder,
+            RoutingPolicy, RoutingRule, RoutingStrategy, SetAvailabilityRequest,
+            SetCapacityRequest, SetFollowUpRuleRequest, SetRoutingPolicyRequest, SetShiftRequest,
+            SetSlaPolicyRequest, Shift, ShiftChange, SlaPolicy, SlaState, SyncRosterRequest,
+            UnattendedConversation, assignment_service_client::AssignmentServiceClient,
+            offboard_staff_request::Successor,
         },
         auth::{
             CreateApiKeyRequest, CreateUserRequest, LoginRequest, SetUserStatusRequest, UserStatus,
@@ -2139,6 +2162,9 @@ mod routing {
         let elsewhere = floor
             .user("son", giao_proto::common::Role::Supervisor, &["support"])
             .await;
+        let admin = floor
+            .user("anh", giao_proto::common::Role::Admin, &[])
+            .await;
         floor.sync().await;
         floor
             .policy(policy(RoutingStrategy::RoundRobin, "sales"))
@@ -2147,10 +2173,17 @@ mod routing {
         let (conversation, _) = floor.message("d1", "d1").await;
         assert_eq!(floor.routed(&conversation).await, agent);
 
-        // The connector reports the account lost, and an idle account lost too.
+        // The connector reports the account lost, an idle account lost and rate limited
+        // (nobody waits: no alert), and an idle account kicked (someone must log it in).
+        use giao_proto::events::AccountStatus;
         let bus = giao_bus::connect(&floor.backend.bus).await.expect("bus");
         let connector = giao_bus::envelope::EventPublisher::new(bus, "connector");
-        for (event_id, account) in [("status-oa-1", "oa-1"), ("status-oa-9", "oa-9")] {
+        for (event_id, account, status) in [
+            ("status-oa-1", "oa-1", AccountStatus::Disconnected),
+            ("status-oa-9", "oa-9", AccountStatus::Disconnected),
+            ("status-oa-8", "oa-8", AccountStatus::RateLimited),
+            ("status-zp-7", "zp-7", AccountStatus::Kicked),
+        ] {
             connector
                 .publish(
                     TENANT,
@@ -2158,8 +2191,8 @@ mod routing {
                     giao_proto::events::envelope::Payload::AccountStatusChanged(
                         giao_proto::events::AccountStatusChanged {
                             channel_account_id: account.into(),
-                            status: giao_proto::events::AccountStatus::Disconnected as i32,
-                            previous_status: giao_proto::events::AccountStatus::Connected as i32,
+                            status: status as i32,
+                            previous_status: AccountStatus::Connected as i32,
                             reason: "websocket closed".into(),
                             at: None,
                         },
@@ -2169,12 +2202,23 @@ mod routing {
                 .expect("published");
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while reminders_due(&seen).is_empty() {
+        while reminders_due(&seen).len() < 3 {
             assert!(tokio::time::Instant::now() < deadline, "no alert");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let alerts = reminders_due(&seen);
+        let (kicked, alerts): (Vec<_>, Vec<_>) = reminders_due(&seen)
+            .into_iter()
+            .partition(|alert| alert.text.contains("zp-7"));
+        // The kicked idle account alerts the tenant's admins (no team has work on it): the
+        // one who created the tenant and the one added here.
+        assert_eq!(kicked.len(), 2, "{kicked:?}");
+        assert!(kicked.iter().any(|alert| alert.user_id == admin));
+        assert!(
+            kicked
+                .iter()
+                .all(|alert| alert.user_id != supervisor && alert.text.contains("đăng nhập lại"))
+        );
         assert_eq!(alerts.len(), 1, "{alerts:?}");
         assert_eq!(alerts[0].user_id, supervisor);
         assert!(alerts[0].text.contains("oa-1") && alerts[0].text.contains("1 hội thoại"));
@@ -2259,5 +2303,287 @@ mod routing {
             .conversations;
         assert_eq!(waiting.len(), 1);
         assert_eq!(waiting[0].conversation_id, ignored);
+    }
+
+    /// Conversations owned by `user_id`, as an admin sees them.
+    async fn owned(floor: &Floor, user_id: &str) -> Vec<String> {
+        floor
+            .store_admin()
+            .await
+            .list_conversations(ListConversationsRequest {
+                owner_user_id: user_id.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("lists")
+            .into_inner()
+            .conversations
+            .into_iter()
+            .map(|conversation| conversation.conversation_id)
+            .collect()
+    }
+
+    /// Customers owned by `user_id` in message-store.
+    async fn customers_of(floor: &Floor, user_id: &str) -> usize {
+        floor
+            .store_admin()
+            .await
+            .list_contacts(giao_proto::messagestore::ListContactsRequest {
+                owner_user_id: user_id.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("lists")
+            .into_inner()
+            .contacts
+            .len()
+    }
+
+    fn across_team(user_id: &str) -> OffboardStaffRequest {
+        OffboardStaffRequest {
+            user_id: user_id.into(),
+            successor: Some(Successor::RedistributeAcrossTeam(true)),
+            idempotency_key: String::new(),
+        }
+    }
+
+    pub(super) async fn a_leavers_work_is_shared_across_their_team(kind: BackendKind) {
+        use giao_proto::common::Role;
+        let floor = Floor::start(kind).await;
+        let leaver = floor.online_agent("lan", &["sales"]).await;
+        let mut team = vec![
+            floor.online_agent("an", &["sales"]).await,
+            floor.user("binh", Role::Agent, &["sales", "support"]).await,
+        ];
+        let supervisor = floor.user("sang", Role::Supervisor, &["sales"]).await;
+        team.push(supervisor.clone());
+        let outsider = floor.user("kim", Role::Agent, &["support"]).await;
+        let loner = floor.user("tu", Role::Agent, &["solo"]).await;
+        let teamless = floor.user("vy", Role::Agent, &[]).await;
+        floor.sync().await;
+        // binh is already busy and at capacity: the others take what they can first.
+        floor
+            .admin()
+            .await
+            .set_capacity(SetCapacityRequest {
+                user_id: team[1].clone(),
+                max_open: 1,
+            })
+            .await
+            .expect("capacity set");
+
+        // Six conversations of five customers (c1 wrote on two threads), all the leaver's.
+        let mut conversations = Vec::new();
+        for (customer, thread) in [
+            ("c1", "t1"),
+            ("c1", "t1b"),
+            ("c2", "t2"),
+            ("c3", "t3"),
+            ("c4", "t4"),
+            ("c5", "t5"),
+        ] {
+            let (conversation, contact) = floor.message(customer, thread).await;
+            floor
+                .admin()
+                .await
+                .assign(AssignRequest {
+                    conversation_id: conversation.clone(),
+                    owner_user_id: leaver.clone(),
+                    reason: "new lead".into(),
+                })
+                .await
+                .expect("assigns");
+            conversations.push((conversation, contact));
+        }
+        let mut leaver_assignment = floor.assignment_as(&dev(&leaver, "agent")).await;
+        let later = chrono::Utc::now() + chrono::Duration::days(2);
+        for (key, conversation_id) in [
+            ("about-c3", conversations[3].0.clone()),
+            ("free", String::new()),
+        ] {
+            leaver_assignment
+                .create_reminder(CreateReminderRequest {
+                    reminder: Some(Reminder {
+                        conversation_id,
+                        text: format!("gọi lại {key}"),
+                        due_at: Some(prost_types::Timestamp {
+                            seconds: later.timestamp(),
+                            nanos: 0,
+                        }),
+                        ..Default::default()
+                    }),
+                    idempotency_key: key.into(),
+                })
+                .await
+                .expect("reminder set");
+        }
+        // The leaver's shift is on another account, so that oa-1 stays unrestricted.
+        floor
+            .admin()
+            .await
+            .set_shift(SetShiftRequest {
+                shift: Some(Shift {
+                    shift_id: "lan-evenings".into(),
+                    user_id: leaver.clone(),
+                    channel_account_ids: vec!["oa-2".into()],
+                    weekdays: vec![1, 2, 3, 4, 5],
+                    starts_at: "18:00".into(),
+                    ends_at: "22:00".into(),
+                }),
+            })
+            .await
+            .expect("shift set");
+
+        // Bad input: clear errors naming the field, and nothing moves.
+        let mut admin = floor.assignment_as(&floor.admin_token).await;
+        let no_team = admin
+            .offboard_staff(across_team(&teamless))
+            .await
+            .expect_err("refused");
+        assert_eq!(no_team.code(), Code::FailedPrecondition, "{no_team:?}");
+        assert!(
+            no_team.message().contains("redistribute_across_team"),
+            "{no_team:?}"
+        );
+        let alone = admin
+            .offboard_staff(across_team(&loner))
+            .await
+            .expect_err("refused");
+        assert_eq!(alone.code(), Code::FailedPrecondition, "{alone:?}");
+        assert!(
+            alone.message().contains("redistribute_across_team"),
+            "{alone:?}"
+        );
+        let unset = admin
+            .offboard_staff(OffboardStaffRequest {
+                user_id: leaver.clone(),
+                successor: Some(Successor::RedistributeAcrossTeam(false)),
+                idempotency_key: String::new(),
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(unset.code(), Code::InvalidArgument);
+        assert!(unset.message().contains("successor"));
+        for user in [&loner, &teamless] {
+            let status = giao_tests::auth_client(&floor.auth, Some(&floor.admin_token))
+                .await
+                .get_user(giao_proto::auth::GetUserRequest {
+                    user_id: user.clone(),
+                })
+                .await
+                .expect("user")
+                .into_inner()
+                .status;
+            assert_eq!(status, UserStatus::Active as i32, "nobody was offboarded");
+        }
+        assert_eq!(owned(&floor, &leaver).await.len(), 6, "nothing moved");
+
+        let report = admin
+            .offboard_staff(across_team(&leaver))
+            .await
+            .expect("offboards")
+            .into_inner();
+        assert_eq!(report.conversations_moved, 6);
+        assert_eq!(report.contacts_moved, 5);
+        assert_eq!((report.reminders_moved, report.shifts_moved), (2, 1));
+        assert!(!report.export_id.is_empty());
+
+        // Every conversation is with an active teammate; a customer stays with one person.
+        assert!(owned(&floor, &leaver).await.is_empty());
+        let mut owners = Vec::new();
+        for (conversation, _) in &conversations {
+            let owner = floor.owner(conversation).await;
+            assert!(team.contains(&owner), "{owner} is not in the leaver's team");
+            owners.push(owner);
+        }
+        assert_eq!(owners[0], owners[1], "c1's two conversations stay together");
+        let mut counts: Vec<usize> = Vec::new();
+        for member in &team {
+            counts.push(owned(&floor, member).await.len());
+        }
+        assert_eq!(counts.iter().sum::<usize>(), 6);
+        assert!(counts.iter().all(|count| *count >= 1), "spread: {counts:?}");
+        assert_eq!(counts[1], 1, "binh only up to capacity: {counts:?}");
+        assert!(owned(&floor, &outsider).await.is_empty());
+        // The customers moved with their conversations.
+        let mut customers = 0;
+        for member in &team {
+            customers += customers_of(&floor, member).await;
+        }
+        assert_eq!(customers, 5);
+        assert_eq!(customers_of(&floor, &leaver).await, 0);
+        // The reminder about c3 is with c3's new owner; the free one and the shift with the
+        // team's supervisor.
+        let reminders_of = |user: String| {
+            let floor = &floor;
+            async move {
+                floor
+                    .assignment_as(&floor.admin_token)
+                    .await
+                    .list_reminders(ListRemindersRequest {
+                        user_id: user,
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("lists")
+                    .into_inner()
+                    .reminders
+                    .into_iter()
+                    .map(|reminder| reminder.text)
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert!(
+            reminders_of(owners[3].clone())
+                .await
+                .contains(&"gọi lại about-c3".to_string())
+        );
+        assert!(
+            reminders_of(supervisor.clone())
+                .await
+                .contains(&"gọi lại free".to_string())
+        );
+        assert!(reminders_of(leaver.clone()).await.is_empty());
+        let shifts = admin
+            .list_shifts(giao_proto::assignment::ListShiftsRequest {
+                user_id: supervisor.clone(),
+                page: None,
+            })
+            .await
+            .expect("lists")
+            .into_inner()
+            .shifts;
+        assert_eq!(shifts.len(), 1);
+
+        // Calling again changes nothing; a successor for the same leaver is refused.
+        let again = admin
+            .offboard_staff(across_team(&leaver))
+            .await
+            .expect("second call")
+            .into_inner();
+        assert_eq!(again, report);
+        for ((conversation, _), owner) in conversations.iter().zip(&owners) {
+            assert_eq!(&floor.owner(conversation).await, owner);
+        }
+        let switched = admin
+            .offboard_staff(OffboardStaffRequest {
+                user_id: leaver.clone(),
+                successor: Some(Successor::SuccessorUserId(team[0].clone())),
+                idempotency_key: String::new(),
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(switched.code(), Code::FailedPrecondition);
+        assert!(
+            switched.message().contains("successor_user_id"),
+            "{switched:?}"
+        );
+
+        // Nothing is routed to the leaver any more, though they were online with no work.
+        floor
+            .policy(policy(RoutingStrategy::LeastOpen, "sales"))
+            .await;
+        let owner = floor.next("c9").await;
+        assert_eq!(owner, team[0], "routed to the only online teammate");
     }
 }

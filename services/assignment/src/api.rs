@@ -7,7 +7,10 @@
 //! message-store applies the caller's visibility (an invisible or other tenant's conversation
 //! is NotFound) and permission, and the owner there is updated before the RPC returns.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    time::{Duration, Instant},
+};
 
 use chrono::Utc;
 use giao_authz::{Permission, Principal, principal};
@@ -34,9 +37,9 @@ use giao_proto::{
     common::{PageRequest, PageResponse},
     events::{ConversationAssigned, StaffOffboarded, envelope::Payload},
     messagestore::{
-        Conversation, ExportHistoryRequest, GetConversationRequest, ListConversationsRequest,
-        SetConversationOwnerRequest, export_chunk::Chunk, export_history_request::Selector,
-        message_store_service_client::MessageStoreServiceClient,
+        Conversation, ConversationStatus, ExportHistoryRequest, GetConversationRequest,
+        ListConversationsRequest, SetConversationOwnerRequest, export_chunk::Chunk,
+        export_history_request::Selector, message_store_service_client::MessageStoreServiceClient,
     },
 };
 use giao_storage::Database;
@@ -73,6 +76,22 @@ pub struct Api {
     message_store: Option<Channel>,
     auth: Option<Channel>,
     router: Router,
+    /// Serialises handovers on SQLite (one process); PostgreSQL uses an advisory lock.
+    handovers: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Held while a handover runs, so that a second call (a client retrying after a timeout)
+/// waits for the first instead of moving the same batches beside it; on another replica it
+/// is refused (Aborted) while the first runs.
+#[allow(dead_code)]
+enum HandoverLock {
+    /// This process's turn and a transaction holding `pg_try_advisory_xact_lock`: released
+    /// when it ends, or when a crashed replica's connection drops.
+    Postgres(
+        tokio::sync::OwnedMutexGuard<()>,
+        sqlx::Transaction<'static, sqlx::Postgres>,
+    ),
+    Local(tokio::sync::OwnedMutexGuard<()>),
 }
 
 impl std::fmt::Debug for Api {
@@ -130,6 +149,33 @@ impl Api {
             message_store,
             auth,
             router,
+            handovers: std::sync::Arc::default(),
+        }
+    }
+
+    async fn lock_handover(&self, tenant_id: &str, user_id: &str) -> Result<HandoverLock, Status> {
+        // Waiting happens here, holding no database connection: handovers are rare, and a
+        // retried call must not starve the running one of connections.
+        let local = self.handovers.clone().lock_owned().await;
+        match &self.database {
+            Database::Postgres(pool) => {
+                let mut tx = pool.begin().await.map_err(Error::from)?;
+                let locked: bool = sqlx::query_scalar(
+                    "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 7104))",
+                )
+                .bind(format!("handover:{tenant_id}:{user_id}"))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(Error::from)?;
+                if !locked {
+                    return Err(Status::aborted(format!(
+                        "the handover of user_id \"{user_id}\" is running on another replica: \
+                         call again later"
+                    )));
+                }
+                Ok(HandoverLock::Postgres(local, tx))
+            }
+            Database::Sqlite(_) => Ok(HandoverLock::Local(local)),
         }
     }
 
@@ -190,15 +236,14 @@ impl Api {
                     .await?,
             );
         }
-        self.move_known(caller, credential, &current, to_user_id, reason, false)
+        self.move_known(caller, credential, &current, to_user_id, reason)
             .await
     }
 
-    /// Moves conversations the caller has already been shown (see `move_conversations`).
-    ///
-    /// With `resumable`, the history is written before the move and deduplicated, so a crash
-    /// between the two loses no history: the job that is resumed moves the rest (a one-off
-    /// move writes after, so a refused move never appears in the history).
+    /// Moves conversations the caller has already been shown (see `move_conversations`):
+    /// sets the owner in message-store first and then records the history and routing's
+    /// view, so a refused move never appears in the history; its events are published before
+    /// it returns. (A handover records first instead: see `prepare_handover_batch`.)
     async fn move_known(
         &self,
         caller: &Principal,
@@ -206,102 +251,192 @@ impl Api {
         current: &[Conversation],
         to_user_id: &str,
         reason: &str,
-        resumable: bool,
     ) -> Result<Vec<OwnershipChange>, Status> {
-        let at = Utc::now();
-        let changes: Vec<OwnershipChange> = current
+        let moving: Vec<&Conversation> = current
             .iter()
             .filter(|c| c.owner_user_id != to_user_id)
-            .map(|conversation| OwnershipChange {
-                id: Uuid::now_v7(),
-                conversation_id: conversation.conversation_id.clone(),
-                owner_user_id: non_empty(to_user_id),
-                previous_owner: non_empty(&conversation.owner_user_id),
-                actor: caller.user_id.clone(),
-                reason: reason.to_string(),
-                at,
-            })
             .collect();
-        if resumable {
-            store::record_changes_once(&self.database, &caller.tenant_id, &changes).await?;
+        let (changes, loads) = changes_of(caller, &moving, to_user_id, reason);
+        if changes.is_empty() {
+            return Ok(changes);
         }
-        // message-store sets owner and team together: keep each conversation's team.
-        let mut by_team: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for conversation in current.iter().filter(|c| c.owner_user_id != to_user_id) {
+        self.set_owners(credential, &moving, to_user_id, reason, false)
+            .await?;
+        store::record_changes(&self.database, &caller.tenant_id, &changes).await?;
+        store::routing::record_owners(&self.database, &caller.tenant_id, &loads).await?;
+        // The previous owners may have room for a queued conversation now.
+        self.router.wake();
+        let mut publishing = Publishing::new(self.publisher.clone(), &caller.tenant_id);
+        for (change, conversation) in changes.iter().zip(&moving) {
+            // The history row names the event: a re-publish is a duplicate.
+            publishing
+                .publish(
+                    format!("assigned-{}", change.id),
+                    assigned(caller, conversation, to_user_id, reason),
+                )
+                .await;
+        }
+        publishing.finish().await;
+        Ok(changes)
+    }
+
+    /// Sets the owner of `moving` in message-store, keeping each conversation's team (the
+    /// owner and team are set together); with `with_contacts` their customers too.
+    async fn set_owners(
+        &self,
+        credential: &Credential,
+        moving: &[&Conversation],
+        to_user_id: &str,
+        reason: &str,
+        with_contacts: bool,
+    ) -> Result<(), Status> {
+        let mut by_team: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for conversation in moving {
             by_team
-                .entry(conversation.team_id.clone())
+                .entry(conversation.team_id.as_str())
                 .or_default()
                 .push(conversation.conversation_id.clone());
         }
         let mut client = self.store_client()?;
-        for (team_id, ids) in &by_team {
+        for (team_id, ids) in by_team {
             client
                 .set_conversation_owner(forwarded(
                     credential,
                     SetConversationOwnerRequest {
-                        conversation_ids: ids.clone(),
+                        conversation_ids: ids,
                         owner_user_id: to_user_id.to_string(),
-                        team_id: team_id.clone(),
+                        team_id: team_id.to_string(),
                         reason: reason.to_string(),
+                        with_contacts,
                     },
                 ))
                 .await?;
         }
-        if !resumable {
-            store::record_changes(&self.database, &caller.tenant_id, &changes).await?;
-        }
-        // Routing counts open conversations per owner and remembers each customer's owner;
-        // a conversation given out by hand leaves the queue.
-        let loads: Vec<Load> = current
-            .iter()
-            .filter(|c| c.owner_user_id != to_user_id)
-            .map(|conversation| Load {
-                tenant_id: caller.tenant_id.clone(),
-                conversation_id: conversation.conversation_id.clone(),
-                contact_id: conversation.contact_id.clone(),
-                channel_account_id: conversation.channel_account_id.clone(),
-                owner_user_id: non_empty(to_user_id),
-                team_id: conversation.team_id.clone(),
-                applied: true,
-                reason: reason.to_string(),
-                previous_owner_user_id: non_empty(&conversation.owner_user_id),
+        Ok(())
+    }
+
+    /// Lists the leaver's next page (after `cursor`; the first page when it is empty),
+    /// decides who takes each conversation and records it all before anything moves: the
+    /// history (deduplicated), routing's view of owner and customer, the job's progress.
+    /// A crash after this loses nothing: the resumed job moves the same conversations to
+    /// the same people.
+    #[allow(clippy::too_many_arguments)]
+    async fn prepare_handover_batch(
+        &self,
+        caller: &Principal,
+        credential: &Credential,
+        leaver: &str,
+        reason: &str,
+        heirs: &Heirs,
+        planner: &mut Option<TeamPlanner>,
+        cursor: String,
+    ) -> Result<HandoverBatch, Status> {
+        let mut timings = Timings::default();
+        let step = Instant::now();
+        let page = self
+            .store_client()?
+            .list_conversations(forwarded(
+                credential,
+                ListConversationsRequest {
+                    owner_user_id: leaver.to_string(),
+                    page: Some(PageRequest {
+                        page_size: MAX_BULK as u32,
+                        cursor,
+                    }),
+                    ..Default::default()
+                },
+            ))
+            .await?
+            .into_inner();
+        let next_cursor = page.page.unwrap_or_default().next_cursor;
+        let conversations = page.conversations;
+        let listed = conversations.len();
+        timings.add(Step::List, step);
+        let step = Instant::now();
+        let groups = match (planner, heirs) {
+            (Some(planner), _) => {
+                let ids: Vec<String> = conversations
+                    .iter()
+                    .map(|c| c.conversation_id.clone())
+                    .collect();
+                let promised = store::handover_targets(
+                    &self.database,
+                    &caller.tenant_id,
+                    leaver,
+                    reason,
+                    &ids,
+                )
+                .await?;
+                planner.plan(conversations, &promised)
+            }
+            (None, Heirs::Successor(successor)) => {
+                vec![(successor.user_id.clone(), conversations)]
+            }
+            (None, Heirs::Team(_)) => Vec::new(),
+        };
+        timings.add(Step::Plan, step);
+        let step = Instant::now();
+        let mut changes = Vec::new();
+        let mut loads = Vec::new();
+        let groups: Vec<(String, Vec<Conversation>)> = groups
+            .into_iter()
+            .map(|(recipient, group)| {
+                let moving: Vec<Conversation> = group
+                    .into_iter()
+                    .filter(|c| c.owner_user_id != recipient)
+                    .collect();
+                let (group_changes, group_loads) = changes_of(
+                    caller,
+                    &moving.iter().collect::<Vec<_>>(),
+                    &recipient,
+                    reason,
+                );
+                changes.extend(group_changes);
+                loads.extend(group_loads);
+                (recipient, moving)
             })
             .collect();
-        store::routing::record_owners(&self.database, &caller.tenant_id, &loads).await?;
-        // The previous owners may have room for a queued conversation now.
+        store::record_handover_batch(&self.database, &caller.tenant_id, leaver, &changes, &loads)
+            .await?;
+        timings.add(Step::Record, step);
+        Ok(HandoverBatch {
+            groups,
+            listed,
+            moving: changes.len(),
+            next_cursor,
+            timings,
+        })
+    }
+
+    /// Moves a recorded handover batch in message-store, customers included, and hands its
+    /// events to the publisher.
+    async fn apply_handover_batch(
+        &self,
+        caller: &Principal,
+        credential: &Credential,
+        reason: &str,
+        batch: &HandoverBatch,
+        publishing: &mut Publishing,
+    ) -> Result<Duration, Status> {
+        let step = Instant::now();
+        for (recipient, moving) in &batch.groups {
+            if moving.is_empty() {
+                continue;
+            }
+            let moving: Vec<&Conversation> = moving.iter().collect();
+            self.set_owners(credential, &moving, recipient, reason, true)
+                .await?;
+        }
+        let elapsed = step.elapsed();
         self.router.wake();
-        // Published concurrently: a handover's batch is hundreds of events, and each publish
-        // waits for the bus's acknowledgement.
-        let mut publishing = tokio::task::JoinSet::new();
-        for (change, conversation) in changes
-            .iter()
-            .zip(current.iter().filter(|c| c.owner_user_id != to_user_id))
-        {
-            let payload = Payload::ConversationAssigned(ConversationAssigned {
-                conversation_id: change.conversation_id.clone(),
-                owner_user_id: to_user_id.to_string(),
-                previous_owner_user_id: conversation.owner_user_id.clone(),
-                team_id: conversation.team_id.clone(),
-                reason: reason.to_string(),
-                actor: caller.user_id.clone(),
-            });
-            let publisher = self.publisher.clone();
-            let tenant = caller.tenant_id.clone();
-            let event_id = format!("assigned-{}", change.id);
-            let conversation_id = change.conversation_id.clone();
-            publishing.spawn(async move {
-                // The owner is already moved and recorded; a bus hiccup must not fail the
-                // call, and the event id (the history row) makes a re-publish a duplicate.
-                if let Err(error) = publisher.publish(&tenant, event_id, payload).await {
-                    tracing::warn!(%conversation_id, %error, "cannot publish conversation assigned");
-                }
-            });
-            if publishing.len() >= 64 {
-                publishing.join_next().await;
+        for (recipient, moving) in &batch.groups {
+            for conversation in moving {
+                publishing
+                    .handover_event(assigned(caller, conversation, recipient, reason))
+                    .await;
             }
         }
-        publishing.join_all().await;
-        Ok(changes)
+        Ok(elapsed)
     }
 
     async fn assign_one(
@@ -330,21 +465,18 @@ impl Api {
         })
     }
 
-    /// Validates an OffboardStaff request against auth before anything moves.
+    /// Validates an OffboardStaff request against auth (and, across a team, the roster)
+    /// before anything moves.
     async fn offboarding_parties(
         &self,
         caller: &Principal,
         credential: &Credential,
         request: &OffboardStaffRequest,
-    ) -> Result<(User, User), Status> {
+    ) -> Result<(User, Heirs), Status> {
         required("user_id", &request.user_id)?;
         let successor_id = match &request.successor {
-            Some(Successor::SuccessorUserId(id)) if !id.trim().is_empty() => id.clone(),
-            Some(Successor::RedistributeAcrossTeam(true)) => {
-                return Err(Status::unimplemented(
-                    "redistribute_across_team is not supported yet: name a successor_user_id",
-                ));
-            }
+            Some(Successor::SuccessorUserId(id)) if !id.trim().is_empty() => Some(id.clone()),
+            Some(Successor::RedistributeAcrossTeam(true)) => None,
             _ => {
                 return Err(Error::InvalidArgument(
                     "missing successor: set successor_user_id or redistribute_across_team".into(),
@@ -358,7 +490,7 @@ impl Api {
             )
             .into());
         }
-        if successor_id == request.user_id {
+        if successor_id.as_deref() == Some(request.user_id.as_str()) {
             return Err(Error::InvalidArgument(
                 "invalid successor_user_id: the leaver cannot succeed themselves".into(),
             )
@@ -366,6 +498,40 @@ impl Api {
         }
         let mut auth = self.auth_client()?;
         let leaver = lookup_user(&mut auth, credential, "user_id", &request.user_id).await?;
+        let Some(successor_id) = successor_id else {
+            if leaver.team_ids.is_empty() {
+                return Err(Status::failed_precondition(format!(
+                    "invalid redistribute_across_team: user_id \"{}\" belongs to no team; \
+                     name a successor_user_id",
+                    leaver.user_id
+                )));
+            }
+            let finished =
+                store::offboarding_job(&self.database, &caller.tenant_id, &leaver.user_id)
+                    .await?
+                    .is_some_and(|job| job.completed);
+            let teams = leaver.team_ids.clone();
+            if finished {
+                // A finished handover answers its report, whoever has left the team since.
+                return Ok((leaver, Heirs::Team(teams)));
+            }
+            // Teammates come from the roster mirror: refreshed first when this tenant has a
+            // service key, so that a teammate added a minute ago counts.
+            if let Some(key) = self.router.credential(&caller.tenant_id)
+                && let Err(status) = self.router.sync_roster(&caller.tenant_id, &key).await
+            {
+                tracing::warn!(%status, "cannot refresh the roster before a team handover");
+            }
+            // Checked now so that a team with nobody left refuses before anything moves.
+            TeamPlanner::load(
+                &self.database,
+                &caller.tenant_id,
+                &leaver.user_id,
+                &leaver.team_ids,
+            )
+            .await?;
+            return Ok((leaver, Heirs::Team(teams)));
+        };
         let successor =
             lookup_user(&mut auth, credential, "successor_user_id", &successor_id).await?;
         if successor.status != UserStatus::Active as i32 {
@@ -373,7 +539,7 @@ impl Api {
                 "invalid successor_user_id \"{successor_id}\": the user is not active"
             )));
         }
-        Ok((leaver, successor))
+        Ok((leaver, Heirs::Successor(successor)))
     }
 
     /// Runs (or resumes) the leaver's handover: export, deactivation, then the move. Each
@@ -383,29 +549,46 @@ impl Api {
         caller: &Principal,
         credential: &Credential,
         leaver: &User,
-        successor: &User,
+        heirs: &Heirs,
     ) -> Result<OffboardStaffResponse, Status> {
         let tenant = caller.tenant_id.as_str();
         let user_id = leaver.user_id.as_str();
+        // One run per leaver at a time; a waiting call then finds the job done or resumes it.
+        let _lock = self.lock_handover(tenant, user_id).await?;
+        let begun = Instant::now();
         let mut job = store::start_offboarding(
             &self.database,
             tenant,
             user_id,
-            &successor.user_id,
+            heirs.job_key(),
             &caller.user_id,
         )
         .await?;
-        if job.successor_user_id != successor.user_id {
+        if job.successor_user_id != heirs.job_key() {
+            let field = match heirs {
+                Heirs::Successor(_) => "successor_user_id",
+                Heirs::Team(_) => "redistribute_across_team",
+            };
+            let heir = if job.successor_user_id.is_empty() {
+                "their team".to_string()
+            } else {
+                job.successor_user_id.clone()
+            };
             return Err(Status::failed_precondition(format!(
-                "invalid successor_user_id: {user_id} is already being handed over to {}",
-                job.successor_user_id
+                "invalid {field}: {user_id} is already being handed over to {heir}"
             )));
         }
         if job.completed {
             return Ok(report(&job));
         }
+        // A run that finds the leaver already deactivated resumes one that may have died
+        // between a move and its events.
+        let resumed = job.deactivated;
+        let mut publishing = Publishing::for_handover(self.publisher.clone(), tenant, &job.id);
+        let mut timings = Timings::default();
         let reason = format!("offboarding {user_id}");
         if job.export_id.is_empty() {
+            let step = Instant::now();
             // Exported before the move: the selector is "owned by the leaver".
             let mut stream = self
                 .store_client()?
@@ -438,8 +621,10 @@ impl Api {
             .await?;
             job.export_id = manifest.export_id;
             job.export_sha256 = manifest.sha256;
+            timings.add(Step::Export, step);
         }
         if !job.deactivated {
+            let step = Instant::now();
             // The leaver's sessions end here; the caller's credential makes it their act in
             // auth's audit log.
             let outcome = self
@@ -449,7 +634,12 @@ impl Api {
                     SetUserStatusRequest {
                         user_id: user_id.to_string(),
                         status: UserStatus::Offboarded as i32,
-                        reason: format!("handover to {}", successor.user_id),
+                        reason: match heirs {
+                            Heirs::Successor(successor) => {
+                                format!("handover to {}", successor.user_id)
+                            }
+                            Heirs::Team(_) => "handover across the team".into(),
+                        },
                     },
                 ))
                 .await;
@@ -460,54 +650,157 @@ impl Api {
                 Err(status) => return Err(status),
             }
             store::mark_deactivated(&self.database, tenant, user_id).await?;
+            timings.add(Step::Deactivate, step);
         }
-        let mut client = self.store_client()?;
-        loop {
-            // Always the first page: every batch moved leaves the leaver's list.
-            let page = client
-                .list_conversations(forwarded(
-                    credential,
-                    ListConversationsRequest {
-                        owner_user_id: user_id.to_string(),
-                        page: Some(PageRequest {
-                            page_size: MAX_BULK as u32,
-                            cursor: String::new(),
-                        }),
-                        ..Default::default()
-                    },
-                ))
-                .await?
-                .into_inner()
-                .conversations;
-            if page.is_empty() {
+        // Nothing is routed to the leaver any more, even before auth's UserDeactivated
+        // arrives (routing only hands work to active users of the mirror).
+        store::routing::deactivate_user(&self.database, tenant, user_id).await?;
+        let mut planner = match heirs {
+            Heirs::Successor(_) => None,
+            Heirs::Team(team_ids) => {
+                Some(TeamPlanner::load(&self.database, tenant, user_id, team_ids).await?)
+            }
+        };
+        // Batches move in a pipeline: while one moves in message-store, the next page is
+        // listed (after the previous page's cursor) and recorded here. When the listing
+        // ends, first pages are taken until none is left, so a conversation whose new
+        // activity moved it ahead of the cursor is handed over too.
+        let mut sweeping = false;
+        let mut next = Some(
+            self.prepare_handover_batch(
+                caller,
+                credential,
+                user_id,
+                &reason,
+                heirs,
+                &mut planner,
+                String::new(),
+            )
+            .await?,
+        );
+        while let Some(batch) = next.take() {
+            timings.absorb(&batch.timings);
+            if sweeping && batch.listed == 0 {
                 break;
             }
-            let moved = self
-                .move_known(caller, credential, &page, &successor.user_id, &reason, true)
-                .await?;
-            if moved.is_empty() {
+            let following =
+                (!sweeping && !batch.next_cursor.is_empty()).then(|| batch.next_cursor.clone());
+            let (moved, prepared) = match following {
+                Some(cursor) => {
+                    let (moved, prepared) = tokio::join!(
+                        self.apply_handover_batch(
+                            caller,
+                            credential,
+                            &reason,
+                            &batch,
+                            &mut publishing
+                        ),
+                        self.prepare_handover_batch(
+                            caller,
+                            credential,
+                            user_id,
+                            &reason,
+                            heirs,
+                            &mut planner,
+                            cursor,
+                        )
+                    );
+                    (moved?, Some(prepared?))
+                }
+                None => (
+                    self.apply_handover_batch(caller, credential, &reason, &batch, &mut publishing)
+                        .await?,
+                    None,
+                ),
+            };
+            timings.set_owner += moved;
+            if sweeping && batch.moving == 0 {
+                // Listed but nothing to move: never loop on it.
                 break;
             }
-            let moved = i64::try_from(moved.len()).unwrap_or(i64::MAX);
-            store::add_moved(&self.database, tenant, user_id, moved).await?;
-            job.conversations_moved += moved;
+            next = match prepared {
+                Some(prepared) => Some(prepared),
+                None => {
+                    sweeping = true;
+                    Some(
+                        self.prepare_handover_batch(
+                            caller,
+                            credential,
+                            user_id,
+                            &reason,
+                            heirs,
+                            &mut planner,
+                            String::new(),
+                        )
+                        .await?,
+                    )
+                }
+            };
         }
+        if resumed {
+            // An interrupted run may have moved a batch and died before its events were
+            // out: publish the handover's other moves again under the same ids (the bus
+            // drops those it already has).
+            for (conversation_id, owner, team_id, actor) in
+                store::handover_moves(&self.database, tenant, user_id, &reason).await?
+            {
+                if publishing.published.contains(&conversation_id) {
+                    continue;
+                }
+                publishing
+                    .handover_event(Payload::ConversationAssigned(ConversationAssigned {
+                        conversation_id,
+                        owner_user_id: owner,
+                        previous_owner_user_id: user_id.to_string(),
+                        team_id,
+                        reason: reason.clone(),
+                        actor,
+                    }))
+                    .await;
+            }
+        }
+        publishing.finish().await;
+        let step = Instant::now();
         // Counted from the history rather than summed per batch, so a batch whose count was
         // lost to a crash is still in the report.
         job.conversations_moved =
             store::count_moves_from(&self.database, tenant, user_id, &reason).await?;
-        // Pending reminders and shifts go to the successor too. The two moves and their count
-        // are not one transaction: a crash between them under-counts the report, never the
-        // move.
-        let reminders = i64::try_from(
-            store::reminders::move_pending(&self.database, tenant, user_id, &successor.user_id)
-                .await?,
-        )
-        .unwrap_or(i64::MAX);
-        let shifts = i64::try_from(
-            store::shifts::move_all(&self.database, tenant, user_id, &successor.user_id).await?,
-        )
-        .unwrap_or(i64::MAX);
+        job.contacts_moved =
+            store::count_contacts_moved_from(&self.database, tenant, user_id, &reason).await?;
+        // Pending reminders and shifts go to the successor; across a team, a reminder goes
+        // to whoever now has its conversation (or customer), and shifts and other reminders
+        // to the team's deputy. The two moves and their count are not one transaction: a
+        // crash between them under-counts the report, never the move.
+        let (reminders, shifts) = match (heirs, &planner) {
+            (Heirs::Successor(successor), _) => (
+                store::reminders::move_pending(&self.database, tenant, user_id, &successor.user_id)
+                    .await?,
+                store::shifts::move_all(&self.database, tenant, user_id, &successor.user_id)
+                    .await?,
+            ),
+            (Heirs::Team(team_ids), Some(planner)) => {
+                let mut supervisors = Vec::new();
+                for team_id in team_ids {
+                    supervisors.extend(
+                        store::routing::supervisor_of(&self.database, tenant, team_id).await?,
+                    );
+                }
+                let deputy = planner.deputy(&supervisors);
+                (
+                    store::reminders::move_pending_to_owners(
+                        &self.database,
+                        tenant,
+                        user_id,
+                        &deputy,
+                    )
+                    .await?,
+                    store::shifts::move_all(&self.database, tenant, user_id, &deputy).await?,
+                )
+            }
+            (Heirs::Team(_), None) => (0, 0),
+        };
+        let reminders = i64::try_from(reminders).unwrap_or(i64::MAX);
+        let shifts = i64::try_from(shifts).unwrap_or(i64::MAX);
         store::add_moved_extras(&self.database, tenant, user_id, reminders, shifts).await?;
         job.reminders_moved += reminders;
         job.shifts_moved += shifts;
@@ -523,8 +816,10 @@ impl Api {
                     action: "staff.handover".into(),
                     target: user_id.to_string(),
                     details_json: serde_json::json!({
-                        "successor_user_id": successor.user_id,
+                        "successor_user_id": job.successor_user_id,
+                        "redistribute_across_team": matches!(heirs, Heirs::Team(_)),
                         "conversations_moved": job.conversations_moved,
+                        "contacts_moved": job.contacts_moved,
                         "export_id": job.export_id,
                         "export_sha256": job.export_sha256,
                     })
@@ -537,18 +832,24 @@ impl Api {
             )
             .await
             .map_err(|error| Status::unavailable(format!("cannot record the handover: {error}")))?;
-        store::complete_offboarding(&self.database, tenant, user_id, job.conversations_moved)
-            .await?;
+        store::complete_offboarding(
+            &self.database,
+            tenant,
+            user_id,
+            job.conversations_moved,
+            job.contacts_moved,
+        )
+        .await?;
         job.completed = true;
         let payload = Payload::StaffOffboarded(StaffOffboarded {
             user_id: user_id.to_string(),
-            successor_user_id: successor.user_id.clone(),
+            successor_user_id: job.successor_user_id.clone(),
             conversations_moved: u64::try_from(job.conversations_moved).unwrap_or(0),
+            contacts_moved: u64::try_from(job.contacts_moved).unwrap_or(0),
             reminders_moved: u64::try_from(job.reminders_moved).unwrap_or(0),
             shifts_moved: u64::try_from(job.shifts_moved).unwrap_or(0),
             export_id: job.export_id.clone(),
             actor_user_id: caller.user_id.clone(),
-            ..Default::default()
         });
         if let Err(error) = self
             .publisher
@@ -557,6 +858,22 @@ impl Api {
         {
             tracing::warn!(offboarding_id = %job.id, %error, "cannot publish staff offboarded");
         }
+        timings.add(Step::Extras, step);
+        timings.absorb(&publishing.timings);
+        tracing::info!(
+            offboarding_id = %job.id,
+            conversations = job.conversations_moved,
+            seconds = begun.elapsed().as_secs_f64(),
+            export = timings.export.as_secs_f64(),
+            deactivate = timings.deactivate.as_secs_f64(),
+            list = timings.list.as_secs_f64(),
+            plan = timings.plan.as_secs_f64(),
+            record = timings.record.as_secs_f64(),
+            set_owner = timings.set_owner.as_secs_f64(),
+            publish_wait = timings.publish.as_secs_f64(),
+            finish = timings.extras.as_secs_f64(),
+            "handover complete"
+        );
         Ok(report(&job))
     }
 }
@@ -592,9 +909,391 @@ fn report(job: &store::OffboardingJob) -> OffboardStaffResponse {
         conversations_moved: u64::try_from(job.conversations_moved).unwrap_or(0),
         reminders_moved: u64::try_from(job.reminders_moved).unwrap_or(0),
         shifts_moved: u64::try_from(job.shifts_moved).unwrap_or(0),
+        contacts_moved: u64::try_from(job.contacts_moved).unwrap_or(0),
         export_id: job.export_id.clone(),
         export_sha256: job.export_sha256.clone(),
-        ..Default::default()
+    }
+}
+
+/// The history rows and routing records of moving `moving` to `to_user_id`.
+fn changes_of(
+    caller: &Principal,
+    moving: &[&Conversation],
+    to_user_id: &str,
+    reason: &str,
+) -> (Vec<OwnershipChange>, Vec<Load>) {
+    let at = Utc::now();
+    let changes = moving
+        .iter()
+        .map(|conversation| OwnershipChange {
+            id: Uuid::now_v7(),
+            conversation_id: conversation.conversation_id.clone(),
+            owner_user_id: non_empty(to_user_id),
+            previous_owner: non_empty(&conversation.owner_user_id),
+            actor: caller.user_id.clone(),
+            reason: reason.to_string(),
+            at,
+        })
+        .collect();
+    // Routing counts open conversations per owner and remembers each customer's owner; a
+    // conversation given out by hand leaves the queue.
+    let loads = moving
+        .iter()
+        .map(|conversation| Load {
+            tenant_id: caller.tenant_id.clone(),
+            conversation_id: conversation.conversation_id.clone(),
+            contact_id: conversation.contact_id.clone(),
+            channel_account_id: conversation.channel_account_id.clone(),
+            owner_user_id: non_empty(to_user_id),
+            team_id: conversation.team_id.clone(),
+            applied: true,
+            reason: reason.to_string(),
+            previous_owner_user_id: non_empty(&conversation.owner_user_id),
+        })
+        .collect();
+    (changes, loads)
+}
+
+/// The ConversationAssigned event of moving `conversation` to `to_user_id`.
+fn assigned(
+    caller: &Principal,
+    conversation: &Conversation,
+    to_user_id: &str,
+    reason: &str,
+) -> Payload {
+    Payload::ConversationAssigned(ConversationAssigned {
+        conversation_id: conversation.conversation_id.clone(),
+        owner_user_id: to_user_id.to_string(),
+        previous_owner_user_id: conversation.owner_user_id.clone(),
+        team_id: conversation.team_id.clone(),
+        reason: reason.to_string(),
+        actor: caller.user_id.clone(),
+    })
+}
+
+/// A page of a handover, recorded and ready to move.
+struct HandoverBatch {
+    /// Per recipient, the conversations moving to them.
+    groups: Vec<(String, Vec<Conversation>)>,
+    /// How many conversations the page listed, and how many of them move.
+    listed: usize,
+    moving: usize,
+    /// Where the listing continues; empty after the last page.
+    next_cursor: String,
+    timings: Timings,
+}
+
+/// Most publishes waiting for the bus's acknowledgement at once.
+const PUBLISH_IN_FLIGHT: usize = 1_024;
+
+/// One step of a handover, timed for its closing log line.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Export,
+    Deactivate,
+    List,
+    Plan,
+    Record,
+    Publish,
+    Extras,
+}
+
+/// Where a handover's time went.
+#[derive(Debug, Default)]
+struct Timings {
+    export: Duration,
+    deactivate: Duration,
+    list: Duration,
+    plan: Duration,
+    record: Duration,
+    set_owner: Duration,
+    publish: Duration,
+    extras: Duration,
+}
+
+impl Timings {
+    fn absorb(&mut self, other: &Timings) {
+        self.export += other.export;
+        self.deactivate += other.deactivate;
+        self.list += other.list;
+        self.plan += other.plan;
+        self.record += other.record;
+        self.set_owner += other.set_owner;
+        self.publish += other.publish;
+        self.extras += other.extras;
+    }
+
+    fn add(&mut self, step: Step, begun: Instant) {
+        let slot = match step {
+            Step::Export => &mut self.export,
+            Step::Deactivate => &mut self.deactivate,
+            Step::List => &mut self.list,
+            Step::Plan => &mut self.plan,
+            Step::Record => &mut self.record,
+            Step::Publish => &mut self.publish,
+            Step::Extras => &mut self.extras,
+        };
+        *slot += begun.elapsed();
+    }
+}
+
+/// Publishes events with many acknowledgements awaited at once: each publish waits for
+/// the bus's ack, and a handover's hundred thousand must not wait one by one. A failed
+/// publish is logged, not returned: the owner has already moved.
+struct Publishing {
+    publisher: EventPublisher,
+    tenant_id: String,
+    in_flight: tokio::task::JoinSet<()>,
+    /// A handover's id: its events are `handover-<job>-<conversation>`, so publishing one
+    /// again (a resumed job) is a duplicate the bus drops.
+    job_id: String,
+    /// The conversations this run has published for the handover.
+    published: HashSet<String>,
+    timings: Timings,
+}
+
+impl Publishing {
+    fn new(publisher: EventPublisher, tenant_id: &str) -> Self {
+        Self {
+            publisher,
+            tenant_id: tenant_id.to_string(),
+            in_flight: tokio::task::JoinSet::new(),
+            job_id: String::new(),
+            published: HashSet::new(),
+            timings: Timings::default(),
+        }
+    }
+
+    fn for_handover(publisher: EventPublisher, tenant_id: &str, job_id: &str) -> Self {
+        Self {
+            job_id: job_id.to_string(),
+            ..Self::new(publisher, tenant_id)
+        }
+    }
+
+    async fn publish(&mut self, event_id: String, payload: Payload) {
+        let begun = Instant::now();
+        while self.in_flight.len() >= PUBLISH_IN_FLIGHT {
+            self.in_flight.join_next().await;
+        }
+        self.timings.add(Step::Publish, begun);
+        let publisher = self.publisher.clone();
+        let tenant_id = self.tenant_id.clone();
+        self.in_flight.spawn(async move {
+            if let Err(error) = publisher
+                .publish(&tenant_id, event_id.clone(), payload)
+                .await
+            {
+                tracing::warn!(%event_id, %error, "cannot publish an event");
+            }
+        });
+    }
+
+    /// A handover's ConversationAssigned, named after the job and the conversation.
+    async fn handover_event(&mut self, payload: Payload) {
+        let conversation_id = match &payload {
+            Payload::ConversationAssigned(assigned) => assigned.conversation_id.clone(),
+            _ => String::new(),
+        };
+        let event_id = format!("handover-{}-{conversation_id}", self.job_id);
+        self.published.insert(conversation_id);
+        self.publish(event_id, payload).await;
+    }
+
+    /// Waits for every acknowledgement.
+    async fn finish(&mut self) {
+        let begun = Instant::now();
+        while self.in_flight.join_next().await.is_some() {}
+        self.timings.add(Step::Publish, begun);
+    }
+}
+
+/// Who takes over a leaver's work.
+#[derive(Debug, Clone)]
+enum Heirs {
+    /// One successor takes everything.
+    Successor(User),
+    /// The leaver's teams share it (`redistribute_across_team`).
+    Team(Vec<String>),
+}
+
+impl Heirs {
+    /// The job's `successor_user_id`: empty for a handover across the team.
+    fn job_key(&self) -> &str {
+        match self {
+            Heirs::Successor(user) => &user.user_id,
+            Heirs::Team(_) => "",
+        }
+    }
+}
+
+/// A teammate who may receive part of a leaver's work.
+#[derive(Debug, Clone)]
+struct Teammate {
+    user_id: String,
+    team_ids: Vec<String>,
+    open: i64,
+    max_open: Option<i64>,
+}
+
+/// Shares a leaver's conversations across their teams: each conversation goes to a member
+/// of its own team when that is one of the leaver's, else of any of the leaver's teams, by
+/// the team's routing strategy (least open without one), to someone below capacity while
+/// anyone is, and a customer's conversations all go to the same person.
+#[derive(Debug)]
+struct TeamPlanner {
+    team_ids: Vec<String>,
+    members: Vec<Teammate>,
+    /// Per team: strategy and default capacity (0: none).
+    policies: HashMap<String, (Strategy, i64)>,
+    /// Round-robin position per pool.
+    last: HashMap<String, String>,
+    /// Who already took a customer in this handover.
+    by_contact: HashMap<String, String>,
+}
+
+impl TeamPlanner {
+    /// The leaver's active teammates (agents and supervisors, from the roster mirror) and
+    /// their teams' policies; an error naming the field when nobody is left to take over.
+    async fn load(
+        database: &Database,
+        tenant_id: &str,
+        leaver: &str,
+        team_ids: &[String],
+    ) -> Result<Self, Status> {
+        let members: Vec<Teammate> = store::routing::agents(database, tenant_id)
+            .await?
+            .into_iter()
+            .filter(|agent| agent.user_id != leaver)
+            .filter(|agent| agent.team_ids.iter().any(|team| team_ids.contains(team)))
+            .map(|agent| Teammate {
+                user_id: agent.user_id,
+                team_ids: agent.team_ids,
+                open: agent.open,
+                max_open: agent.max_open,
+            })
+            .collect();
+        if members.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "invalid redistribute_across_team: team {} of user_id \"{leaver}\" has no other \
+                 active agent or supervisor; name a successor_user_id",
+                team_ids.join(", ")
+            )));
+        }
+        let mut policies = HashMap::new();
+        for team_id in team_ids {
+            if let Some(policy) = store::routing::team_policy(database, tenant_id, team_id).await? {
+                policies.insert(
+                    team_id.clone(),
+                    (policy.strategy, policy.max_open_per_agent),
+                );
+            }
+        }
+        Ok(Self {
+            team_ids: team_ids.to_vec(),
+            members,
+            policies,
+            last: HashMap::new(),
+            by_contact: HashMap::new(),
+        })
+    }
+
+    /// Splits a batch by recipient, keeping earlier choices: those recorded by an
+    /// interrupted run of the same handover (`promised`) and this run's per customer.
+    fn plan(
+        &mut self,
+        page: Vec<Conversation>,
+        promised: &HashMap<String, String>,
+    ) -> Vec<(String, Vec<Conversation>)> {
+        let mut groups: Vec<(String, Vec<Conversation>)> = Vec::new();
+        for conversation in page {
+            let recipient = match promised.get(&conversation.conversation_id) {
+                Some(owner) => owner.clone(),
+                None => match self.by_contact.get(&conversation.contact_id) {
+                    Some(owner) => owner.clone(),
+                    None => self.choose(&conversation.team_id),
+                },
+            };
+            if !conversation.contact_id.is_empty() {
+                self.by_contact
+                    .insert(conversation.contact_id.clone(), recipient.clone());
+            }
+            if conversation.status != ConversationStatus::Closed as i32
+                && let Some(member) = self.members.iter_mut().find(|m| m.user_id == recipient)
+            {
+                member.open += 1;
+            }
+            match groups.iter_mut().find(|(owner, _)| *owner == recipient) {
+                Some((_, group)) => group.push(conversation),
+                None => groups.push((recipient, vec![conversation])),
+            }
+        }
+        groups
+    }
+
+    /// The teammate for a conversation of `team_id`.
+    fn choose(&mut self, team_id: &str) -> String {
+        let own_team = self.team_ids.iter().any(|team| team == team_id)
+            && self
+                .members
+                .iter()
+                .any(|m| m.team_ids.iter().any(|t| t == team_id));
+        // The pool: the conversation's team, else all of the leaver's teams (whose policy
+        // is the first team's that has one).
+        let pool_key = if own_team { team_id } else { "" };
+        let (strategy, capacity) = if own_team {
+            self.policies.get(team_id).copied()
+        } else {
+            self.team_ids
+                .iter()
+                .find_map(|team| self.policies.get(team).copied())
+        }
+        .unwrap_or((Strategy::LeastOpen, 0));
+        let in_pool =
+            |member: &&Teammate| !own_team || member.team_ids.iter().any(|team| team == team_id);
+        let has_room = |member: &&Teammate| {
+            let limit = member.max_open.unwrap_or(capacity);
+            limit <= 0 || member.open < limit
+        };
+        let mut pool: Vec<&Teammate> = self
+            .members
+            .iter()
+            .filter(in_pool)
+            .filter(has_room)
+            .collect();
+        if pool.is_empty() {
+            // Everyone is at capacity: the work still needs an owner.
+            pool = self.members.iter().filter(in_pool).collect();
+        }
+        pool.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+        let last = self.last.get(pool_key).cloned().unwrap_or_default();
+        let chosen = match strategy {
+            Strategy::RoundRobin => pool
+                .iter()
+                .find(|member| member.user_id > last)
+                .or_else(|| pool.first()),
+            Strategy::LeastOpen => pool.iter().min_by_key(|member| member.open),
+        }
+        .map(|member| member.user_id.clone())
+        .unwrap_or_default();
+        self.last.insert(pool_key.to_string(), chosen.clone());
+        chosen
+    }
+
+    /// Who takes what belongs to no conversation (shifts, free-standing reminders): the
+    /// first active supervisor of the leaver's teams, else the least loaded teammate.
+    fn deputy(&self, supervisors: &[String]) -> String {
+        supervisors
+            .iter()
+            .find(|user| self.members.iter().any(|m| &&m.user_id == user))
+            .cloned()
+            .or_else(|| {
+                self.members
+                    .iter()
+                    .min_by(|a, b| a.open.cmp(&b.open).then(a.user_id.cmp(&b.user_id)))
+                    .map(|member| member.user_id.clone())
+            })
+            .unwrap_or_default()
     }
 }
 
@@ -1049,18 +1748,16 @@ impl AssignmentService for Api {
         caller.require(Permission::ASSIGNMENT_MANAGE)?;
         let credential = credential(&request);
         let request = request.into_inner();
-        let (leaver, successor) = self
+        let (leaver, heirs) = self
             .offboarding_parties(&caller, &credential, &request)
             .await?;
         // The handover runs in its own task: a caller that hangs up (or times out) does not
         // cut it off between two steps; a second call then finds it finished or resumes it.
         let api = self.clone();
-        let report = tokio::spawn(async move {
-            api.offboard(&caller, &credential, &leaver, &successor)
+        let report =
+            tokio::spawn(async move { api.offboard(&caller, &credential, &leaver, &heirs).await })
                 .await
-        })
-        .await
-        .map_err(|_| Status::internal("the handover task failed"))??;
+                .map_err(|_| Status::internal("the handover task failed"))??;
         Ok(Response::new(report))
     }
 
@@ -1608,4 +2305,98 @@ fn keyset_page(
         Error::InvalidArgument(format!("invalid page.cursor \"{}\"", page.cursor))
     })?;
     Ok((size, Some(after)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn teammate(user_id: &str, teams: &[&str], open: i64, max_open: Option<i64>) -> Teammate {
+        Teammate {
+            user_id: user_id.into(),
+            team_ids: teams.iter().map(|team| team.to_string()).collect(),
+            open,
+            max_open,
+        }
+    }
+
+    fn conversation(id: &str, contact: &str, team: &str) -> Conversation {
+        Conversation {
+            conversation_id: id.into(),
+            contact_id: contact.into(),
+            team_id: team.into(),
+            owner_user_id: "leaver".into(),
+            status: ConversationStatus::Open as i32,
+            ..Default::default()
+        }
+    }
+
+    fn planner(members: Vec<Teammate>) -> TeamPlanner {
+        TeamPlanner {
+            team_ids: vec!["sales".into(), "support".into()],
+            members,
+            policies: HashMap::new(),
+            last: HashMap::new(),
+            by_contact: HashMap::new(),
+        }
+    }
+
+    fn owners(groups: &[(String, Vec<Conversation>)]) -> BTreeMap<String, String> {
+        groups
+            .iter()
+            .flat_map(|(owner, group)| {
+                group
+                    .iter()
+                    .map(move |c| (c.conversation_id.clone(), owner.clone()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_team_handover_spreads_by_load_capacity_team_and_customer() {
+        let mut plan = planner(vec![
+            teammate("a", &["sales"], 0, None),
+            teammate("b", &["sales"], 0, Some(1)),
+            teammate("c", &["support"], 5, None),
+        ]);
+        let page = vec![
+            conversation("1", "k1", "sales"),
+            conversation("2", "k1", "sales"),
+            conversation("3", "k2", "sales"),
+            conversation("4", "k3", "sales"),
+            conversation("5", "k4", "support"),
+            conversation("6", "k5", ""),
+        ];
+        let promised = HashMap::from([("4".to_string(), "c".to_string())]);
+        let owners = owners(&plan.plan(page, &promised));
+        // The customer's two conversations stay together with the least loaded.
+        assert_eq!(owners["1"], "a");
+        assert_eq!(owners["2"], "a");
+        // b has room for one.
+        assert_eq!(owners["3"], "b");
+        // An interrupted run's choice is kept.
+        assert_eq!(owners["4"], "c");
+        // A support conversation stays in support.
+        assert_eq!(owners["5"], "c");
+        // No team of the leaver's: anyone of them; b is full, a has 2, c has 7.
+        assert_eq!(owners["6"], "a");
+    }
+
+    #[test]
+    fn round_robin_turns_and_full_teams_still_take_the_work() {
+        let mut plan = planner(vec![
+            teammate("a", &["sales"], 3, Some(1)),
+            teammate("b", &["sales"], 3, Some(1)),
+        ]);
+        plan.policies
+            .insert("sales".into(), (Strategy::RoundRobin, 0));
+        let page = (1..=4)
+            .map(|n| conversation(&n.to_string(), &format!("k{n}"), "sales"))
+            .collect();
+        let owners = owners(&plan.plan(page, &HashMap::new()));
+        let sequence: Vec<&str> = (1..=4).map(|n| owners[&n.to_string()].as_str()).collect();
+        assert_eq!(sequence, ["a", "b", "a", "b"]);
+        assert_eq!(plan.deputy(&["b".into()]), "b");
+        assert_eq!(plan.deputy(&["outsider".into()]), "a");
+    }
 }

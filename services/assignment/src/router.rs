@@ -440,6 +440,7 @@ impl Router {
                     owner_user_id: owner.clone(),
                     team_id: load.team_id.clone(),
                     reason: load.reason.clone(),
+                    with_contacts: false,
                 },
             ))
             .await?;
@@ -743,21 +744,22 @@ impl Router {
         changed: &AccountStatusChanged,
     ) -> Result<usize, Error> {
         let status = AccountStatus::try_from(changed.status).unwrap_or(AccountStatus::Unspecified);
-        let (word, lost) = match status {
-            AccountStatus::Disconnected => ("mất kết nối", true),
+        // (words, whether a person must act): a kicked or logged-out account captures nothing
+        // until someone logs it in again, so it alerts even with no open conversation; the
+        // transient states alert only when customers are waiting.
+        let (word, needs_person) = match status {
+            AccountStatus::Disconnected => ("mất kết nối", false),
+            AccountStatus::RateLimited => ("bị Zalo giới hạn gửi tin", false),
             AccountStatus::NeedsLogin => ("cần đăng nhập lại", true),
             AccountStatus::Kicked => ("bị đăng xuất", true),
-            AccountStatus::Disabled => ("bị vô hiệu hoá", true),
-            _ => ("", false),
+            AccountStatus::Disabled => ("bị vô hiệu hoá", false),
+            _ => return Ok(0),
         };
-        if !lost {
-            return Ok(0);
-        }
         let database = &self.inner.database;
         let open =
             store::routing::open_count_on_account(database, tenant_id, &changed.channel_account_id)
                 .await?;
-        if open == 0 {
+        if open == 0 && !needs_person {
             return Ok(0);
         }
         let recipients = store::routing::supervisors_of_account(
@@ -766,10 +768,17 @@ impl Router {
             &changed.channel_account_id,
         )
         .await?;
-        let text = format!(
-            "Tài khoản {} {word} khi còn {open} hội thoại đang mở",
-            changed.channel_account_id
-        );
+        let text = if open == 0 {
+            format!(
+                "Tài khoản {} {word}: đăng nhập lại để tiếp tục lưu tin nhắn",
+                changed.channel_account_id
+            )
+        } else {
+            format!(
+                "Tài khoản {} {word} khi còn {open} hội thoại đang mở",
+                changed.channel_account_id
+            )
+        };
         let now = Utc::now().timestamp_micros();
         for user_id in &recipients {
             store::reminders::create(

@@ -181,6 +181,24 @@ macro_rules! execute {
     };
 }
 
+/// Runs a query returning rows on either backend (`$n` placeholders, `?n` on SQLite).
+macro_rules! fetch_all {
+    ($database:expr, $row:ty, $sql:expr $(, $bind:expr)* $(,)?) => {
+        match $database {
+            Database::Postgres(pool) => sqlx::query_as::<_, $row>(sqlx::AssertSqlSafe($sql))
+                $(.bind($bind))*
+                .fetch_all(pool)
+                .await,
+            Database::Sqlite(pool) => {
+                sqlx::query_as::<_, $row>(sqlx::AssertSqlSafe($sql.replace('$', "?")))
+                    $(.bind($bind))*
+                    .fetch_all(pool)
+                    .await
+            }
+        }
+    };
+}
+
 /// A leaver's handover: who takes over and how far it got.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OffboardingJob {
@@ -194,6 +212,7 @@ pub struct OffboardingJob {
     pub completed: bool,
     pub reminders_moved: i64,
     pub shifts_moved: i64,
+    pub contacts_moved: i64,
 }
 
 type JobRow = (
@@ -207,10 +226,11 @@ type JobRow = (
     bool,
     i64,
     i64,
+    i64,
 );
 
 const JOB_COLUMNS: &str = "id, successor_user_id, actor, export_id, export_sha256, \
-     conversations_moved, deactivated, completed, reminders_moved, shifts_moved";
+     conversations_moved, deactivated, completed, reminders_moved, shifts_moved, contacts_moved";
 
 fn job_of(row: JobRow) -> OffboardingJob {
     let (
@@ -224,8 +244,10 @@ fn job_of(row: JobRow) -> OffboardingJob {
         completed,
         reminders_moved,
         shifts_moved,
+        contacts_moved,
     ) = row;
     OffboardingJob {
+        contacts_moved,
         reminders_moved,
         shifts_moved,
         id,
@@ -365,17 +387,122 @@ pub async fn complete_offboarding(
     tenant_id: &str,
     user_id: &str,
     conversations_moved: i64,
+    contacts_moved: i64,
 ) -> Result<(), Error> {
     execute!(
         database,
         "UPDATE offboarding_jobs SET completed = TRUE, completed_at_us = $3, \
-         conversations_moved = $4 WHERE tenant_id = $1 AND user_id = $2",
+         conversations_moved = $4, contacts_moved = $5 WHERE tenant_id = $1 AND user_id = $2",
         tenant_id,
         user_id,
         Utc::now().timestamp_micros(),
         conversations_moved,
+        contacts_moved,
     )?;
     Ok(())
+}
+
+/// How many customers (distinct contacts of the conversations) moved away from
+/// `previous_owner` for `reason`. The history is written before each move and routing's
+/// record of the conversation (with its contact) too, so the count survives a crash.
+pub async fn count_contacts_moved_from(
+    database: &Database,
+    tenant_id: &str,
+    previous_owner: &str,
+    reason: &str,
+) -> Result<i64, Error> {
+    let rows = fetch_all!(
+        database,
+        (i64,),
+        "SELECT COUNT(DISTINCT l.contact_id) FROM ownership_changes o \
+         JOIN conversation_load l ON l.tenant_id = o.tenant_id \
+           AND l.conversation_id = o.conversation_id \
+         WHERE o.tenant_id = $1 AND o.previous_owner = $2 AND o.reason = $3 \
+         AND l.contact_id <> ''",
+        tenant_id,
+        previous_owner,
+        reason,
+    )?;
+    Ok(rows.into_iter().next().map_or(0, |(count,)| count))
+}
+
+/// Every move of a handover of `previous_owner` for `reason`: conversation, new owner, its
+/// team and who moved it (for publishing its event again after a crash).
+pub async fn handover_moves(
+    database: &Database,
+    tenant_id: &str,
+    previous_owner: &str,
+    reason: &str,
+) -> Result<Vec<(String, String, String, String)>, Error> {
+    Ok(fetch_all!(
+        database,
+        (String, String, String, String),
+        "SELECT o.conversation_id, COALESCE(o.owner_user_id, ''), COALESCE(l.team_id, ''), \
+         o.actor FROM ownership_changes o LEFT JOIN conversation_load l \
+           ON l.tenant_id = o.tenant_id AND l.conversation_id = o.conversation_id \
+         WHERE o.tenant_id = $1 AND o.previous_owner = $2 AND o.reason = $3 \
+         ORDER BY o.conversation_id",
+        tenant_id,
+        previous_owner,
+        reason,
+    )?)
+}
+
+/// Who each of `conversation_ids` was already promised to by a handover of
+/// `previous_owner` for `reason` (its history is written before the move): a resumed
+/// handover keeps those choices, so a conversation is never recorded as going to two people.
+pub async fn handover_targets(
+    database: &Database,
+    tenant_id: &str,
+    previous_owner: &str,
+    reason: &str,
+    conversation_ids: &[String],
+) -> Result<std::collections::HashMap<String, String>, Error> {
+    let mut targets = std::collections::HashMap::new();
+    // Bounded IN lists keep SQLite under its variable limit.
+    for chunk in conversation_ids.chunks(500) {
+        if chunk.is_empty() {
+            continue;
+        }
+        let rows: Vec<(String, Option<String>)> = match database {
+            Database::Postgres(pool) => {
+                sqlx::query_as(
+                    "SELECT conversation_id, owner_user_id FROM ownership_changes \
+                     WHERE tenant_id = $1 AND previous_owner = $2 AND reason = $3 \
+                     AND conversation_id = ANY($4)",
+                )
+                .persistent(false)
+                .bind(tenant_id)
+                .bind(previous_owner)
+                .bind(reason)
+                .bind(chunk)
+                .fetch_all(pool)
+                .await?
+            }
+            Database::Sqlite(pool) => {
+                let marks = vec!["?"; chunk.len()].join(", ");
+                let sql = format!(
+                    "SELECT conversation_id, owner_user_id FROM ownership_changes \
+                     WHERE tenant_id = ? AND previous_owner = ? AND reason = ? \
+                     AND conversation_id IN ({marks})"
+                );
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(tenant_id)
+                    .bind(previous_owner)
+                    .bind(reason);
+                for id in chunk {
+                    query = query.bind(id);
+                }
+                query.fetch_all(pool).await?
+            }
+        };
+        for (conversation_id, owner) in rows {
+            if let Some(owner) = owner {
+                targets.insert(conversation_id, owner);
+            }
+        }
+    }
+    Ok(targets)
 }
 
 /// How many conversations moved away from `previous_owner` for `reason`.
@@ -423,47 +550,8 @@ pub async fn record_changes_once(
                  AND previous_owner IS NOT DISTINCT FROM $5 AND reason = $7)";
     match database {
         Database::Postgres(pool) => {
-            // Set-based: one statement per batch, so a 100,000-conversation handover is a few
-            // hundred statements, not 100,000.
-            let mut ids = Vec::with_capacity(changes.len());
-            let mut conversations = Vec::with_capacity(changes.len());
-            let mut owners = Vec::with_capacity(changes.len());
-            let mut previous = Vec::with_capacity(changes.len());
-            let mut actors = Vec::with_capacity(changes.len());
-            let mut reasons = Vec::with_capacity(changes.len());
-            let mut times = Vec::with_capacity(changes.len());
-            for change in changes {
-                ids.push(change.id);
-                conversations.push(change.conversation_id.clone());
-                owners.push(change.owner_user_id.clone());
-                previous.push(change.previous_owner.clone());
-                actors.push(change.actor.clone());
-                reasons.push(change.reason.clone());
-                times.push(change.at);
-            }
-            sqlx::query(
-                "INSERT INTO ownership_changes \
-                 (id, tenant_id, conversation_id, owner_user_id, previous_owner, actor, reason, at) \
-                 SELECT u.id, $1, u.conversation_id, u.owner, u.previous, u.actor, u.reason, u.at \
-                 FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
-                             $8::timestamptz[]) \
-                   AS u(id, conversation_id, owner, previous, actor, reason, at) \
-                 WHERE NOT EXISTS ( \
-                   SELECT 1 FROM ownership_changes o WHERE o.tenant_id = $1 \
-                   AND o.conversation_id = u.conversation_id \
-                   AND o.owner_user_id IS NOT DISTINCT FROM u.owner \
-                   AND o.previous_owner IS NOT DISTINCT FROM u.previous AND o.reason = u.reason)",
-            )
-            .bind(tenant_id)
-            .bind(ids)
-            .bind(conversations)
-            .bind(owners)
-            .bind(previous)
-            .bind(actors)
-            .bind(reasons)
-            .bind(times)
-            .execute(pool)
-            .await?;
+            let mut connection = pool.acquire().await?;
+            record_changes_once_pg(&mut connection, tenant_id, changes).await?;
         }
         Database::Sqlite(pool) => {
             let sql = sql.replace('$', "?").replace("IS NOT DISTINCT FROM", "IS");
@@ -482,6 +570,99 @@ pub async fn record_changes_once(
                     .await?;
             }
             tx.commit().await?;
+        }
+    }
+    Ok(())
+}
+
+/// [`record_changes_once`] on PostgreSQL on the caller's connection or transaction.
+async fn record_changes_once_pg(
+    connection: &mut sqlx::PgConnection,
+    tenant_id: &str,
+    changes: &[OwnershipChange],
+) -> Result<(), Error> {
+    // Set-based: one statement per batch, so a 100,000-conversation handover is a few
+    // hundred statements, not 100,000.
+    let mut ids = Vec::with_capacity(changes.len());
+    let mut conversations = Vec::with_capacity(changes.len());
+    let mut owners = Vec::with_capacity(changes.len());
+    let mut previous = Vec::with_capacity(changes.len());
+    let mut actors = Vec::with_capacity(changes.len());
+    let mut reasons = Vec::with_capacity(changes.len());
+    let mut times = Vec::with_capacity(changes.len());
+    for change in changes {
+        ids.push(change.id);
+        conversations.push(change.conversation_id.clone());
+        owners.push(change.owner_user_id.clone());
+        previous.push(change.previous_owner.clone());
+        actors.push(change.actor.clone());
+        reasons.push(change.reason.clone());
+        times.push(change.at);
+    }
+    sqlx::query(
+        "INSERT INTO ownership_changes \
+         (id, tenant_id, conversation_id, owner_user_id, previous_owner, actor, reason, at) \
+         SELECT u.id, $1, u.conversation_id, u.owner, u.previous, u.actor, u.reason, u.at \
+         FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
+                     $8::timestamptz[]) \
+           AS u(id, conversation_id, owner, previous, actor, reason, at) \
+         WHERE NOT EXISTS ( \
+           SELECT 1 FROM ownership_changes o WHERE o.tenant_id = $1 \
+           AND o.conversation_id = u.conversation_id \
+           AND o.owner_user_id IS NOT DISTINCT FROM u.owner \
+           AND o.previous_owner IS NOT DISTINCT FROM u.previous AND o.reason = u.reason)",
+    )
+    // Planned with the batch at hand: a cached generic plan can degrade as the history
+    // of a large handover grows.
+    .persistent(false)
+    .bind(tenant_id)
+    .bind(ids)
+    .bind(conversations)
+    .bind(owners)
+    .bind(previous)
+    .bind(actors)
+    .bind(reasons)
+    .bind(times)
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
+/// Records a handover batch before it moves: the history (deduplicated), routing's view of
+/// owner and customer, and the job's progress, in one transaction on PostgreSQL (one commit
+/// per batch).
+pub async fn record_handover_batch(
+    database: &Database,
+    tenant_id: &str,
+    leaver: &str,
+    changes: &[OwnershipChange],
+    loads: &[routing::Load],
+) -> Result<(), Error> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let recorded = i64::try_from(changes.len()).unwrap_or(i64::MAX);
+    match database {
+        Database::Postgres(pool) => {
+            let mut tx = pool.begin().await?;
+            record_changes_once_pg(&mut tx, tenant_id, changes).await?;
+            routing::record_owners_pg(&mut tx, tenant_id, loads, Utc::now().timestamp_micros())
+                .await?;
+            sqlx::query(
+                "UPDATE offboarding_jobs SET conversations_moved = conversations_moved + $3 \
+                 WHERE tenant_id = $1 AND user_id = $2",
+            )
+            .bind(tenant_id)
+            .bind(leaver)
+            .bind(recorded)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        }
+        Database::Sqlite(_) => {
+            record_changes_once(database, tenant_id, changes).await?;
+            routing::record_owners(database, tenant_id, loads).await?;
+            add_moved(database, tenant_id, leaver, recorded).await?;
         }
     }
     Ok(())
@@ -508,24 +689,6 @@ pub async fn set_availability(
         Utc::now().timestamp_micros(),
     )?;
     Ok(())
-}
-
-/// Runs a query returning rows on either backend (`$n` placeholders, `?n` on SQLite).
-macro_rules! fetch_all {
-    ($database:expr, $row:ty, $sql:expr $(, $bind:expr)* $(,)?) => {
-        match $database {
-            Database::Postgres(pool) => sqlx::query_as::<_, $row>(sqlx::AssertSqlSafe($sql))
-                $(.bind($bind))*
-                .fetch_all(pool)
-                .await,
-            Database::Sqlite(pool) => {
-                sqlx::query_as::<_, $row>(sqlx::AssertSqlSafe($sql.replace('$', "?")))
-                    $(.bind($bind))*
-                    .fetch_all(pool)
-                    .await
-            }
-        }
-    };
 }
 
 pub mod reminders;

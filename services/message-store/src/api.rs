@@ -766,31 +766,35 @@ impl MessageStoreService for Api {
             .map(|(index, raw)| parse_id(&format!("conversation_ids[{index}]"), raw))
             .collect::<Result<Vec<_>, _>>()?;
         // Unknown (or other tenants') ids change nothing and are reported, never half-applied.
-        for (index, id) in ids.iter().enumerate() {
-            if self
-                .store
-                .conversation(&caller.tenant_id, *id)
-                .await?
-                .is_none()
-            {
-                return Err(Error::NotFound {
-                    what: "conversation",
-                    id: request.conversation_ids[index].clone(),
-                }
-                .into());
-            }
-        }
-        let updated = self
+        let unknown = self
             .store
-            .set_owner(
-                &caller.tenant_id,
-                &ids,
-                Some(request.owner_user_id.as_str()).filter(|id| !id.is_empty()),
-                Some(request.team_id.as_str()).filter(|id| !id.is_empty()),
-            )
+            .unknown_conversations(&caller.tenant_id, &ids)
             .await?;
+        if let Some(index) = ids.iter().position(|id| unknown.contains(id)) {
+            return Err(Error::NotFound {
+                what: "conversation",
+                id: request.conversation_ids[index].clone(),
+            }
+            .into());
+        }
+        let owner = Some(request.owner_user_id.as_str()).filter(|id| !id.is_empty());
+        let team = Some(request.team_id.as_str()).filter(|id| !id.is_empty());
+        // The customers follow their conversations when asked (a handover).
+        let (updated, contacts_updated) = if request.with_contacts {
+            self.store
+                .set_owner_with_contacts(&caller.tenant_id, &ids, owner, team)
+                .await?
+        } else {
+            (
+                self.store
+                    .set_owner(&caller.tenant_id, &ids, owner, team)
+                    .await?,
+                0,
+            )
+        };
         Ok(Response::new(SetConversationOwnerResponse {
             updated: u32::try_from(updated).unwrap_or(u32::MAX),
+            contacts_updated: u32::try_from(contacts_updated).unwrap_or(u32::MAX),
         }))
     }
 

@@ -253,6 +253,34 @@ pub async fn move_pending(
     )?)
 }
 
+/// Hands a leaver's pending reminders to whoever now owns what they are about: the
+/// conversation's new owner, else the owner of the contact's latest conversation, else
+/// `fallback`. Returns how many moved.
+pub async fn move_pending_to_owners(
+    database: &Database,
+    tenant_id: &str,
+    from_user_id: &str,
+    fallback: &str,
+) -> Result<u64, Error> {
+    Ok(execute!(
+        database,
+        "UPDATE reminders SET user_id = COALESCE( \
+           (SELECT l.owner_user_id FROM conversation_load l \
+              WHERE l.tenant_id = reminders.tenant_id \
+              AND l.conversation_id = reminders.conversation_id \
+              AND reminders.conversation_id <> '' AND l.owner_user_id <> $2), \
+           (SELECT l.owner_user_id FROM conversation_load l \
+              WHERE l.tenant_id = reminders.tenant_id AND l.contact_id = reminders.contact_id \
+              AND reminders.contact_id <> '' AND l.owner_user_id <> $2 \
+              ORDER BY l.updated_at_us DESC LIMIT 1), \
+           $3) \
+         WHERE tenant_id = $1 AND user_id = $2 AND fired_at_us IS NULL",
+        tenant_id,
+        from_user_id,
+        fallback,
+    )?)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct FollowUpRuleRow {
     pub rule_id: String,

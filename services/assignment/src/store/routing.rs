@@ -260,6 +260,26 @@ pub async fn policy_for(
     Ok(rows.into_iter().next().map(policy_of))
 }
 
+/// The policy that names `team_id` as its pool (the tenant's default first, then by
+/// account), used when a leaver's work is shared across their team.
+pub async fn team_policy(
+    database: &Database,
+    tenant_id: &str,
+    team_id: &str,
+) -> Result<Option<Policy>, Error> {
+    let rows = fetch_all!(
+        database,
+        PolicyRow,
+        format!(
+            "SELECT {POLICY_COLUMNS} FROM routing_policies WHERE tenant_id = $1 \
+             AND team_id = $2 ORDER BY channel_account_id LIMIT 1"
+        ),
+        tenant_id,
+        team_id,
+    )?;
+    Ok(rows.into_iter().next().map(policy_of))
+}
+
 pub async fn set_last_user(
     database: &Database,
     tenant_id: &str,
@@ -642,71 +662,8 @@ pub async fn record_owners(
     let now = now_us();
     match database {
         Database::Postgres(pool) => {
-            let column = |f: fn(&Load) -> String| loads.iter().map(f).collect::<Vec<String>>();
-            let conversations = column(|l| l.conversation_id.clone());
-            let contacts = column(|l| l.contact_id.clone());
-            let accounts = column(|l| l.channel_account_id.clone());
-            let owners: Vec<Option<String>> =
-                loads.iter().map(|l| l.owner_user_id.clone()).collect();
-            let teams = column(|l| l.team_id.clone());
-            let reasons = column(|l| l.reason.clone());
-            let previous: Vec<Option<String>> = loads
-                .iter()
-                .map(|l| l.previous_owner_user_id.clone())
-                .collect();
             let mut tx = pool.begin().await?;
-            sqlx::query(
-                "INSERT INTO conversation_load (tenant_id, conversation_id, contact_id, \
-                 channel_account_id, owner_user_id, team_id, applied, reason, updated_at_us, \
-                 previous_owner_user_id) \
-                 SELECT $1, u.c, u.k, u.a, u.o, u.t, TRUE, u.r, $2, u.p \
-                 FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
-                             $8::text[], $9::text[]) AS u(c, k, a, o, t, r, p) \
-                 ON CONFLICT (tenant_id, conversation_id) DO UPDATE SET \
-                 owner_user_id = excluded.owner_user_id, team_id = excluded.team_id, \
-                 applied = TRUE, reason = excluded.reason, updated_at_us = excluded.updated_at_us, \
-                 previous_owner_user_id = excluded.previous_owner_user_id",
-            )
-            .bind(tenant_id)
-            .bind(now)
-            .bind(&conversations)
-            .bind(&contacts)
-            .bind(&accounts)
-            .bind(&owners)
-            .bind(&teams)
-            .bind(&reasons)
-            .bind(&previous)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE sla_clocks s SET owner_user_id = COALESCE(u.o, ''), team_id = u.t \
-                 FROM UNNEST($2::text[], $3::text[], $4::text[]) AS u(c, o, t) \
-                 WHERE s.tenant_id = $1 AND s.conversation_id = u.c",
-            )
-            .bind(tenant_id)
-            .bind(&conversations)
-            .bind(&owners)
-            .bind(&teams)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE reminders r SET user_id = u.o \
-                 FROM UNNEST($2::text[], $3::text[]) AS u(c, o) \
-                 WHERE r.tenant_id = $1 AND r.conversation_id = u.c AND u.o IS NOT NULL \
-                 AND r.source <> 'manual' AND r.fired_at_us IS NULL",
-            )
-            .bind(tenant_id)
-            .bind(&conversations)
-            .bind(&owners)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "DELETE FROM routing_queue WHERE tenant_id = $1 AND conversation_id = ANY($2)",
-            )
-            .bind(tenant_id)
-            .bind(&conversations)
-            .execute(&mut *tx)
-            .await?;
+            record_owners_pg(&mut tx, tenant_id, loads, now).await?;
             tx.commit().await?;
         }
         Database::Sqlite(pool) => {
@@ -765,6 +722,86 @@ pub async fn record_owners(
             tx.commit().await?;
         }
     }
+    Ok(())
+}
+
+/// [`record_owners`] on PostgreSQL inside the caller's transaction (a handover records a
+/// batch's history and owners in one commit).
+pub async fn record_owners_pg(
+    tx: &mut sqlx::PgConnection,
+    tenant_id: &str,
+    loads: &[Load],
+    now: i64,
+) -> Result<(), Error> {
+    if loads.is_empty() {
+        return Ok(());
+    }
+    // Each statement is planned with the batch at hand (`persistent(false)`): a cached
+    // generic plan may scan the whole tenant for every batch of a large handover.
+    let column = |f: fn(&Load) -> String| loads.iter().map(f).collect::<Vec<String>>();
+    let conversations = column(|l| l.conversation_id.clone());
+    let contacts = column(|l| l.contact_id.clone());
+    let accounts = column(|l| l.channel_account_id.clone());
+    let owners: Vec<Option<String>> = loads.iter().map(|l| l.owner_user_id.clone()).collect();
+    let teams = column(|l| l.team_id.clone());
+    let reasons = column(|l| l.reason.clone());
+    let previous: Vec<Option<String>> = loads
+        .iter()
+        .map(|l| l.previous_owner_user_id.clone())
+        .collect();
+    sqlx::query(
+        "INSERT INTO conversation_load (tenant_id, conversation_id, contact_id, \
+         channel_account_id, owner_user_id, team_id, applied, reason, updated_at_us, \
+         previous_owner_user_id) \
+         SELECT $1, u.c, u.k, u.a, u.o, u.t, TRUE, u.r, $2, u.p \
+         FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
+                     $8::text[], $9::text[]) AS u(c, k, a, o, t, r, p) \
+         ON CONFLICT (tenant_id, conversation_id) DO UPDATE SET \
+         owner_user_id = excluded.owner_user_id, team_id = excluded.team_id, \
+         applied = TRUE, reason = excluded.reason, updated_at_us = excluded.updated_at_us, \
+         previous_owner_user_id = excluded.previous_owner_user_id",
+    )
+    .persistent(false)
+    .bind(tenant_id)
+    .bind(now)
+    .bind(&conversations)
+    .bind(&contacts)
+    .bind(&accounts)
+    .bind(&owners)
+    .bind(&teams)
+    .bind(&reasons)
+    .bind(&previous)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE sla_clocks s SET owner_user_id = COALESCE(u.o, ''), team_id = u.t \
+         FROM UNNEST($2::text[], $3::text[], $4::text[]) AS u(c, o, t) \
+         WHERE s.tenant_id = $1 AND s.conversation_id = u.c",
+    )
+    .persistent(false)
+    .bind(tenant_id)
+    .bind(&conversations)
+    .bind(&owners)
+    .bind(&teams)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE reminders r SET user_id = u.o \
+         FROM UNNEST($2::text[], $3::text[]) AS u(c, o) \
+         WHERE r.tenant_id = $1 AND r.conversation_id = u.c AND u.o IS NOT NULL \
+         AND r.source <> 'manual' AND r.fired_at_us IS NULL",
+    )
+    .persistent(false)
+    .bind(tenant_id)
+    .bind(&conversations)
+    .bind(&owners)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM routing_queue WHERE tenant_id = $1 AND conversation_id = ANY($2)")
+        .bind(tenant_id)
+        .bind(&conversations)
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 

@@ -153,6 +153,53 @@ pub trait Store: Send + Sync + 'static {
         })
     }
 
+    /// Which of `ids` are not conversations of the tenant. The default asks one by one; a
+    /// backend may answer a whole batch in one query.
+    fn unknown_conversations<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        ids: &'a [Uuid],
+    ) -> BoxFuture<'a, Result<Vec<Uuid>, Error>> {
+        Box::pin(async move {
+            let mut unknown = Vec::new();
+            for id in ids {
+                if self.conversation(tenant_id, *id).await?.is_none() {
+                    unknown.push(*id);
+                }
+            }
+            Ok(unknown)
+        })
+    }
+
+    /// Makes `owner_user_id` the owner of the customers (contacts) of these conversations;
+    /// returns how many contacts changed owner.
+    fn set_contact_owners<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        conversation_ids: &'a [Uuid],
+        owner_user_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<u64, Error>>;
+
+    /// [`Store::set_owner`] and [`Store::set_contact_owners`] together (one transaction where
+    /// the backend can); returns (conversations, contacts) updated.
+    fn set_owner_with_contacts<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        conversation_ids: &'a [Uuid],
+        owner_user_id: Option<&'a str>,
+        team_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(u64, u64), Error>> {
+        Box::pin(async move {
+            let updated = self
+                .set_owner(tenant_id, conversation_ids, owner_user_id, team_id)
+                .await?;
+            let contacts = self
+                .set_contact_owners(tenant_id, conversation_ids, owner_user_id)
+                .await?;
+            Ok((updated, contacts))
+        })
+    }
+
     /// Sets owner and team of conversations of the tenant; returns how many exist.
     fn set_owner<'a>(
         &'a self,

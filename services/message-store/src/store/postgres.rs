@@ -577,6 +577,9 @@ impl Store for PostgresStore {
                 "UPDATE conversations SET owner_user_id = $3, team_id = $4 \
                  WHERE tenant_id = $1 AND id = ANY($2)",
             )
+            // Planned with the ids at hand: a cached generic plan may scan the whole
+            // tenant for every batch of a large handover.
+            .persistent(false)
             .bind(tenant_id)
             .bind(conversation_ids)
             .bind(owner_user_id)
@@ -588,5 +591,93 @@ impl Store for PostgresStore {
         })
     }
 
+    fn unknown_conversations<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        ids: &'a [Uuid],
+    ) -> BoxFuture<'a, Result<Vec<Uuid>, Error>> {
+        Box::pin(async move {
+            // One query per batch rather than one per id: a handover checks 500 at a time.
+            let known: Vec<Uuid> = sqlx::query_scalar(
+                "SELECT id FROM conversations WHERE tenant_id = $1 AND id = ANY($2)",
+            )
+            .persistent(false)
+            .bind(tenant_id)
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await?;
+            let known: std::collections::HashSet<Uuid> = known.into_iter().collect();
+            Ok(ids
+                .iter()
+                .filter(|id| !known.contains(id))
+                .copied()
+                .collect())
+        })
+    }
+
+    fn set_contact_owners<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        conversation_ids: &'a [Uuid],
+        owner_user_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<u64, Error>> {
+        Box::pin(async move {
+            let mut connection = self.pool.acquire().await?;
+            set_contact_owners(&mut connection, tenant_id, conversation_ids, owner_user_id).await
+        })
+    }
+
+    fn set_owner_with_contacts<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        conversation_ids: &'a [Uuid],
+        owner_user_id: Option<&'a str>,
+        team_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(u64, u64), Error>> {
+        Box::pin(async move {
+            // One commit for both: a handover moves a batch and its customers at once.
+            let mut tx = self.pool.begin().await?;
+            let updated = sqlx::query(
+                "UPDATE conversations SET owner_user_id = $3, team_id = $4 \
+                 WHERE tenant_id = $1 AND id = ANY($2)",
+            )
+            // Planned with the ids at hand: a cached generic plan may scan the whole
+            // tenant for every batch of a large handover.
+            .persistent(false)
+            .bind(tenant_id)
+            .bind(conversation_ids)
+            .bind(owner_user_id)
+            .bind(team_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let contacts =
+                set_contact_owners(&mut tx, tenant_id, conversation_ids, owner_user_id).await?;
+            tx.commit().await?;
+            Ok((updated, contacts))
+        })
+    }
+
     super::contact_store_methods!();
+}
+
+/// Gives the customers of `conversation_ids` to `owner_user_id`; how many changed.
+async fn set_contact_owners(
+    connection: &mut sqlx::PgConnection,
+    tenant_id: &str,
+    conversation_ids: &[Uuid],
+    owner_user_id: Option<&str>,
+) -> Result<u64, Error> {
+    Ok(sqlx::query(
+        "UPDATE contacts SET owner_user_id = $3 WHERE tenant_id = $1 \
+         AND owner_user_id IS DISTINCT FROM $3 AND id IN (SELECT contact_id \
+           FROM conversations WHERE tenant_id = $1 AND id = ANY($2))",
+    )
+    .persistent(false)
+    .bind(tenant_id)
+    .bind(conversation_ids)
+    .bind(owner_user_id)
+    .execute(&mut *connection)
+    .await?
+    .rows_affected())
 }

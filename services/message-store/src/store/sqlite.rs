@@ -521,5 +521,32 @@ impl Store for SqliteStore {
         })
     }
 
+    fn set_contact_owners<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        conversation_ids: &'a [Uuid],
+        owner_user_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<u64, Error>> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let mut updated = 0;
+            for id in conversation_ids {
+                updated += sqlx::query(
+                    "UPDATE contacts SET owner_user_id = ?3 WHERE tenant_id = ?1 \
+                     AND owner_user_id IS NOT ?3 AND id = (SELECT contact_id \
+                       FROM conversations WHERE tenant_id = ?1 AND id = ?2)",
+                )
+                .bind(tenant_id)
+                .bind(id)
+                .bind(owner_user_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+            tx.commit().await?;
+            Ok(updated)
+        })
+    }
+
     super::contact_store_methods!();
 }
