@@ -6,7 +6,7 @@ use std::time::Duration;
 use zalo_personal::{
     client::{
         Client, ClientError, Credentials, Endpoints, Listener, ListenerConfig, ListenerEvent,
-        QrConfig, QrEvent, ResumePoint, Session, StopReason, new_client_id,
+        QrConfig, QrEvent, ResumePoint, Session, SkippedFrames, StopReason, new_client_id,
     },
     events::{Content, Event, ThreadKind},
     sim::{Corruption, Sender, SimAccount, SimConfig, Simulator, Thread},
@@ -16,13 +16,20 @@ const OWNER: &str = "100000001";
 const USER_AGENT: &str = "Mozilla/5.0 (X11; Linux x86_64) giao-test";
 const WAIT: Duration = Duration::from_secs(10);
 
-async fn simulator() -> (Simulator, Client) {
-    let config = SimConfig {
+fn sim_config() -> SimConfig {
+    SimConfig {
         long_poll: Duration::from_millis(200),
         ping_interval: Duration::from_millis(200),
         retry_delays: vec![Duration::from_millis(50), Duration::from_millis(100)],
         ..SimConfig::default()
-    };
+    }
+}
+
+async fn simulator() -> (Simulator, Client) {
+    simulator_with(sim_config()).await
+}
+
+async fn simulator_with(config: SimConfig) -> (Simulator, Client) {
     let sim = Simulator::start(
         config,
         "127.0.0.1:0".parse().expect("address"),
@@ -36,7 +43,11 @@ async fn simulator() -> (Simulator, Client) {
 }
 
 async fn logged_in() -> (Simulator, Client, Credentials, Session) {
-    let (sim, client) = simulator().await;
+    logged_in_with(sim_config()).await
+}
+
+async fn logged_in_with(config: SimConfig) -> (Simulator, Client, Credentials, Session) {
+    let (sim, client) = simulator_with(config).await;
     let credentials = sim.issue_credentials(OWNER, USER_AGENT);
     let session = client.login(&credentials).await.expect("cookie login");
     (sim, client, credentials, session)
@@ -253,6 +264,41 @@ async fn text_to_a_user_and_a_group_reaches_the_simulator() {
     assert_eq!(sent[1].msg_id, to_group);
     let info = session.user_info(OWNER).await.expect("profile");
     assert_eq!(info.display_name, "Chủ shop");
+}
+
+/// Profiles answer for the account and for the customers the simulator knows; a message
+/// from a sender without a name carries none, which the caller looks up.
+#[tokio::test]
+async fn user_info_names_known_users_and_unnamed_messages_carry_no_name() {
+    let (sim, _client, _credentials, session) = logged_in().await;
+    sim.add_user(SimAccount::new("200", "Trần Văn Khách"));
+    let info = session.user_info("200").await.expect("a known customer");
+    assert_eq!(
+        (info.uid.as_str(), info.display_name.as_str()),
+        ("200", "Trần Văn Khách")
+    );
+    assert_eq!(info.avatar, SimAccount::new("200", "").avatar);
+    let error = session
+        .user_info("404")
+        .await
+        .expect_err("nobody has uid 404");
+    assert!(error.to_string().contains("404"), "{error}");
+
+    let mut listener = connected(&session).await;
+    let unnamed = sim
+        .inject_dm(OWNER, &Sender::new("200", ""), "không có tên")
+        .expect("account");
+    let events = messages_then_settle(&mut listener, 1, Duration::ZERO).await;
+    let message = events
+        .iter()
+        .find_map(|event| match event {
+            ListenerEvent::Event(Event::Message(message)) if message.msg_id == unnamed => {
+                Some(message)
+            }
+            _ => None,
+        })
+        .expect("the message");
+    assert_eq!(message.display_name, None);
 }
 
 /// A send with a clientId the caller chose carries it, and the echo Zalo may push before
@@ -554,25 +600,205 @@ async fn a_duplicate_session_frame_is_a_kick() {
     assert_eq!(sim.ws_connects(OWNER), 1);
 }
 
+/// Each kind of spoiled frame is skipped and counted under its reason; the message after it
+/// still arrives on the same socket.
 #[tokio::test]
-async fn corrupted_frames_are_skipped_and_the_session_goes_on() {
+async fn corrupted_frames_are_skipped_counted_and_the_session_goes_on() {
     let (sim, _client, _credentials, session) = logged_in().await;
     let mut listener = connected(&session).await;
-    sim.send_corrupted(OWNER, Corruption::Garbage);
-    sim.send_corrupted(OWNER, Corruption::WrongKey);
-    sim.send_corrupted(OWNER, Corruption::UnknownCommand);
-    let dm = sim
-        .inject_dm(OWNER, &Sender::new("200", "Khách A"), "vẫn nhận được")
-        .expect("account");
-    let events = messages_then_settle(&mut listener, 1, Duration::from_millis(200)).await;
-    assert_eq!(message_ids(&events), vec![dm]);
-    assert!(
-        events
-            .iter()
-            .all(|event| matches!(event, ListenerEvent::Event(_))),
-        "no reconnect, no stop: {events:?}"
-    );
+    let customer = Sender::new("200", "Khách A");
+    let mut expected = SkippedFrames::default();
+    let cases: [(Corruption, fn(&mut SkippedFrames)); 4] = [
+        (Corruption::TruncatedHeader, |skipped| {
+            skipped.undecodable += 1
+        }),
+        (Corruption::Garbage, |skipped| skipped.undecodable += 1),
+        (Corruption::WrongKey, |skipped| skipped.unreadable += 1),
+        (Corruption::UnknownCommand, |skipped| {
+            skipped.unknown_command += 1
+        }),
+    ];
+    for (corruption, counted) in cases {
+        sim.send_corrupted(OWNER, corruption);
+        let dm = sim
+            .inject_dm(
+                OWNER,
+                &customer,
+                &format!("vẫn nhận được sau {corruption:?}"),
+            )
+            .expect("account");
+        // The frames travel in order: once the message is here, the spoiled frame was read.
+        let events = messages_then_settle(&mut listener, 1, Duration::from_millis(100)).await;
+        assert_eq!(message_ids(&events), vec![dm], "{corruption:?}");
+        assert!(
+            events
+                .iter()
+                .all(|event| matches!(event, ListenerEvent::Event(_))),
+            "no reconnect, no stop after {corruption:?}: {events:?}"
+        );
+        counted(&mut expected);
+        assert_eq!(listener.skipped_frames(), expected, "{corruption:?}");
+    }
     assert_eq!(sim.ws_connects(OWNER), 1);
+}
+
+/// Unix ms by this machine's clock, which the simulator's stamps also use.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64
+}
+
+/// The listener's last event and then the end of its channel: nothing can reconnect after.
+async fn stopped(listener: &mut Listener) -> StopReason {
+    let ListenerEvent::Stopped(reason) =
+        next_matching(listener, |event| matches!(event, ListenerEvent::Stopped(_))).await
+    else {
+        unreachable!("matched a stop")
+    };
+    let after = tokio::time::timeout(WAIT, listener.recv())
+        .await
+        .expect("the listener ends after its stop");
+    assert!(after.is_none(), "an event after the stop: {after:?}");
+    reason
+}
+
+/// A close code the server lists as retryable is reconnected; one it does not list ends
+/// the listener with `Closed` and no further handshake.
+#[tokio::test]
+async fn only_the_close_codes_the_server_lists_are_retried() {
+    let (sim, _client, _credentials, session) = logged_in().await;
+    assert!(sim.config().close_and_retry_codes.contains(&1000));
+    let mut listener = connected(&session).await;
+    sim.close_sockets(OWNER, 1000);
+    let event = next_matching(&mut listener, |event| {
+        matches!(event, ListenerEvent::Reconnecting { .. })
+    })
+    .await;
+    assert!(
+        matches!(event, ListenerEvent::Reconnecting { code: 1000, .. }),
+        "{event:?}"
+    );
+    next_matching(&mut listener, |event| {
+        matches!(event, ListenerEvent::Connected { reconnect: true })
+    })
+    .await;
+    assert_eq!(sim.ws_connects(OWNER), 2);
+
+    assert!(!sim.config().close_and_retry_codes.contains(&4001));
+    sim.close_sockets(OWNER, 4001);
+    assert_eq!(
+        stopped(&mut listener).await,
+        StopReason::Closed { code: 4001 }
+    );
+    assert_eq!(sim.ws_connects(OWNER), 2, "reconnected after 4001");
+    assert_eq!(sim.ws_attempts(OWNER).len(), 2);
+}
+
+/// With the socket refused, the listener tries the server's `max` times after the drop
+/// (not its own larger default) and stops with `RetriesExhausted`.
+#[tokio::test]
+async fn retries_stop_at_the_servers_maximum() {
+    let (sim, _client, _credentials, session) = logged_in_with(SimConfig {
+        retry_delays: vec![Duration::from_millis(30)],
+        retry_max: 3,
+        ..sim_config()
+    })
+    .await;
+    let mut listener = session.listen(ListenerConfig {
+        max_attempts: 50,
+        ..listener_config()
+    });
+    next_matching(&mut listener, |event| {
+        matches!(event, ListenerEvent::Connected { .. })
+    })
+    .await;
+    sim.refuse_sockets(OWNER, true);
+    sim.drop_connections(OWNER);
+    let mut reconnecting = 0;
+    let reason = loop {
+        match tokio::time::timeout(WAIT, listener.recv())
+            .await
+            .expect("an event within the wait")
+            .expect("the listener reports its stop")
+        {
+            ListenerEvent::Reconnecting { code: 1006, .. } => reconnecting += 1,
+            ListenerEvent::Stopped(reason) => break reason,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(reason, StopReason::RetriesExhausted { code: 1006 });
+    assert_eq!(reconnecting, 3);
+    // The first handshake, then the three refused attempts.
+    assert_eq!(sim.ws_attempts(OWNER).len(), 4);
+    assert!(listener.recv().await.is_none());
+}
+
+/// The delays between attempts are the server's `times` for the close code (the last one
+/// repeated), not the listener's own backoff, which is set far longer here.
+#[tokio::test]
+async fn reconnects_wait_the_servers_delays() {
+    const FIRST: i64 = 300;
+    const THEN: i64 = 700;
+    // The listener's own backoff: any gap this long means the server's delays were ignored.
+    const OWN_BACKOFF: i64 = 4_000;
+    let (sim, _client, _credentials, session) = logged_in_with(SimConfig {
+        retry_delays: vec![
+            Duration::from_millis(FIRST as u64),
+            Duration::from_millis(THEN as u64),
+        ],
+        ..sim_config()
+    })
+    .await;
+    let mut listener = session.listen(ListenerConfig {
+        backoff_initial: Duration::from_millis(OWN_BACKOFF as u64),
+        backoff_max: Duration::from_millis(OWN_BACKOFF as u64),
+        ..listener_config()
+    });
+    next_matching(&mut listener, |event| {
+        matches!(event, ListenerEvent::Connected { .. })
+    })
+    .await;
+    sim.refuse_sockets(OWNER, true);
+    let dropped_at = now_ms();
+    sim.drop_connections(OWNER);
+    let mut announced = Vec::new();
+    while announced.len() < 3 {
+        if let ListenerEvent::Reconnecting { retry_in, .. } =
+            next_matching(&mut listener, |event| {
+                matches!(event, ListenerEvent::Reconnecting { .. })
+            })
+            .await
+        {
+            announced.push(retry_in.as_millis() as i64);
+        }
+    }
+    assert_eq!(announced, vec![FIRST, THEN, THEN]);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while sim.ws_attempts(OWNER).len() < 4 {
+        assert!(tokio::time::Instant::now() < deadline, "three attempts");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let attempts = sim.ws_attempts(OWNER);
+    let gaps = [
+        attempts[1] - dropped_at,
+        attempts[2] - attempts[1],
+        attempts[3] - attempts[2],
+    ];
+    // Never sooner than the delay; later only by the time a refused handshake takes (a
+    // loaded machine), well short of the listener's own backoff.
+    for (gap, delay) in gaps.iter().zip([FIRST, THEN, THEN]) {
+        assert!(
+            *gap >= delay - 5 && *gap < delay + 1_500,
+            "gap {gap} ms for a delay of {delay} ms: {gaps:?}"
+        );
+    }
+    sim.refuse_sockets(OWNER, false);
+    next_matching(&mut listener, |event| {
+        matches!(event, ListenerEvent::Connected { reconnect: true })
+    })
+    .await;
 }
 
 #[tokio::test]

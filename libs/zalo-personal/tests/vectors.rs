@@ -369,3 +369,35 @@ fn friend_and_group_notices_give_the_events_zca_emits() {
     }
     assert!(social >= 20, "only {social} friend and group events");
 }
+
+/// The zca-js version the lock file of `scripts/zca-vectors` pins.
+fn pinned_zca_version(lock: &Value) -> Option<&str> {
+    lock["packages"]["node_modules/zca-js"]["version"].as_str()
+}
+
+/// The vectors must come from the zca-js the repository pins: after a version bump in
+/// `scripts/zca-vectors/package-lock.json`, the committed vectors (and the interop test's
+/// expectations built on them) are stale until they are made again.
+#[test]
+fn vectors_come_from_the_pinned_zca_js() {
+    let lock: Value = serde_json::from_str(include_str!(
+        "../../../scripts/zca-vectors/package-lock.json"
+    ))
+    .expect("the lock file is JSON");
+    let pinned = pinned_zca_version(&lock).expect("the lock file pins zca-js");
+    let vectors = vectors();
+    let recorded = vectors["zca_js_version"]
+        .as_str()
+        .expect("the vectors record the zca-js version they were made with");
+    assert_eq!(
+        recorded, pinned,
+        "testdata/zca_vectors.json was made with zca-js {recorded} but \
+         scripts/zca-vectors/package-lock.json pins {pinned}: run `make vectors` and commit the result"
+    );
+    // The manifest asks for the same exact version the lock holds.
+    assert_eq!(
+        lock["packages"][""]["dependencies"]["zca-js"].as_str(),
+        Some(pinned),
+        "package.json and package-lock.json disagree on zca-js: run `npm install` in scripts/zca-vectors, then `make vectors`"
+    );
+}

@@ -15,6 +15,7 @@
 
 use std::{
     collections::{HashSet, VecDeque},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -120,17 +121,39 @@ pub enum StopReason {
     Requested,
 }
 
+/// Frames a listener skipped since it started (each is also logged), by why: a count an
+/// operator can watch, since a skipped frame may have carried a message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SkippedFrames {
+    /// Not a frame: a header cut short, a payload that is not JSON, an unusable key frame.
+    pub undecodable: u64,
+    /// A frame whose data opened under no key (corrupted, or a stale or wrong key) or did
+    /// not read as the command's shape.
+    pub unreadable: u64,
+    /// A command nobody models.
+    pub unknown_command: u64,
+}
+
 /// A running listener: receive its events; stop it or drop it to close the socket.
 #[derive(Debug)]
 pub struct Listener {
     events: mpsc::Receiver<ListenerEvent>,
     stop: watch::Sender<bool>,
+    skipped: Arc<Mutex<SkippedFrames>>,
 }
 
 impl Listener {
     /// The next event; `None` after [`ListenerEvent::Stopped`].
     pub async fn recv(&mut self) -> Option<ListenerEvent> {
         self.events.recv().await
+    }
+
+    /// The frames skipped so far, over every connection of this listener.
+    pub fn skipped_frames(&self) -> SkippedFrames {
+        *self
+            .skipped
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// Closes the socket (code 1000) and ends with [`StopReason::Requested`].
@@ -158,7 +181,9 @@ impl Session {
     pub fn listen_from(&self, config: ListenerConfig, resume: ResumePoint) -> Listener {
         let (events, receiver) = mpsc::channel(config.channel_capacity.max(1));
         let (stop, stopped) = watch::channel(false);
+        let skipped = Arc::new(Mutex::new(SkippedFrames::default()));
         let worker = Worker {
+            skipped: skipped.clone(),
             session: self.clone(),
             config,
             events,
@@ -174,6 +199,7 @@ impl Session {
         Listener {
             events: receiver,
             stop,
+            skipped,
         }
     }
 }
@@ -202,6 +228,7 @@ struct Worker {
     /// Gap fill on the first connection too (started from a resume point).
     fill_first: bool,
     request_id: u64,
+    skipped: Arc<Mutex<SkippedFrames>>,
 }
 
 /// The Client closed the channel: nobody listens any more.
@@ -400,6 +427,7 @@ impl Worker {
                         Ok(decoded) => decoded,
                         Err(error) => {
                             tracing::warn!(uid = %self.session.uid, %error, "undecodable frame skipped");
+                            self.count_skipped(|skipped| skipped.undecodable += 1);
                             continue;
                         }
                     };
@@ -423,6 +451,7 @@ impl Worker {
                             Ok(None) => {}
                             Err(error) => {
                                 tracing::warn!(uid = %self.session.uid, %error, "unusable cipher key frame skipped");
+                                self.count_skipped(|skipped| skipped.undecodable += 1);
                             }
                         }
                         continue;
@@ -438,6 +467,15 @@ impl Worker {
                 }
             }
         }
+    }
+
+    fn count_skipped(&self, count: impl FnOnce(&mut SkippedFrames)) {
+        count(
+            &mut self
+                .skipped
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner()),
+        );
     }
 
     /// Requests for the messages since the newest seen, per thread kind (510 direct, 511
@@ -485,6 +523,7 @@ impl Worker {
             Ok(parsed) => parsed,
             Err(error) => {
                 tracing::warn!(uid = %self.session.uid, cmd = header.cmd, sub_cmd = header.sub_cmd, %error, "frame skipped");
+                self.count_skipped(|skipped| skipped.unreadable += 1);
                 return Ok(());
             }
         };
@@ -492,6 +531,7 @@ impl Worker {
             match &event {
                 Event::Unknown { cmd, sub_cmd, .. } => {
                     tracing::warn!(uid = %self.session.uid, cmd, sub_cmd, "unknown command skipped");
+                    self.count_skipped(|skipped| skipped.unknown_command += 1);
                     continue;
                 }
                 Event::Invalid { cmd, reason, .. } => {

@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 
 pub use api::UserInfo;
 pub use error::ClientError;
-pub use listener::{Listener, ListenerConfig, ListenerEvent, ResumePoint, StopReason};
+pub use listener::{
+    Listener, ListenerConfig, ListenerEvent, ResumePoint, SkippedFrames, StopReason,
+};
 pub use login::{RetryPolicy, ServiceMap, Session, SocketSettings};
 pub use media::{FileUpload, Image, ShareFileSettings, Sticker, UploadedFile, UploadedImage};
 pub use qr::{QrConfig, QrEvent};

@@ -153,6 +153,7 @@ async fn faults(State(sim): State<Simulator>, body: Bytes) -> Response {
         "garbage" => Some(Corruption::Garbage),
         "wrong_key" => Some(Corruption::WrongKey),
         "unknown_command" => Some(Corruption::UnknownCommand),
+        "truncated_header" => Some(Corruption::TruncatedHeader),
         _ => None,
     };
     if let Some(corruption) = corruption {

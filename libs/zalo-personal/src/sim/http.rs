@@ -355,7 +355,15 @@ async fn get_login_info(State(sim): State<Simulator>, headers: HeaderMap, uri: U
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
     let enk = cipher.enk_base64();
-    sim.with_account(&uid, |state| state.session_keys.push(cipher));
+    let login = super::Login {
+        imei: params["imei"].as_str().unwrap_or_default().to_string(),
+        user_agent: header_text(&headers, header::USER_AGENT),
+        at_ms: now_ms(),
+    };
+    sim.with_account(&uid, |state| {
+        state.session_keys.push(cipher);
+        state.logins.push(login);
+    });
     let hosts = sim
         .with(|state| state.advertised.clone())
         .unwrap_or_else(|| {
@@ -555,11 +563,11 @@ async fn get_profiles(State(sim): State<Simulator>, headers: HeaderMap, body: By
     {
         let entry = text(entry);
         let uid = entry.split('_').next().unwrap_or_default().to_string();
-        let profile = sim.with(|state| state.accounts.get(&uid).map(|a| a.profile.clone()));
-        // Any uid answers: customers need not be accounts of the simulator.
-        let (name, avatar) = profile
-            .map(|profile| (profile.display_name, profile.avatar))
-            .unwrap_or_else(|| (format!("User {uid}"), String::new()));
+        // Accounts and the users the test added answer; anyone else is not found.
+        let Some(profile) = sim.profile(&uid) else {
+            continue;
+        };
+        let (name, avatar) = (profile.display_name, profile.avatar);
         changed.insert(
             uid.clone(),
             json!({

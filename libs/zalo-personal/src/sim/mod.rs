@@ -205,6 +205,8 @@ pub enum Corruption {
     WrongKey,
     /// A well-formed frame of a command nobody knows.
     UnknownCommand,
+    /// The first three bytes of a message frame's four-byte header, nothing after.
+    TruncatedHeader,
 }
 
 /// What a connection's task is told to do.
@@ -260,6 +262,19 @@ struct AccountState {
     uploads: Vec<Upload>,
     /// By kind, client id and file name.
     partial_uploads: HashMap<String, PartialUpload>,
+    /// Successful cookie logins, oldest first.
+    logins: Vec<Login>,
+    /// When each websocket handshake of the account arrived (Unix ms), refused ones too.
+    ws_attempts: Vec<i64>,
+}
+
+/// A cookie login `getLoginInfo` accepted: what the client presented.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    pub imei: String,
+    pub user_agent: String,
+    /// Unix ms, the simulator's clock.
+    pub at_ms: i64,
 }
 
 /// A browser's cookie grant: the account it logs in and the user agent it is bound to.
@@ -299,6 +314,12 @@ struct State {
     advertised: Option<AdvertisedHosts>,
     /// `chunk_size_file` handed out; None: [`DEFAULT_UPLOAD_CHUNK_SIZE`].
     upload_chunk_size: Option<usize>,
+    /// Cookies handed out (by `issue_credentials` or a QR login's `checksession`), with the
+    /// account they log in, oldest first.
+    grant_log: Vec<(String, Vec<Cookie>)>,
+    /// Users who are not accounts of the simulator (customers), by uid: what profile
+    /// lookups answer for them.
+    users: HashMap<String, SimAccount>,
 }
 
 /// The upload chunk size the simulator hands out unless told otherwise.
@@ -315,7 +336,8 @@ pub struct Simulator {
     scheme: &'static str,
 }
 
-/// A user's display name for injected messages.
+/// A user's display name for injected messages; an empty name leaves `dName` out of the
+/// message, as for a sender the client must look up.
 #[derive(Debug, Clone)]
 pub struct Sender {
     pub uid: String,
@@ -471,6 +493,8 @@ impl Simulator {
                             drop_every: None,
                             uploads: Vec::new(),
                             partial_uploads: HashMap::new(),
+                            logins: Vec::new(),
+                            ws_attempts: Vec::new(),
                         },
                     );
                 }
@@ -492,17 +516,7 @@ impl Simulator {
 
     fn grant(&self, uid: &str, user_agent: &str) -> Vec<Cookie> {
         let sek = random_token();
-        self.with(|state| {
-            state.grants.insert(
-                sek.clone(),
-                Grant {
-                    uid: uid.into(),
-                    user_agent: user_agent.into(),
-                    expired: false,
-                },
-            );
-        });
-        vec![
+        let cookies = vec![
             Cookie {
                 name: "zpsid".into(),
                 value: random_token(),
@@ -510,10 +524,55 @@ impl Simulator {
             },
             Cookie {
                 name: "zpw_sek".into(),
-                value: sek,
+                value: sek.clone(),
                 domain: ".chat.zalo.me".into(),
             },
-        ]
+        ];
+        self.with(|state| {
+            state.grants.insert(
+                sek,
+                Grant {
+                    uid: uid.into(),
+                    user_agent: user_agent.into(),
+                    expired: false,
+                },
+            );
+            state.grant_log.push((uid.into(), cookies.clone()));
+        });
+        cookies
+    }
+
+    /// Every set of cookies handed out for account `uid` (by [`Simulator::issue_credentials`]
+    /// or a confirmed QR login), oldest first: what a client was actually given.
+    pub fn granted_cookies(&self, uid: &str) -> Vec<Vec<Cookie>> {
+        self.with(|state| {
+            state
+                .grant_log
+                .iter()
+                .filter(|(owner, _)| owner == uid)
+                .map(|(_, cookies)| cookies.clone())
+                .collect()
+        })
+    }
+
+    /// Adds (or replaces) a user who is not an account of the simulator, such as a
+    /// customer: profile lookups (`getprofiles`) answer with this name and avatar. Users
+    /// neither added nor accounts are not found.
+    pub fn add_user(&self, user: SimAccount) {
+        self.with(|state| {
+            state.users.insert(user.uid.clone(), user);
+        });
+    }
+
+    /// The profile a lookup of `uid` answers with: an account's, else an added user's.
+    pub(crate) fn profile(&self, uid: &str) -> Option<SimAccount> {
+        self.with(|state| {
+            state
+                .accounts
+                .get(uid)
+                .map(|account| account.profile.clone())
+                .or_else(|| state.users.get(uid).cloned())
+        })
     }
 
     // ---- QR ----
@@ -704,7 +763,7 @@ impl Simulator {
 
     fn message(&self, from: &str, to: &str, name: &str, content: Value, msg_type: &str) -> Value {
         let id = self.next_msg_id().to_string();
-        json!({
+        let mut msg = json!({
             "actionId": id,
             "msgId": id,
             "cliMsgId": id,
@@ -719,7 +778,14 @@ impl Simulator {
             "ttl": 0,
             "userId": "0",
             "uin": "0",
-        })
+        });
+        // Without a name the message carries no dName (the client must look the sender up).
+        if name.is_empty()
+            && let Some(fields) = msg.as_object_mut()
+        {
+            fields.remove("dName");
+        }
+        msg
     }
 
     // ---- what the client did ----
@@ -756,6 +822,19 @@ impl Simulator {
     /// The most sockets the account had open at the same time so far.
     pub fn max_connections(&self, account: &str) -> usize {
         self.with_account(account, |state| state.max_connections)
+            .unwrap_or_default()
+    }
+
+    /// The cookie logins `getLoginInfo` accepted for the account, oldest first.
+    pub fn logins(&self, account: &str) -> Vec<Login> {
+        self.with_account(account, |state| state.logins.clone())
+            .unwrap_or_default()
+    }
+
+    /// When each websocket handshake of the account arrived (Unix ms, the simulator's
+    /// clock), accepted or refused: the reconnect policy's rhythm.
+    pub fn ws_attempts(&self, account: &str) -> Vec<i64> {
+        self.with_account(account, |state| state.ws_attempts.clone())
             .unwrap_or_default()
     }
 

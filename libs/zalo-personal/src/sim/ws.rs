@@ -25,7 +25,10 @@ pub(super) async fn upgrade(
         return StatusCode::UNAUTHORIZED.into_response();
     };
     let refused = sim
-        .with_account(&uid, |state| state.refuse_sockets)
+        .with_account(&uid, |state| {
+            state.ws_attempts.push(super::now_ms());
+            state.refuse_sockets
+        })
         .unwrap_or(true);
     if refused {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
@@ -168,6 +171,7 @@ fn corrupted(corruption: Corruption) -> Vec<u8> {
                 "content": "never seen", "ts": "0", "msgType": "webchat"}]}});
             pack(Header::new(1, 501, 0), &body, &random_key()).unwrap_or_default()
         }
+        Corruption::TruncatedHeader => frame::encode(Header::new(1, 501, 0), b"")[..3].to_vec(),
         Corruption::UnknownCommand => frame::encode(
             Header::new(1, 4242, 0),
             json!({"data": "{}", "encrypt": 0}).to_string().as_bytes(),
