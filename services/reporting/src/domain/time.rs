@@ -6,10 +6,16 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 pub const MICROS_PER_HOUR: i64 = 3_600_000_000;
+pub const MICROS_PER_DAY: i64 = 24 * MICROS_PER_HOUR;
 
 /// The start of the UTC hour holding `micros`.
 pub fn hour_of(micros: i64) -> i64 {
     micros.div_euclid(MICROS_PER_HOUR) * MICROS_PER_HOUR
+}
+
+/// The start of the UTC day holding `micros`: the key of the daily roll-ups.
+pub fn day_of(micros: i64) -> i64 {
+    micros.div_euclid(MICROS_PER_DAY) * MICROS_PER_DAY
 }
 
 pub fn micros(at: DateTime<Utc>) -> i64 {

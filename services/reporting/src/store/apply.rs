@@ -8,7 +8,7 @@ use super::{ApplySettings, Store};
 use crate::{
     domain::{
         clock::{self, ConversationState, Counter, Dims, Fact, Op},
-        time::hour_of,
+        time::{day_of, hour_of},
     },
     error::Error,
 };
@@ -386,56 +386,63 @@ macro_rules! backend_apply {
             }
             for op in ops {
                 match op {
+                    // Each figure goes to its hour and to the daily roll-up of its day.
                     Op::Count { hour, dims, counter } => {
                         let column = counter.column();
-                        sqlx::query(sqlx::AssertSqlSafe(format!(
-                            "INSERT INTO hourly (tenant_id, hour, user_id, team_id, channel_account_id, lead_source, {column}) \
-                             VALUES ($1, $2, $3, $4, $5, $6, 1) \
-                             ON CONFLICT (tenant_id, user_id, hour, team_id, channel_account_id, lead_source) \
-                             DO UPDATE SET {column} = hourly.{column} + 1"
-                        )))
-                        .bind(tenant)
-                        .bind(hour)
-                        .bind(&dims.user_id)
-                        .bind(&dims.team_id)
-                        .bind(&dims.channel_account_id)
-                        .bind(&dims.lead_source)
-                        .execute(&mut *tx)
-                        .await?;
+                        for (table, at) in [("hourly", hour), ("daily", day_of(hour))] {
+                            sqlx::query(sqlx::AssertSqlSafe(format!(
+                                "INSERT INTO {table} (tenant_id, hour, user_id, team_id, channel_account_id, lead_source, {column}) \
+                                 VALUES ($1, $2, $3, $4, $5, $6, 1) \
+                                 ON CONFLICT (tenant_id, user_id, hour, team_id, channel_account_id, lead_source) \
+                                 DO UPDATE SET {column} = {table}.{column} + 1"
+                            )))
+                            .bind(tenant)
+                            .bind(at)
+                            .bind(&dims.user_id)
+                            .bind(&dims.team_id)
+                            .bind(&dims.channel_account_id)
+                            .bind(&dims.lead_source)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
                     }
                     Op::Sample { hour, dims, kind, bucket } => {
-                        sqlx::query(
-                            "INSERT INTO hourly_hist (tenant_id, hour, user_id, team_id, channel_account_id, lead_source, kind, bucket, count) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1) \
-                             ON CONFLICT (tenant_id, user_id, kind, hour, team_id, channel_account_id, lead_source, bucket) \
-                             DO UPDATE SET count = hourly_hist.count + 1",
-                        )
-                        .bind(tenant)
-                        .bind(hour)
-                        .bind(&dims.user_id)
-                        .bind(&dims.team_id)
-                        .bind(&dims.channel_account_id)
-                        .bind(&dims.lead_source)
-                        .bind(kind.name())
-                        .bind(bucket)
-                        .execute(&mut *tx)
-                        .await?;
+                        for (table, at) in [("hourly_hist", hour), ("daily_hist", day_of(hour))] {
+                            sqlx::query(sqlx::AssertSqlSafe(format!(
+                                "INSERT INTO {table} (tenant_id, hour, user_id, team_id, channel_account_id, lead_source, kind, bucket, count) \
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1) \
+                                 ON CONFLICT (tenant_id, user_id, kind, hour, team_id, channel_account_id, lead_source, bucket) \
+                                 DO UPDATE SET count = {table}.count + 1"
+                            )))
+                            .bind(tenant)
+                            .bind(at)
+                            .bind(&dims.user_id)
+                            .bind(&dims.team_id)
+                            .bind(&dims.channel_account_id)
+                            .bind(&dims.lead_source)
+                            .bind(kind.name())
+                            .bind(bucket)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
                     }
                     Op::Fact { hour, dims, fact, conversation_id } => {
-                        sqlx::query(
-                            "INSERT INTO facts (tenant_id, metric, user_id, hour, conversation_id, team_id, channel_account_id, lead_source) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
-                        )
-                        .bind(tenant)
-                        .bind(fact.name())
-                        .bind(&dims.user_id)
-                        .bind(hour)
-                        .bind(&conversation_id)
-                        .bind(&dims.team_id)
-                        .bind(&dims.channel_account_id)
-                        .bind(&dims.lead_source)
-                        .execute(&mut *tx)
-                        .await?;
+                        for (table, at) in [("facts", hour), ("daily_facts", day_of(hour))] {
+                            sqlx::query(sqlx::AssertSqlSafe(format!(
+                                "INSERT INTO {table} (tenant_id, metric, user_id, hour, conversation_id, team_id, channel_account_id, lead_source) \
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING"
+                            )))
+                            .bind(tenant)
+                            .bind(fact.name())
+                            .bind(&dims.user_id)
+                            .bind(at)
+                            .bind(&conversation_id)
+                            .bind(&dims.team_id)
+                            .bind(&dims.channel_account_id)
+                            .bind(&dims.lead_source)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
                     }
                     Op::OpenWait { conversation_id, started_at, dims, first } => {
                         sqlx::query(

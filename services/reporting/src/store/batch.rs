@@ -14,7 +14,10 @@ use super::{
     bind_all,
 };
 use crate::{
-    domain::clock::{self, ConversationState, Counter, Dims, Op},
+    domain::{
+        clock::{self, ConversationState, Counter, Dims, Op},
+        time::day_of,
+    },
     error::Error,
 };
 
@@ -27,11 +30,22 @@ type WaitKey = (String, String, i64);
 /// (dimensions, first wait, ended at, outcome) of a wait.
 type WaitRow = (Dims, bool, Option<i64>, &'static str);
 
+type Counters = BTreeMap<HourKey, [i64; Counter::ALL.len()]>;
+type Samples = BTreeMap<(String, i64, Dims, &'static str, i64), i64>;
+type Facts = BTreeSet<(String, &'static str, i64, String, Dims)>;
+
+/// The batch's figures re-keyed by UTC day, for the daily roll-ups.
+struct Daily {
+    counters: Counters,
+    samples: Samples,
+    facts: Facts,
+}
+
 #[derive(Default)]
 struct Folded {
-    counters: BTreeMap<HourKey, [i64; Counter::ALL.len()]>,
-    samples: BTreeMap<(String, i64, Dims, &'static str, i64), i64>,
-    facts: BTreeSet<(String, &'static str, i64, String, Dims)>,
+    counters: Counters,
+    samples: Samples,
+    facts: Facts,
     /// Waits opened in this batch: (dims, first, ended_at, outcome).
     new_waits: BTreeMap<WaitKey, WaitRow>,
     /// Waits opened before this batch and closed in it.
@@ -40,6 +54,39 @@ struct Folded {
 }
 
 impl Folded {
+    fn daily(&self) -> Daily {
+        let mut daily = Daily {
+            counters: Counters::new(),
+            samples: Samples::new(),
+            facts: Facts::new(),
+        };
+        for ((tenant, hour, dims), counts) in &self.counters {
+            let sums = daily
+                .counters
+                .entry((tenant.clone(), day_of(*hour), dims.clone()))
+                .or_default();
+            for (sum, count) in sums.iter_mut().zip(counts) {
+                *sum += count;
+            }
+        }
+        for ((tenant, hour, dims, kind, bucket), count) in &self.samples {
+            *daily
+                .samples
+                .entry((tenant.clone(), day_of(*hour), dims.clone(), kind, *bucket))
+                .or_default() += count;
+        }
+        for (tenant, metric, hour, conversation, dims) in &self.facts {
+            daily.facts.insert((
+                tenant.clone(),
+                metric,
+                day_of(*hour),
+                conversation.clone(),
+                dims.clone(),
+            ));
+        }
+        daily
+    }
+
     fn add(&mut self, tenant: &str, ops: Vec<Op>) {
         for op in ops {
             match op {
@@ -328,72 +375,80 @@ macro_rules! backend_fold {
                 folded.add(&envelope.tenant_id, ops);
             }
 
-            let counters: Vec<_> = folded.counters.iter().collect();
+            // Each figure goes to its hour and to the daily roll-up of its day.
+            let daily = folded.daily();
             let columns: Vec<&str> = Counter::ALL.iter().map(|counter| counter.column()).collect();
-            for chunk in counters.chunks(ROWS) {
-                let mut sql = Sql::default();
-                sql.push(&format!(
-                    "INSERT INTO hourly (tenant_id, hour, user_id, team_id, channel_account_id, lead_source, {}) VALUES ",
-                    columns.join(", ")
-                ));
-                values(&mut sql, chunk, |sql, ((tenant, hour, key), counts)| {
-                    sql.text(tenant).push(", ").int(*hour).push(", ");
-                    dims(sql, key);
-                    for count in counts.iter() {
-                        sql.push(", ").int(*count);
-                    }
-                });
-                let updates: Vec<String> = columns
-                    .iter()
-                    .map(|column| format!("{column} = hourly.{column} + excluded.{column}"))
-                    .collect();
-                sql.push(&format!(
-                    " ON CONFLICT (tenant_id, user_id, hour, team_id, channel_account_id, lead_source) DO UPDATE SET {}",
-                    updates.join(", ")
-                ));
-                bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.text.clone())), sql)
-                    .execute(&mut *tx)
-                    .await?;
+            for (table, rows) in [("hourly", &folded.counters), ("daily", &daily.counters)] {
+                let counters: Vec<_> = rows.iter().collect();
+                for chunk in counters.chunks(ROWS) {
+                    let mut sql = Sql::default();
+                    sql.push(&format!(
+                        "INSERT INTO {table} (tenant_id, hour, user_id, team_id, channel_account_id, lead_source, {}) VALUES ",
+                        columns.join(", ")
+                    ));
+                    values(&mut sql, chunk, |sql, ((tenant, hour, key), counts)| {
+                        sql.text(tenant).push(", ").int(*hour).push(", ");
+                        dims(sql, key);
+                        for count in counts.iter() {
+                            sql.push(", ").int(*count);
+                        }
+                    });
+                    let updates: Vec<String> = columns
+                        .iter()
+                        .map(|column| format!("{column} = {table}.{column} + excluded.{column}"))
+                        .collect();
+                    sql.push(&format!(
+                        " ON CONFLICT (tenant_id, user_id, hour, team_id, channel_account_id, lead_source) DO UPDATE SET {}",
+                        updates.join(", ")
+                    ));
+                    bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.text.clone())), sql)
+                        .execute(&mut *tx)
+                        .await?;
+                }
             }
-            let samples: Vec<_> = folded.samples.iter().collect();
-            for chunk in samples.chunks(ROWS) {
-                let mut sql = Sql::default();
-                sql.push("INSERT INTO hourly_hist (tenant_id, hour, user_id, team_id, channel_account_id, lead_source, kind, bucket, count) VALUES ");
-                values(&mut sql, chunk, |sql, ((tenant, hour, key, kind, bucket), count)| {
-                    sql.text(tenant).push(", ").int(*hour).push(", ");
-                    dims(sql, key);
-                    sql.push(", ").text(kind).push(", ").int(*bucket).push(", ").int(**count);
-                });
-                sql.push(" ON CONFLICT (tenant_id, user_id, kind, hour, team_id, channel_account_id, lead_source, bucket) DO UPDATE SET count = hourly_hist.count + excluded.count");
-                bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.text.clone())), sql)
-                    .execute(&mut *tx)
-                    .await?;
+            for (table, rows) in [("hourly_hist", &folded.samples), ("daily_hist", &daily.samples)] {
+                let samples: Vec<_> = rows.iter().collect();
+                for chunk in samples.chunks(ROWS) {
+                    let mut sql = Sql::default();
+                    sql.push(&format!("INSERT INTO {table} (tenant_id, hour, user_id, team_id, channel_account_id, lead_source, kind, bucket, count) VALUES "));
+                    values(&mut sql, chunk, |sql, ((tenant, hour, key, kind, bucket), count)| {
+                        sql.text(tenant).push(", ").int(*hour).push(", ");
+                        dims(sql, key);
+                        sql.push(", ").text(kind).push(", ").int(*bucket).push(", ").int(**count);
+                    });
+                    sql.push(&format!(" ON CONFLICT (tenant_id, user_id, kind, hour, team_id, channel_account_id, lead_source, bucket) DO UPDATE SET count = {table}.count + excluded.count"));
+                    bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.text.clone())), sql)
+                        .execute(&mut *tx)
+                        .await?;
+                }
             }
-            let facts: Vec<_> = folded.facts.iter().collect();
-            for chunk in facts.chunks(ROWS) {
-                let mut sql = Sql::default();
-                sql.push("INSERT INTO facts (tenant_id, metric, user_id, hour, conversation_id, team_id, channel_account_id, lead_source) VALUES ");
-                values(&mut sql, chunk, |sql, (tenant, metric, hour, conversation, key)| {
-                    sql.text(tenant)
-                        .push(", ")
-                        .text(metric)
-                        .push(", ")
-                        .text(&key.user_id)
-                        .push(", ")
-                        .int(*hour)
-                        .push(", ")
-                        .text(conversation)
-                        .push(", ")
-                        .text(&key.team_id)
-                        .push(", ")
-                        .text(&key.channel_account_id)
-                        .push(", ")
-                        .text(&key.lead_source);
-                });
-                sql.push(" ON CONFLICT DO NOTHING");
-                bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.text.clone())), sql)
-                    .execute(&mut *tx)
-                    .await?;
+            for (table, rows) in [("facts", &folded.facts), ("daily_facts", &daily.facts)] {
+                let facts: Vec<_> = rows.iter().collect();
+                for chunk in facts.chunks(ROWS) {
+                    let mut sql = Sql::default();
+                    sql.push(&format!("INSERT INTO {table} (tenant_id, metric, user_id, hour, conversation_id, team_id, channel_account_id, lead_source) VALUES "));
+                    values(&mut sql, chunk, |sql, (tenant, metric, hour, conversation, key)| {
+                        sql.text(tenant)
+                            .push(", ")
+                            .text(metric)
+                            .push(", ")
+                            .text(&key.user_id)
+                            .push(", ")
+                            .int(*hour)
+                            .push(", ")
+                            .text(conversation)
+                            .push(", ")
+                            .text(&key.team_id)
+                            .push(", ")
+                            .text(&key.channel_account_id)
+                            .push(", ")
+                            .text(&key.lead_source);
+                    });
+                    sql.push(" ON CONFLICT DO NOTHING");
+                    bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.text.clone())), sql)
+                        .execute(&mut *tx)
+                        .await?;
+                }
             }
             let waits: Vec<_> = folded.new_waits.iter().collect();
             for chunk in waits.chunks(ROWS) {
