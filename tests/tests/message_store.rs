@@ -407,10 +407,13 @@ async fn search_folds_vietnamese_and_respects_visibility(kind: BackendKind) {
         .expect("search")
         .into_inner()
         .hits;
+    // Every hit, contacts and notes included, is the agent's own.
     let visible: Vec<_> = hits
         .iter()
-        .map(|hit| hit.conversation_id.clone())
-        .filter(|id| !id.is_empty())
+        .map(|hit| match &hit.hit {
+            Some(Hit::Message(message)) => message.conversation_id.clone(),
+            other => panic!("only the agent's message matches: {other:?}"),
+        })
         .collect();
     assert_eq!(visible, vec![mine.clone()], "{hits:?}");
     let hits = agent
@@ -463,6 +466,7 @@ async fn bad_input_is_rejected_and_nothing_half_written(kind: BackendKind) {
         })
         .await
         .expect_err("empty batch");
+    assert_eq!(error.code(), tonic::Code::InvalidArgument);
     assert_eq!(error.message(), "invalid messages: empty batch");
     let mut batch: Vec<InboundMessage> = (0..3)
         .map(|index| {
@@ -495,10 +499,10 @@ async fn bad_input_is_rejected_and_nothing_half_written(kind: BackendKind) {
         })
         .await
         .expect_err("oversized");
-    assert!(
-        error.message().contains("at most 500"),
-        "{}",
-        error.message()
+    assert_eq!(error.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        error.message(),
+        "invalid messages: 501 in one batch, at most 500"
     );
     let conversations = admin
         .list_conversations(ListConversationsRequest::default())
@@ -518,6 +522,11 @@ async fn bad_input_is_rejected_and_nothing_half_written(kind: BackendKind) {
         .await
         .expect_err("unknown");
     assert_eq!(error.code(), tonic::Code::NotFound);
+    assert!(
+        error.message().starts_with("contact_id "),
+        "{}",
+        error.message()
+    );
     store.stop().await.expect("stops");
 }
 
@@ -965,28 +974,33 @@ async fn edits_keep_versions_and_quotes_resolve(kind: BackendKind) {
     admin.append_inbound(reply).await.expect("stored");
     let bus = giao_bus::connect(&backend.bus).await.expect("bus");
     let publisher = EventPublisher::new(bus, "connector");
-    for attempt in 0..2 {
-        // The same edit reported twice keeps one version.
+    let edit = |external_id: &str, text: &str| {
+        Payload::MessageEdited(events::MessageEdited {
+            channel_account_id: "oa-1".into(),
+            external_message_id: external_id.into(),
+            content: Some(MessageContent {
+                r#type: ContentType::Text as i32,
+                text: text.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    };
+    // The same edit reported twice keeps one version; then an edit of the reply, which is
+    // applied after both (edits are applied one at a time in order).
+    for (event_id, external_id, text) in [
+        ("edit-0", "m1", "Cho em 3 cái"),
+        ("edit-1", "m1", "Cho em 3 cái"),
+        ("edit-last", "m2", "Nhầm, 3 cái nhé"),
+    ] {
         publisher
-            .publish(
-                TENANT,
-                format!("edit-{attempt}"),
-                Payload::MessageEdited(events::MessageEdited {
-                    channel_account_id: "oa-1".into(),
-                    external_message_id: "m1".into(),
-                    content: Some(MessageContent {
-                        r#type: ContentType::Text as i32,
-                        text: "Cho em 3 cái".into(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-            )
+            .publish(TENANT, event_id.into(), edit(external_id, text))
             .await
             .expect("published");
     }
+    // Wait for the last edit: then both reports of the first were applied.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
+    let history = loop {
         let history = admin
             .get_history(GetHistoryRequest {
                 conversation_id: original.conversation_id.clone(),
@@ -997,32 +1011,32 @@ async fn edits_keep_versions_and_quotes_resolve(kind: BackendKind) {
             .expect("history")
             .into_inner()
             .messages;
-        let edited = &history[0];
-        if edited.content.as_ref().map(|c| c.text.as_str()) == Some("Cho em 3 cái") {
-            assert_eq!(edited.versions.len(), 1, "{edited:?}");
-            assert_eq!(
-                edited.versions[0].content.as_ref().map(|c| c.text.as_str()),
-                Some("Cho em 2 cái")
-            );
-            assert_eq!(history[1].quote_message_id, original.message_id);
-            break;
+        if history[1].content.as_ref().map(|c| c.text.as_str()) == Some("Nhầm, 3 cái nhé") {
+            break history;
         }
-        assert!(tokio::time::Instant::now() < deadline, "edit never applied");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "edits never applied"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    // Both reports were handled before this point or will change nothing; search sees the new text.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let history = admin
-        .get_history(GetHistoryRequest {
-            conversation_id: original.conversation_id.clone(),
-            direction: 1,
-            ..Default::default()
-        })
-        .await
-        .expect("history")
-        .into_inner()
-        .messages;
-    assert_eq!(history[0].versions.len(), 1);
+    };
+    let edited = &history[0];
+    assert_eq!(
+        edited.content.as_ref().map(|c| c.text.as_str()),
+        Some("Cho em 3 cái")
+    );
+    assert_eq!(
+        edited.versions.len(),
+        1,
+        "one version however often reported: {edited:?}"
+    );
+    assert_eq!(
+        edited.versions[0].content.as_ref().map(|c| c.text.as_str()),
+        Some("Cho em 2 cái")
+    );
+    assert_eq!(history[1].quote_message_id, original.message_id);
+    assert_eq!(history[1].versions.len(), 1);
+    // Search sees the new texts.
     let hits = admin
         .search(SearchRequest {
             query: "3 cai".into(),
@@ -1704,12 +1718,12 @@ async fn followers_become_contacts_with_their_lead_source(kind: BackendKind) {
     let (backend, store, mut admin) = start(kind).await;
     let bus = giao_bus::connect(&backend.bus).await.expect("bus");
     let publisher = giao_bus::envelope::EventPublisher::new(bus, "connector");
-    let follow = |source: &str| {
+    let follow_by = |user: &str, name: &str, source: &str| {
         Payload::FollowChanged(FollowChanged {
             channel_account_id: "oa-1".into(),
             user: Some(ChannelUser {
-                external_user_id: "u-follow".into(),
-                display_name: "Trần Văn Minh".into(),
+                external_user_id: user.into(),
+                display_name: name.into(),
                 ..Default::default()
             }),
             following: true,
@@ -1717,6 +1731,7 @@ async fn followers_become_contacts_with_their_lead_source(kind: BackendKind) {
             ..Default::default()
         })
     };
+    let follow = |source: &str| follow_by("u-follow", "Trần Văn Minh", source);
     publisher
         .publish(TENANT, "follow-1".into(), follow("oa_qr"))
         .await
@@ -1730,32 +1745,45 @@ async fn followers_become_contacts_with_their_lead_source(kind: BackendKind) {
         .publish(TENANT, "follow-2".into(), follow("ads_123"))
         .await
         .expect("published");
+    // Follows are applied one at a time in order: once this later follower is a contact,
+    // every follow above has been applied.
+    publisher
+        .publish(
+            TENANT,
+            "follow-last".into(),
+            follow_by("u-last", "Người theo dõi cuối", "oa_search"),
+        )
+        .await
+        .expect("published");
 
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    let contact = loop {
+    let contacts = loop {
         let contacts = admin
             .list_contacts(ListContactsRequest::default())
             .await
             .expect("contacts")
             .into_inner()
             .contacts;
-        if let Some(contact) = contacts.first()
-            && !contact.lead_source.is_empty()
+        if contacts
+            .iter()
+            .any(|contact| contact.lead_source == "oa_search")
         {
-            assert_eq!(contacts.len(), 1, "one contact per follower");
-            break contact.clone();
+            break contacts;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the follower never became a contact"
+            "the followers never became contacts"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
-    assert_eq!(contact.display_name, "Trần Văn Minh");
+    assert_eq!(contacts.len(), 2, "one contact per follower: {contacts:?}");
+    let contact = contacts
+        .iter()
+        .find(|contact| contact.display_name == "Trần Văn Minh")
+        .expect("the first follower")
+        .clone();
+    // The first touch held through the repeated and the later follow.
     assert_eq!(contact.lead_source, "oa_qr");
-
-    // Give the later follows time to be applied, then check the first touch held.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let first = admin
         .append_inbound(inbound(
             "oa-1",
@@ -1789,6 +1817,1654 @@ async fn followers_become_contacts_with_their_lead_source(kind: BackendKind) {
     store.stop().await.expect("stops");
 }
 
+/// 2026-11-02 08:00 UTC plus `minute` minutes: past, so every test controls the order.
+fn minute(minute: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: 1_793_606_400 + minute * 60,
+        nanos: 0,
+    }
+}
+
+/// An inbound text sent at a chosen minute.
+fn inbound_at(
+    account: &str,
+    customer: &str,
+    name: &str,
+    id: &str,
+    text: &str,
+    at: i64,
+) -> AppendInboundRequest {
+    let mut request = inbound(account, customer, name, id, text);
+    if let Some(message) = request.message.as_mut() {
+        message.sent_at = Some(minute(at));
+    }
+    request
+}
+
+/// The call failed with NotFound and its message names `field` first.
+fn assert_not_found<T: std::fmt::Debug>(result: Result<T, tonic::Status>, field: &str, what: &str) {
+    let error = result.expect_err(what);
+    assert_eq!(error.code(), tonic::Code::NotFound, "{what}: {error:?}");
+    assert!(
+        error.message().starts_with(&format!("{field} ")),
+        "{what}: the message names {field}: {}",
+        error.message()
+    );
+}
+
+/// The call failed with InvalidArgument and its message starts with `prefix`, which names
+/// the field.
+fn assert_invalid<T: std::fmt::Debug>(result: Result<T, tonic::Status>, prefix: &str) {
+    let error = result.expect_err(prefix);
+    assert_eq!(error.code(), tonic::Code::InvalidArgument, "{error:?}");
+    assert!(
+        error.message().starts_with(prefix),
+        "expected {prefix:?}: {}",
+        error.message()
+    );
+}
+
+/// Every chunk of an export: the JSON lines and the manifest.
+async fn export_lines(
+    client: &mut MessageStoreServiceClient<Authed>,
+    selector: giao_proto::messagestore::export_history_request::Selector,
+) -> Result<
+    (
+        Vec<serde_json::Value>,
+        giao_proto::messagestore::ExportManifest,
+    ),
+    tonic::Status,
+> {
+    use giao_proto::messagestore::{ExportHistoryRequest, export_chunk::Chunk};
+    let mut stream = client
+        .export_history(ExportHistoryRequest {
+            selector: Some(selector),
+            purpose: "test".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let mut body = Vec::new();
+    let mut manifest = None;
+    while let Some(chunk) = stream.message().await? {
+        match chunk.chunk {
+            Some(Chunk::Jsonl(bytes)) => body.extend_from_slice(&bytes),
+            Some(Chunk::Manifest(last)) => manifest = Some(last),
+            None => panic!("empty chunk"),
+        }
+    }
+    let lines = body
+        .split(|byte| *byte == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| serde_json::from_slice(line).expect("JSON line"))
+        .collect();
+    Ok((lines, manifest.expect("a manifest ends the export")))
+}
+
+async fn contact_of(
+    client: &mut MessageStoreServiceClient<Authed>,
+    conversation_id: &str,
+) -> String {
+    client
+        .get_conversation(giao_proto::messagestore::GetConversationRequest {
+            conversation_id: conversation_id.into(),
+        })
+        .await
+        .expect("conversation")
+        .into_inner()
+        .contact_id
+}
+
+fn client_as(
+    store_channel: &tonic::transport::Channel,
+    user: &str,
+    role: &str,
+) -> MessageStoreServiceClient<Authed> {
+    MessageStoreServiceClient::with_interceptor(
+        store_channel.clone(),
+        giao_tests::as_user(TENANT, user, role),
+    )
+}
+
+fn search_page(query: &str, page_size: u32, cursor: &str) -> SearchRequest {
+    SearchRequest {
+        query: query.into(),
+        page: Some(PageRequest {
+            page_size,
+            cursor: cursor.into(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Every read and write of the contact answers NotFound naming `contact_id`.
+async fn assert_contact_hidden(
+    client: &mut MessageStoreServiceClient<Authed>,
+    contact_id: &str,
+    who: &str,
+) {
+    use giao_proto::messagestore::{AddNoteRequest, ListNotesRequest};
+    let contact_id = contact_id.to_string();
+    let results = [
+        (
+            "GetContact",
+            client
+                .get_contact(GetContactRequest {
+                    contact_id: contact_id.clone(),
+                })
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "UpdateContact",
+            client
+                .update_contact(UpdateContactRequest {
+                    contact_id: contact_id.clone(),
+                    update_mask: vec!["display_name".into(), "care_status".into()],
+                    display_name: "hijacked".into(),
+                    care_status: "won".into(),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "AddTags",
+            client
+                .add_tags(AddTagsRequest {
+                    contact_id: contact_id.clone(),
+                    tags: vec!["hijacked".into()],
+                })
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "AddNote",
+            client
+                .add_note(AddNoteRequest {
+                    contact_id: contact_id.clone(),
+                    text: "hijacked".into(),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "ListNotes",
+            client
+                .list_notes(ListNotesRequest {
+                    contact_id: contact_id.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ()),
+        ),
+    ];
+    for (rpc, result) in results {
+        assert_not_found(result, "contact_id", &format!("{rpc} {who}"));
+    }
+}
+
+/// Every read and write of the conversation answers NotFound naming `conversation_id`.
+async fn assert_conversation_hidden(
+    client: &mut MessageStoreServiceClient<Authed>,
+    conversation_id: &str,
+    who: &str,
+) {
+    use giao_proto::messagestore::{
+        ConversationStatus, GetConversationRequest, RecordOutboundRequest,
+        SetConversationStatusRequest,
+    };
+    let conversation_id = conversation_id.to_string();
+    let results = [
+        (
+            "GetConversation",
+            client
+                .get_conversation(GetConversationRequest {
+                    conversation_id: conversation_id.clone(),
+                })
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "GetHistory",
+            client
+                .get_history(GetHistoryRequest {
+                    conversation_id: conversation_id.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "Search in the conversation",
+            client
+                .search(SearchRequest {
+                    conversation_id: conversation_id.clone(),
+                    ..search_page("a", 10, "")
+                })
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "RecordOutbound",
+            client
+                .record_outbound(RecordOutboundRequest {
+                    conversation_id: conversation_id.clone(),
+                    content: Some(MessageContent {
+                        text: "hijacked".into(),
+                        ..Default::default()
+                    }),
+                    idempotency_key: "hijack-1".into(),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "SetConversationStatus",
+            client
+                .set_conversation_status(SetConversationStatusRequest {
+                    conversation_id: conversation_id.clone(),
+                    status: ConversationStatus::Closed as i32,
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ()),
+        ),
+    ];
+    for (rpc, result) in results {
+        assert_not_found(result, "conversation_id", &format!("{rpc} {who}"));
+    }
+}
+
+/// A delivery report by giao id or by the channel's id on oa-1 answers NotFound naming the
+/// field that carried the id.
+async fn assert_delivery_hidden(
+    client: &mut MessageStoreServiceClient<Authed>,
+    message_id: &str,
+    external_message_id: &str,
+) {
+    use giao_proto::messagestore::UpdateDeliveryRequest;
+    let status = giao_proto::common::DeliveryStatus::Failed as i32;
+    let by_id = UpdateDeliveryRequest {
+        message_id: message_id.into(),
+        status,
+        ..Default::default()
+    };
+    let by_channel = UpdateDeliveryRequest {
+        channel_account_id: "oa-1".into(),
+        external_message_id: external_message_id.into(),
+        status,
+        ..Default::default()
+    };
+    for (request, field) in [(by_id, "message_id"), (by_channel, "external_message_id")] {
+        assert_not_found(
+            client.update_delivery(request).await,
+            field,
+            "UpdateDelivery",
+        );
+    }
+}
+
+/// Another tenant's ids answer NotFound on every RPC that takes one, naming the field, and
+/// change nothing; its searches and exports find nothing of this tenant.
+async fn other_tenants_ids_answer_not_found(kind: BackendKind) {
+    use giao_proto::messagestore::{
+        AddNoteRequest, AttachmentInfo, EditNoteRequest, GetAttachmentRequest,
+        GetConversationRequest, ListNotesRequest, MergeContactsRequest, UploadAttachmentRequest,
+        export_history_request::Selector, upload_attachment_request::Part,
+    };
+    let (_backend, store, mut admin) = start(kind).await;
+    let photo = admin
+        .upload_attachment(futures::stream::iter(vec![
+            UploadAttachmentRequest {
+                part: Some(Part::Info(AttachmentInfo {
+                    name: "ao.jpg".into(),
+                    mime_type: "image/jpeg".into(),
+                    ..Default::default()
+                })),
+            },
+            UploadAttachmentRequest {
+                part: Some(Part::Data(vec![7; 1_000])),
+            },
+        ]))
+        .await
+        .expect("uploaded")
+        .into_inner();
+    let mut request = inbound("oa-1", "u-lan", "Chị Lan", "m1", "");
+    if let Some(message) = request.message.as_mut() {
+        message.content = Some(MessageContent {
+            r#type: ContentType::Image as i32,
+            attachments: vec![photo.clone()],
+            ..Default::default()
+        });
+    }
+    let stored = admin
+        .append_inbound(request)
+        .await
+        .expect("stored")
+        .into_inner()
+        .message
+        .expect("message");
+    let conversation_id = stored.conversation_id.clone();
+    let contact_id = contact_of(&mut admin, &conversation_id).await;
+    let minh_conversation = admin
+        .append_inbound(inbound(
+            "oa-1",
+            "u-minh",
+            "Anh Minh",
+            "m2",
+            "Áo còn size M không",
+        ))
+        .await
+        .expect("stored")
+        .into_inner()
+        .message
+        .expect("message")
+        .conversation_id;
+    let other_contact = contact_of(&mut admin, &minh_conversation).await;
+    let note = admin
+        .add_note(AddNoteRequest {
+            contact_id: contact_id.clone(),
+            text: "Khách quen, thích áo màu xanh".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("noted")
+        .into_inner();
+
+    let mut theirs = message_store_client(&store, "other-co", "admin").await;
+    assert_conversation_hidden(&mut theirs, &conversation_id, "from another tenant").await;
+    assert_contact_hidden(&mut theirs, &contact_id, "from another tenant").await;
+    assert_not_found(
+        theirs
+            .edit_note(EditNoteRequest {
+                note_id: note.note_id.clone(),
+                text: "x".into(),
+            })
+            .await,
+        "note_id",
+        "EditNote",
+    );
+    assert_not_found(
+        theirs
+            .merge_contacts(MergeContactsRequest {
+                target_contact_id: contact_id.clone(),
+                source_contact_id: other_contact.clone(),
+            })
+            .await,
+        "target_contact_id",
+        "MergeContacts",
+    );
+    assert_delivery_hidden(&mut theirs, &stored.message_id, "m1").await;
+    let read = async {
+        let mut stream = theirs
+            .get_attachment(GetAttachmentRequest {
+                storage_key: photo.storage_key.clone(),
+            })
+            .await?
+            .into_inner();
+        while stream.message().await?.is_some() {}
+        Ok::<_, tonic::Status>(())
+    };
+    assert_not_found(read.await, "storage_key", "GetAttachment");
+    assert_not_found(
+        export_lines(&mut theirs, Selector::ContactId(contact_id.clone())).await,
+        "contact_id",
+        "ExportHistory by contact",
+    );
+    // Searching and exporting their own tenant finds nothing of this one.
+    let hits = theirs
+        .search(search_page("ao", 50, ""))
+        .await
+        .expect("their search")
+        .into_inner()
+        .hits;
+    assert!(hits.is_empty(), "{hits:?}");
+    let ours = admin
+        .search(search_page("ao", 50, ""))
+        .await
+        .expect("our search")
+        .into_inner()
+        .hits;
+    assert!(!ours.is_empty(), "the same search finds it here");
+    for selector in [
+        Selector::ChannelAccountId("oa-1".into()),
+        Selector::Tenant(true),
+    ] {
+        let (lines, manifest) = export_lines(&mut theirs, selector.clone())
+            .await
+            .expect("their export");
+        assert!(lines.is_empty(), "{selector:?}: {lines:?}");
+        assert_eq!(
+            (manifest.conversations, manifest.messages, manifest.contacts),
+            (0, 0, 0)
+        );
+    }
+
+    // Nothing changed here.
+    let contact = admin
+        .get_contact(GetContactRequest {
+            contact_id: contact_id.clone(),
+        })
+        .await
+        .expect("contact")
+        .into_inner();
+    assert_eq!(
+        (contact.display_name.as_str(), contact.care_status.as_str()),
+        ("Chị Lan", "new")
+    );
+    assert!(contact.tags.is_empty());
+    assert!(contact.merged_contact_ids.is_empty());
+    let notes = admin
+        .list_notes(ListNotesRequest {
+            contact_id,
+            ..Default::default()
+        })
+        .await
+        .expect("notes")
+        .into_inner()
+        .notes;
+    assert_eq!(notes.len(), 1);
+    assert!(notes[0].versions.is_empty());
+    let history = admin
+        .get_history(GetHistoryRequest {
+            conversation_id: conversation_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("history")
+        .into_inner()
+        .messages;
+    assert_eq!(history.len(), 1);
+    assert_eq!(
+        history[0].delivery_status,
+        giao_proto::common::DeliveryStatus::Delivered as i32
+    );
+    let conversation = admin
+        .get_conversation(GetConversationRequest { conversation_id })
+        .await
+        .expect("conversation")
+        .into_inner();
+    assert_eq!(
+        conversation.status,
+        giao_proto::messagestore::ConversationStatus::Open as i32
+    );
+    store.stop().await.expect("stops");
+}
+
+/// Agents see their own customers only (conversations, contacts and notes, in reads, writes
+/// and search); supervisors their teams' conversations, in lists, reads, search and exports.
+async fn agents_and_supervisors_see_only_their_share(kind: BackendKind) {
+    use giao_proto::messagestore::{
+        AddNoteRequest, ListNotesRequest, export_history_request::Selector,
+    };
+    let (_backend, store, mut admin) = start(kind).await;
+    let channel = store.channel().await;
+    // Lan is u-agent's customer in team-1; Mai is u-other's in team-2.
+    let mut ids = Vec::new();
+    for (customer, name, id, text, owner, team) in [
+        (
+            "u-lan",
+            "Nguyễn Thị Lan",
+            "m1",
+            "Khách hàng hỏi giao Đà Nẵng",
+            "u-agent",
+            "team-1",
+        ),
+        (
+            "u-mai",
+            "Võ Thị Mai",
+            "m2",
+            "Khách hàng cần giao Đà Nẵng gấp",
+            "u-other",
+            "team-2",
+        ),
+    ] {
+        let conversation_id = admin
+            .append_inbound(inbound("oa-1", customer, name, id, text))
+            .await
+            .expect("stored")
+            .into_inner()
+            .message
+            .expect("message")
+            .conversation_id;
+        admin
+            .set_conversation_owner(SetConversationOwnerRequest {
+                conversation_ids: vec![conversation_id.clone()],
+                owner_user_id: owner.into(),
+                team_id: team.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("owner set");
+        let contact_id = contact_of(&mut admin, &conversation_id).await;
+        admin
+            .add_note(AddNoteRequest {
+                contact_id: contact_id.clone(),
+                text: format!("{name}: ưu tiên kho Đà Nẵng"),
+                ..Default::default()
+            })
+            .await
+            .expect("noted");
+        ids.push((conversation_id, contact_id));
+    }
+    let (lan_conversation, lan) = ids[0].clone();
+    let (mai_conversation, mai) = ids[1].clone();
+
+    // The admin's search sees both customers' notes, so the agent's narrower view is a filter.
+    let kinds = |hits: &[giao_proto::messagestore::SearchHit]| {
+        let mut seen: Vec<(&'static str, String)> = hits
+            .iter()
+            .map(|hit| match &hit.hit {
+                Some(Hit::Message(message)) => ("message", message.conversation_id.clone()),
+                Some(Hit::Contact(contact)) => ("contact", contact.contact_id.clone()),
+                Some(Hit::Note(note)) => ("note", note.contact_id.clone()),
+                None => ("none", String::new()),
+            })
+            .collect();
+        seen.sort();
+        seen
+    };
+    let search = |client: &MessageStoreServiceClient<Authed>, scope: i32, query: &str| {
+        let mut client = client.clone();
+        let request = SearchRequest {
+            scope,
+            ..search_page(query, 50, "")
+        };
+        async move {
+            client
+                .search(request)
+                .await
+                .expect("search")
+                .into_inner()
+                .hits
+        }
+    };
+    let mut expected_all = vec![
+        ("message", lan_conversation.clone()),
+        ("message", mai_conversation.clone()),
+        ("note", lan.clone()),
+        ("note", mai.clone()),
+    ];
+    expected_all.sort();
+    assert_eq!(kinds(&search(&admin, 0, "da nang").await), expected_all);
+
+    let mut agent = client_as(&channel, "u-agent", "agent");
+    let mut expected_own = vec![("message", lan_conversation.clone()), ("note", lan.clone())];
+    expected_own.sort();
+    assert_eq!(kinds(&search(&agent, 0, "da nang").await), expected_own);
+    // Contacts by name or phone: the agent's customer only, where the admin finds more.
+    let contacts = giao_proto::messagestore::SearchScope::Contacts as i32;
+    for (query, expected) in [
+        ("thi", vec![("contact", lan.clone())]),
+        ("mai", vec![]),
+        ("0912345678", vec![("contact", lan.clone())]),
+    ] {
+        assert_eq!(
+            kinds(&search(&agent, contacts, query).await),
+            expected,
+            "agent searching {query:?}"
+        );
+        let all = search(&admin, contacts, query).await;
+        assert!(
+            all.len() > expected.len(),
+            "admin searching {query:?}: {all:?}"
+        );
+    }
+    // Another agent's customer and conversation are NotFound, for reading and writing.
+    assert_contact_hidden(&mut agent, &mai, "as another agent").await;
+    assert_conversation_hidden(&mut agent, &mai_conversation, "as another agent").await;
+    let untouched = admin
+        .get_contact(GetContactRequest {
+            contact_id: mai.clone(),
+        })
+        .await
+        .expect("contact")
+        .into_inner();
+    assert_eq!(
+        (
+            untouched.display_name.as_str(),
+            untouched.care_status.as_str()
+        ),
+        ("Võ Thị Mai", "new")
+    );
+    assert!(untouched.tags.is_empty());
+    let notes = admin
+        .list_notes(ListNotesRequest {
+            contact_id: mai.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("notes")
+        .into_inner()
+        .notes;
+    assert_eq!(notes.len(), 1);
+    // Their own customer is writable.
+    agent
+        .add_tags(AddTagsRequest {
+            contact_id: lan.clone(),
+            tags: vec!["mine".into()],
+        })
+        .await
+        .expect("own customer");
+
+    // team-1's supervisor: team-1 only.
+    let mut supervisor = client_as(&channel, "u-lead", "supervisor.team-1");
+    assert_conversation_hidden(
+        &mut supervisor,
+        &mai_conversation,
+        "as another team's supervisor",
+    )
+    .await;
+    let listed: Vec<String> = supervisor
+        .list_conversations(ListConversationsRequest::default())
+        .await
+        .expect("lists")
+        .into_inner()
+        .conversations
+        .into_iter()
+        .map(|conversation| conversation.conversation_id)
+        .collect();
+    assert_eq!(listed, vec![lan_conversation.clone()]);
+    assert_eq!(
+        kinds(&search(&supervisor, 0, "da nang").await),
+        expected_own
+    );
+    supervisor
+        .get_history(GetHistoryRequest {
+            conversation_id: lan_conversation.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("the team's conversation");
+
+    // Exports by owner or channel account carry only the supervisor's teams' conversations.
+    for (selector, expected) in [
+        (Selector::OwnerUserId("u-other".into()), vec![]),
+        (
+            Selector::OwnerUserId("u-agent".into()),
+            vec![lan_conversation.clone()],
+        ),
+        (
+            Selector::ChannelAccountId("oa-1".into()),
+            vec![lan_conversation.clone()],
+        ),
+    ] {
+        let (lines, manifest) = export_lines(&mut supervisor, selector.clone())
+            .await
+            .expect("export");
+        let conversations: Vec<String> = lines
+            .iter()
+            .filter(|line| line["type"] == "conversation")
+            .map(|line| line["conversation_id"].as_str().expect("id").to_string())
+            .collect();
+        assert_eq!(conversations, expected, "{selector:?}");
+        assert_eq!(manifest.conversations, expected.len() as u64);
+        let contacts: Vec<&str> = lines
+            .iter()
+            .filter(|line| line["type"] == "contact" || line["type"] == "note")
+            .map(|line| line["contact_id"].as_str().expect("contact id"))
+            .collect();
+        assert!(
+            contacts.iter().all(|contact| *contact == lan),
+            "{selector:?}: {contacts:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .all(|line| line["text"] != "Khách hàng cần giao Đà Nẵng gấp"),
+            "{selector:?}"
+        );
+    }
+    // The admin's export of the account has both, so the filter above is the supervisor's.
+    let (_, manifest) = export_lines(&mut admin, Selector::ChannelAccountId("oa-1".into()))
+        .await
+        .expect("export");
+    assert_eq!(manifest.conversations, 2);
+    store.stop().await.expect("stops");
+}
+
+/// Unknown ids are NotFound naming the field; malformed ids are InvalidArgument naming it.
+async fn unknown_ids_name_their_field(kind: BackendKind) {
+    use giao_proto::messagestore::{
+        AddNoteRequest, EditNoteRequest, GetConversationRequest, ListNotesRequest,
+        RecordOutboundRequest, UpdateDeliveryRequest,
+    };
+    let (_backend, store, mut admin) = start(kind).await;
+    let conversation_id = admin
+        .append_inbound(inbound("oa-1", "u-1", "Lan", "m1", "Chào shop"))
+        .await
+        .expect("stored")
+        .into_inner()
+        .message
+        .expect("message")
+        .conversation_id;
+    let contact_id = contact_of(&mut admin, &conversation_id).await;
+    let unknown = uuid::Uuid::now_v7().to_string();
+    assert_conversation_hidden(&mut admin, &unknown, "of an unknown id").await;
+    assert_contact_hidden(&mut admin, &unknown, "of an unknown id").await;
+    assert_delivery_hidden(&mut admin, &unknown, "never-sent").await;
+    assert_not_found(
+        admin
+            .add_note(AddNoteRequest {
+                contact_id: contact_id.clone(),
+                conversation_id: unknown.clone(),
+                text: "ghi chú".into(),
+                ..Default::default()
+            })
+            .await,
+        "conversation_id",
+        "AddNote in an unknown conversation",
+    );
+    assert_not_found(
+        admin
+            .edit_note(EditNoteRequest {
+                note_id: unknown.clone(),
+                text: "sửa".into(),
+            })
+            .await,
+        "note_id",
+        "EditNote",
+    );
+    assert_not_found(
+        admin
+            .record_outbound(RecordOutboundRequest {
+                conversation_id: conversation_id.clone(),
+                quote_message_id: unknown.clone(),
+                content: Some(MessageContent {
+                    text: "Dạ".into(),
+                    ..Default::default()
+                }),
+                idempotency_key: "k1".into(),
+                ..Default::default()
+            })
+            .await,
+        "quote_message_id",
+        "RecordOutbound quoting an unknown message",
+    );
+    assert_not_found(
+        admin
+            .set_conversation_owner(SetConversationOwnerRequest {
+                conversation_ids: vec![conversation_id.clone(), unknown.clone()],
+                owner_user_id: "u-agent".into(),
+                ..Default::default()
+            })
+            .await,
+        "conversation_ids[1]",
+        "SetConversationOwner with one unknown id",
+    );
+    // Nothing of the refused calls was written.
+    let conversation = admin
+        .get_conversation(GetConversationRequest {
+            conversation_id: conversation_id.clone(),
+        })
+        .await
+        .expect("conversation")
+        .into_inner();
+    assert_eq!(conversation.owner_user_id, "");
+    let notes = admin
+        .list_notes(ListNotesRequest {
+            contact_id: contact_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("notes")
+        .into_inner()
+        .notes;
+    assert!(notes.is_empty(), "{notes:?}");
+    let history = admin
+        .get_history(GetHistoryRequest {
+            conversation_id: conversation_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("history")
+        .into_inner()
+        .messages;
+    assert_eq!(history.len(), 1);
+
+    // Malformed or missing ids are bad input, named.
+    for (result, expected) in [
+        (
+            admin
+                .get_conversation(GetConversationRequest {
+                    conversation_id: "not-an-id".into(),
+                })
+                .await
+                .map(|_| ()),
+            "invalid conversation_id \"not-an-id\"",
+        ),
+        (
+            admin
+                .get_history(GetHistoryRequest::default())
+                .await
+                .map(|_| ()),
+            "missing conversation_id",
+        ),
+        (
+            admin
+                .update_delivery(UpdateDeliveryRequest {
+                    message_id: "42".into(),
+                    status: giao_proto::common::DeliveryStatus::Seen as i32,
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ()),
+            "invalid message_id \"42\"",
+        ),
+        (
+            admin
+                .add_note(AddNoteRequest {
+                    text: "ghi chú".into(),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ()),
+            "missing contact_id",
+        ),
+    ] {
+        assert_invalid(result, expected);
+    }
+    store.stop().await.expect("stops");
+}
+
+/// History pages backward and forward with no message skipped or repeated, even when messages
+/// share a second; ListConversations filters each field, newest activity first, and pages.
+async fn history_and_lists_page_without_gaps(kind: BackendKind) {
+    use giao_proto::messagestore::{ConversationStatus, SetConversationStatusRequest};
+    let (_backend, store, mut admin) = start(kind).await;
+    // 23 messages; pairs share the same minute, so paging must order by id within a time.
+    let mut stored = Vec::new();
+    for index in 0..23 {
+        let message = admin
+            .append_inbound(inbound_at(
+                "oa-1",
+                "u-long",
+                "Khách",
+                &format!("h{index}"),
+                &format!("tin {index}"),
+                index / 2,
+            ))
+            .await
+            .expect("stored")
+            .into_inner()
+            .message
+            .expect("message");
+        stored.push(message);
+    }
+    let conversation_id = stored[0].conversation_id.clone();
+    let read_all = |direction: i32, page_size: u32| {
+        let mut client = admin.clone();
+        let conversation_id = conversation_id.clone();
+        async move {
+            let (mut ids, mut pages, mut cursor) = (Vec::new(), 0, String::new());
+            loop {
+                let response = client
+                    .get_history(GetHistoryRequest {
+                        conversation_id: conversation_id.clone(),
+                        direction,
+                        page: Some(PageRequest {
+                            page_size,
+                            cursor: cursor.clone(),
+                        }),
+                    })
+                    .await
+                    .expect("history")
+                    .into_inner();
+                pages += 1;
+                assert!(response.messages.len() <= page_size as usize);
+                ids.extend(
+                    response
+                        .messages
+                        .into_iter()
+                        .map(|message| message.message_id),
+                );
+                cursor = response.page.expect("page").next_cursor;
+                if cursor.is_empty() {
+                    return (ids, pages);
+                }
+                assert!(pages < 50, "paging never ends");
+            }
+        }
+    };
+    let by_time = |ids: &[String]| {
+        ids.iter()
+            .map(|id| {
+                let message = stored
+                    .iter()
+                    .find(|m| &m.message_id == id)
+                    .expect("a stored message");
+                let at = message.sent_at.as_ref().expect("sent_at");
+                (at.seconds, message.external_message_id.clone())
+            })
+            .collect::<Vec<_>>()
+    };
+    let (backward, pages) = read_all(0, 5).await;
+    assert_eq!(pages, 5, "23 messages in pages of 5");
+    let (forward, _) = read_all(1, 4).await;
+    let mut reversed = forward.clone();
+    reversed.reverse();
+    assert_eq!(backward, reversed, "both directions see the same messages");
+    let unique: std::collections::HashSet<&String> = backward.iter().collect();
+    assert_eq!(unique.len(), 23, "none repeated");
+    assert_eq!(backward.len(), 23, "none skipped");
+    let times: Vec<i64> = by_time(&forward).into_iter().map(|(at, _)| at).collect();
+    assert!(
+        times.windows(2).all(|pair| pair[0] <= pair[1]),
+        "oldest first forward"
+    );
+    assert_eq!(by_time(&backward)[0].1, "h22", "newest first backward");
+
+    // Conversations with distinct accounts, owners, teams, statuses, lead sources and times.
+    let conversation = |account: &str, customer: &str, at: i64| {
+        let mut client = admin.clone();
+        let request = inbound_at(
+            account,
+            customer,
+            customer,
+            &format!("{customer}-1"),
+            "Chào shop",
+            at,
+        );
+        async move {
+            client
+                .append_inbound(request)
+                .await
+                .expect("stored")
+                .into_inner()
+                .message
+                .expect("message")
+                .conversation_id
+        }
+    };
+    let a = conversation("oa-1", "u-a", 100).await;
+    let b = conversation("oa-2", "u-b", 300).await;
+    let c = conversation("oa-1", "u-c", 200).await;
+    for (id, owner, team) in [
+        (&a, "u-1", "team-1"),
+        (&b, "u-2", "team-2"),
+        (&c, "u-1", "team-1"),
+    ] {
+        admin
+            .set_conversation_owner(SetConversationOwnerRequest {
+                conversation_ids: vec![id.clone()],
+                owner_user_id: owner.into(),
+                team_id: team.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("owner set");
+    }
+    admin
+        .set_conversation_status(SetConversationStatusRequest {
+            conversation_id: b.clone(),
+            status: ConversationStatus::Closed as i32,
+            outcome: "lost".into(),
+        })
+        .await
+        .expect("closed");
+    let contact_a = contact_of(&mut admin, &a).await;
+    admin
+        .update_contact(UpdateContactRequest {
+            contact_id: contact_a,
+            update_mask: vec!["lead_source".into()],
+            lead_source: "facebook_ads".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("lead source");
+
+    let list = |request: ListConversationsRequest| {
+        let mut client = admin.clone();
+        async move {
+            client
+                .list_conversations(request)
+                .await
+                .expect("lists")
+                .into_inner()
+                .conversations
+                .into_iter()
+                .map(|conversation| conversation.conversation_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    // Newest activity first: b (minute 300), c (200), a (100), then the long one (0 to 11).
+    let all = list(ListConversationsRequest::default()).await;
+    assert_eq!(
+        all,
+        vec![b.clone(), c.clone(), a.clone(), conversation_id.clone()]
+    );
+    for (label, request, expected) in [
+        (
+            "status closed",
+            ListConversationsRequest {
+                status: ConversationStatus::Closed as i32,
+                ..Default::default()
+            },
+            vec![b.clone()],
+        ),
+        (
+            "status open",
+            ListConversationsRequest {
+                status: ConversationStatus::Open as i32,
+                ..Default::default()
+            },
+            vec![c.clone(), a.clone(), conversation_id.clone()],
+        ),
+        (
+            "team-1",
+            ListConversationsRequest {
+                team_id: "team-1".into(),
+                ..Default::default()
+            },
+            vec![c.clone(), a.clone()],
+        ),
+        (
+            "owner u-2",
+            ListConversationsRequest {
+                owner_user_id: "u-2".into(),
+                ..Default::default()
+            },
+            vec![b.clone()],
+        ),
+        (
+            "lead source",
+            ListConversationsRequest {
+                lead_source: "facebook_ads".into(),
+                ..Default::default()
+            },
+            vec![a.clone()],
+        ),
+        (
+            "channel account oa-1",
+            ListConversationsRequest {
+                channel_account_id: "oa-1".into(),
+                ..Default::default()
+            },
+            vec![c.clone(), a.clone(), conversation_id.clone()],
+        ),
+        (
+            "updated since minute 200",
+            ListConversationsRequest {
+                updated_since: Some(minute(200)),
+                ..Default::default()
+            },
+            vec![b.clone(), c.clone()],
+        ),
+        (
+            "unassigned",
+            ListConversationsRequest {
+                unassigned: true,
+                ..Default::default()
+            },
+            vec![conversation_id.clone()],
+        ),
+        (
+            "team-1 and updated since minute 150",
+            ListConversationsRequest {
+                team_id: "team-1".into(),
+                updated_since: Some(minute(150)),
+                ..Default::default()
+            },
+            vec![c.clone()],
+        ),
+    ] {
+        assert_eq!(list(request).await, expected, "{label}");
+    }
+    // One at a time through the cursor: the same order, nothing twice.
+    let mut paged = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let response = admin
+            .list_conversations(ListConversationsRequest {
+                page: Some(PageRequest {
+                    page_size: 1,
+                    cursor: cursor.clone(),
+                }),
+                ..Default::default()
+            })
+            .await
+            .expect("lists")
+            .into_inner();
+        paged.extend(
+            response
+                .conversations
+                .into_iter()
+                .map(|c| c.conversation_id),
+        );
+        cursor = response.page.expect("page").next_cursor;
+        if cursor.is_empty() {
+            break;
+        }
+        assert!(paged.len() <= all.len(), "paging never ends");
+    }
+    assert_eq!(paged, all);
+    assert_invalid(
+        admin
+            .list_conversations(ListConversationsRequest {
+                status: 42,
+                ..Default::default()
+            })
+            .await,
+        "invalid status",
+    );
+    store.stop().await.expect("stops");
+}
+
+/// The care pipeline: defaults until set, an admin's custom stages, new customers in its
+/// first stage, statuses outside it refused by name.
+async fn care_pipeline_is_the_tenants_own(kind: BackendKind) {
+    use giao_proto::messagestore::{
+        CarePipeline, CareStage, GetCarePipelineRequest, SetCarePipelineRequest,
+    };
+    let (_backend, store, mut admin) = start(kind).await;
+    let keys = |pipeline: &CarePipeline| {
+        pipeline
+            .stages
+            .iter()
+            .map(|stage| stage.key.clone())
+            .collect::<Vec<_>>()
+    };
+    let defaults = admin
+        .get_care_pipeline(GetCarePipelineRequest {})
+        .await
+        .expect("pipeline")
+        .into_inner();
+    assert_eq!(
+        keys(&defaults),
+        ["new", "contacted", "interested", "quoted", "won", "lost"]
+    );
+    assert!(
+        defaults
+            .stages
+            .iter()
+            .any(|stage| stage.key == "won" && stage.terminal && stage.won)
+    );
+
+    let stage = |key: &str, label: &str, terminal: bool, won: bool| CareStage {
+        key: key.into(),
+        label: label.into(),
+        terminal,
+        won,
+    };
+    let custom = CarePipeline {
+        stages: vec![
+            stage("moi", "Mới", false, false),
+            stage("tu_van", "Đang tư vấn", false, false),
+            stage("chot", "Chốt đơn", true, true),
+            stage("huy", "Huỷ", true, false),
+        ],
+    };
+    let mut agent = message_store_client(&store, TENANT, "agent").await;
+    let error = agent
+        .set_care_pipeline(SetCarePipelineRequest {
+            pipeline: Some(custom.clone()),
+        })
+        .await
+        .expect_err("an admin's decision");
+    assert_eq!(error.code(), tonic::Code::PermissionDenied);
+    let set = admin
+        .set_care_pipeline(SetCarePipelineRequest {
+            pipeline: Some(custom.clone()),
+        })
+        .await
+        .expect("set")
+        .into_inner();
+    assert_eq!(set, custom);
+    assert_eq!(
+        agent
+            .get_care_pipeline(GetCarePipelineRequest {})
+            .await
+            .expect("agents read it")
+            .into_inner(),
+        custom
+    );
+    for (pipeline, expected) in [
+        (
+            CarePipeline {
+                stages: vec![
+                    stage("moi", "Mới", false, false),
+                    stage("moi", "Lại mới", false, false),
+                ],
+            },
+            "invalid pipeline.stages[1].key",
+        ),
+        (CarePipeline { stages: vec![] }, "invalid pipeline.stages"),
+        (
+            CarePipeline {
+                stages: vec![stage("  ", "Trống", false, false)],
+            },
+            "missing pipeline.stages[0].key",
+        ),
+    ] {
+        assert_invalid(
+            admin
+                .set_care_pipeline(SetCarePipelineRequest {
+                    pipeline: Some(pipeline),
+                })
+                .await,
+            expected,
+        );
+    }
+    let error = admin
+        .set_care_pipeline(SetCarePipelineRequest { pipeline: None })
+        .await
+        .expect_err("no pipeline");
+    assert_eq!(error.message(), "missing pipeline: required");
+    // The refused pipelines changed nothing.
+    assert_eq!(
+        admin
+            .get_care_pipeline(GetCarePipelineRequest {})
+            .await
+            .expect("pipeline")
+            .into_inner(),
+        custom
+    );
+
+    let conversation_id = admin
+        .append_inbound(inbound("oa-1", "u-1", "Hạnh", "m1", "Chào shop"))
+        .await
+        .expect("stored")
+        .into_inner()
+        .message
+        .expect("message")
+        .conversation_id;
+    let contact_id = contact_of(&mut admin, &conversation_id).await;
+    let contact = admin
+        .get_contact(GetContactRequest {
+            contact_id: contact_id.clone(),
+        })
+        .await
+        .expect("contact")
+        .into_inner();
+    assert_eq!(
+        contact.care_status, "moi",
+        "a new customer starts in the first stage"
+    );
+    let care_status = |status: &str| UpdateContactRequest {
+        contact_id: contact_id.clone(),
+        update_mask: vec!["care_status".into()],
+        care_status: status.into(),
+        ..Default::default()
+    };
+    // A default stage, not this tenant's.
+    assert_invalid(
+        admin.update_contact(care_status("quoted")).await,
+        "invalid care_status \"quoted\"",
+    );
+    let updated = admin
+        .update_contact(care_status("tu_van"))
+        .await
+        .expect("a stage of the pipeline")
+        .into_inner();
+    assert_eq!(updated.care_status, "tu_van");
+    // Another tenant still has the defaults.
+    let mut other = message_store_client(&store, "other-co", "admin").await;
+    assert_eq!(
+        keys(
+            &other
+                .get_care_pipeline(GetCarePipelineRequest {})
+                .await
+                .expect("pipeline")
+                .into_inner()
+        ),
+        keys(&defaults)
+    );
+    store.stop().await.expect("stops");
+}
+
+/// Search finds notes (with their snippet) and pages through message hits with its cursor:
+/// every match once, newest first; contacts and notes come on the first page only.
+async fn search_finds_notes_and_pages(kind: BackendKind) {
+    use giao_proto::messagestore::AddNoteRequest;
+    let (_backend, store, mut admin) = start(kind).await;
+    let mut matching = Vec::new();
+    for index in 0..11 {
+        let text = if index % 3 == 0 {
+            format!("Hỏi về đổi trả lần {index}")
+        } else {
+            format!("Bảo hành máy lần {index}")
+        };
+        let message = admin
+            .append_inbound(inbound_at(
+                "oa-1",
+                "u-1",
+                "Tâm",
+                &format!("m{index}"),
+                &text,
+                index / 2,
+            ))
+            .await
+            .expect("stored")
+            .into_inner()
+            .message
+            .expect("message");
+        if index % 3 != 0 {
+            matching.push(message.message_id);
+        }
+    }
+    let conversation_id = {
+        let history = admin
+            .list_conversations(ListConversationsRequest::default())
+            .await
+            .expect("lists")
+            .into_inner()
+            .conversations;
+        history[0].conversation_id.clone()
+    };
+    let contact_id = contact_of(&mut admin, &conversation_id).await;
+    let note = admin
+        .add_note(AddNoteRequest {
+            contact_id: contact_id.clone(),
+            conversation_id: conversation_id.clone(),
+            text: "Máy còn BẢO HÀNH đến tháng 6".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("noted")
+        .into_inner();
+
+    let mut seen = Vec::new();
+    let mut notes = Vec::new();
+    let mut cursor = String::new();
+    let mut pages = 0;
+    loop {
+        let response = admin
+            .search(search_page("bao hanh", 3, &cursor))
+            .await
+            .expect("search")
+            .into_inner();
+        pages += 1;
+        for hit in response.hits {
+            match hit.hit {
+                Some(Hit::Message(message)) => {
+                    assert!(hit.snippet.contains("[[Bảo hành]]"), "{}", hit.snippet);
+                    seen.push((
+                        message.sent_at.expect("sent_at").seconds,
+                        message.message_id,
+                    ));
+                }
+                Some(Hit::Note(found)) => {
+                    assert_eq!(pages, 1, "notes come on the first page");
+                    assert!(hit.snippet.contains("[[BẢO HÀNH]]"), "{}", hit.snippet);
+                    assert_eq!(hit.conversation_id, conversation_id);
+                    notes.push(found.note_id);
+                }
+                other => panic!("unexpected hit {other:?}"),
+            }
+        }
+        cursor = response.page.expect("page").next_cursor;
+        if cursor.is_empty() {
+            break;
+        }
+        assert!(pages < 20, "paging never ends");
+    }
+    assert_eq!(notes, vec![note.note_id.clone()]);
+    assert_eq!(pages, 3, "7 matches in pages of 3");
+    let ids: Vec<&String> = seen.iter().map(|(_, id)| id).collect();
+    let unique: std::collections::HashSet<&&String> = ids.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "no hit twice: {seen:?}");
+    let mut expected = matching.clone();
+    expected.sort();
+    let mut found: Vec<String> = ids.iter().map(|id| (*id).clone()).collect();
+    found.sort();
+    assert_eq!(found, expected, "every match found");
+    assert!(
+        seen.windows(2).all(|pair| pair[0].0 >= pair[1].0),
+        "newest first: {seen:?}"
+    );
+    // Scoped to notes: the note alone; a bad cursor is named.
+    let hits = admin
+        .search(SearchRequest {
+            scope: giao_proto::messagestore::SearchScope::Notes as i32,
+            ..search_page("con bao hanh", 10, "")
+        })
+        .await
+        .expect("search")
+        .into_inner()
+        .hits;
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert!(matches!(&hits[0].hit, Some(Hit::Note(found)) if found.note_id == note.note_id));
+    assert_invalid(
+        admin.search(search_page("bao hanh", 3, "garbage")).await,
+        "invalid page.cursor",
+    );
+    store.stop().await.expect("stops");
+}
+
+/// Collects the envelopes of `event_type` on the test's bus until the token is cancelled.
+fn collect_events(
+    backend: &Backend,
+    durable: &str,
+    event_type: &str,
+) -> (
+    std::sync::Arc<std::sync::Mutex<Vec<giao_proto::events::Envelope>>>,
+    tokio_util::sync::CancellationToken,
+) {
+    let collected: std::sync::Arc<std::sync::Mutex<Vec<giao_proto::events::Envelope>>> =
+        std::sync::Arc::default();
+    let sink = collected.clone();
+    let bus_config = backend.bus.clone();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let listener = stop.clone();
+    let spec = giao_bus::ConsumerSpec {
+        durable_name: durable.into(),
+        filter_subjects: vec![giao_bus::envelope::subject_filter(event_type)],
+        ack_wait: std::time::Duration::from_secs(5),
+        max_deliver: None,
+        inactive_threshold: None,
+    };
+    tokio::spawn(async move {
+        let bus = giao_bus::connect(&bus_config).await.expect("bus");
+        let _ =
+            giao_bus::run_consumer(bus, spec, listener, move |delivery: &giao_bus::Delivery| {
+                let sink = sink.clone();
+                let decoded = giao_bus::envelope::decode(delivery);
+                async move {
+                    if let Ok((envelope, _)) = decoded {
+                        sink.lock().expect("lock").push(envelope);
+                    }
+                    giao_bus::HandlerOutcome::Done
+                }
+            })
+            .await;
+    });
+    (collected, stop)
+}
+
+/// A recall the channel reports is stored, then announced by message-store with the giao
+/// message id and the stored recall, once per message however often it is reported; the
+/// announcement does not come back to message-store as a new recall.
+async fn stored_recalls_are_announced_once(kind: BackendKind) {
+    use giao_bus::envelope::EventPublisher;
+    use giao_proto::events::{self, envelope::Payload};
+    let (backend, store, mut admin) = start(kind).await;
+    let (collected, stop) = collect_events(&backend, "test-recalls", "message_recalled");
+    let mut ids = Vec::new();
+    for id in ["m1", "m2"] {
+        ids.push(
+            admin
+                .append_inbound(inbound("oa-1", "u-1", "Khoa", id, "Em gửi nhầm"))
+                .await
+                .expect("stored")
+                .into_inner()
+                .message
+                .expect("message"),
+        );
+    }
+    let bus = giao_bus::connect(&backend.bus).await.expect("bus");
+    let connector = EventPublisher::new(bus, "connector");
+    let recall = |external_id: &str, by: &str| {
+        Payload::MessageRecalled(events::MessageRecalled {
+            channel_account_id: "oa-1".into(),
+            external_message_id: external_id.into(),
+            recalled_by_external_id: by.into(),
+            recalled_at: Some(minute(5)),
+            ..Default::default()
+        })
+    };
+    // The same recall reported twice (another event id), then a later recall of m2 whose
+    // announcement proves the earlier reports were all handled (one consumer, in order).
+    for (event_id, external_id, by) in [
+        ("recall-1", "m1", "u-1"),
+        ("recall-1-again", "m1", "someone-else"),
+        ("recall-2", "m2", "u-1"),
+    ] {
+        connector
+            .publish(TENANT, event_id.into(), recall(external_id, by))
+            .await
+            .expect("published");
+    }
+    let announced = |message_id: &str| {
+        collected
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|envelope| envelope.producer == "message-store")
+            .filter_map(|envelope| match &envelope.payload {
+                Some(Payload::MessageRecalled(recall)) if recall.message_id == message_id => {
+                    Some(recall.clone())
+                }
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    giao_testkit::wait_until(
+        std::time::Duration::from_secs(20),
+        "the second recall announced",
+        || {
+            let done = !announced(&ids[1].message_id).is_empty();
+            async move { done }
+        },
+    )
+    .await;
+    let first = announced(&ids[0].message_id);
+    assert_eq!(
+        first.len(),
+        1,
+        "one announcement per recalled message: {first:?}"
+    );
+    assert_eq!(
+        first[0].recalled_by_external_id, "u-1",
+        "the first report wins"
+    );
+    assert_eq!(first[0].channel_account_id, "oa-1");
+    assert_eq!(first[0].external_message_id, "m1");
+    assert_eq!(first[0].recalled_at, Some(minute(5)));
+    let history = admin
+        .get_history(GetHistoryRequest {
+            conversation_id: ids[0].conversation_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("history")
+        .into_inner()
+        .messages;
+    assert!(
+        history
+            .iter()
+            .all(|message| message.recalled && message.recalled_by == "u-1")
+    );
+    assert!(
+        history
+            .iter()
+            .all(|message| message.content.as_ref().map(|c| c.text.as_str()) == Some("Em gửi nhầm")),
+        "the original stays readable"
+    );
+    stop.cancel();
+    store.stop().await.expect("stops");
+}
+
+/// PostgreSQL keeps messages in monthly partitions created ahead of time; a message from a
+/// month without one (far in the past) is still stored, in the default partition, and read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_partitions_exist_ahead_and_old_months_are_kept() {
+    use chrono::{Datelike, Months, NaiveDate};
+    let mut backend = Backend::new(BackendKind::Postgres).await;
+    let config = message_store_config(&mut backend).await;
+    let url = config.database.url.clone();
+    let store = start_message_store(config).await;
+    let mut admin = message_store_client(&store, TENANT, "admin").await;
+    let mut old = inbound("oa-1", "u-1", "Cũ", "m-2015", "Tin nhắn từ năm 2015");
+    if let Some(message) = old.message.as_mut() {
+        // 2015-03-10.
+        message.sent_at = Some(prost_types::Timestamp {
+            seconds: 1_425_945_600,
+            nanos: 0,
+        });
+    }
+    // Served only once start-up housekeeping (which creates the partitions) is done.
+    let old = admin
+        .append_inbound(old)
+        .await
+        .expect("a month without a partition is stored")
+        .into_inner()
+        .message
+        .expect("message");
+    let recent = admin
+        .append_inbound(inbound("oa-1", "u-1", "Cũ", "m-now", "Tin nhắn hôm nay"))
+        .await
+        .expect("stored")
+        .into_inner()
+        .message
+        .expect("message");
+
+    let pool = sqlx::PgPool::connect(&url).await.expect("database");
+    let partitions: Vec<(String,)> = sqlx::query_as(
+        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         WHERE i.inhparent = 'messages'::regclass",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("partitions");
+    let partitions: Vec<String> = partitions.into_iter().map(|(name,)| name).collect();
+    let today = chrono::Utc::now().date_naive();
+    let this_month = NaiveDate::from_ymd_opt(today.year(), today.month(), 1).expect("date");
+    for month in [this_month, this_month + Months::new(1)] {
+        let name = format!("messages_{}", month.format("%Y_%m"));
+        assert!(
+            partitions.contains(&name),
+            "{name} missing from {partitions:?}"
+        );
+    }
+    let home = |id: String| {
+        let pool = pool.clone();
+        async move {
+            let (table,): (String,) =
+                sqlx::query_as("SELECT tableoid::regclass::text FROM messages WHERE id = $1::uuid")
+                    .bind(id)
+                    .fetch_one(&pool)
+                    .await
+                    .expect("stored row");
+            table
+        }
+    };
+    assert_eq!(home(old.message_id.clone()).await, "messages_default");
+    assert_eq!(
+        home(recent.message_id.clone()).await,
+        format!("messages_{}", this_month.format("%Y_%m"))
+    );
+    let history = admin
+        .get_history(GetHistoryRequest {
+            conversation_id: old.conversation_id.clone(),
+            direction: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("history")
+        .into_inner()
+        .messages;
+    let texts: Vec<&str> = history
+        .iter()
+        .map(|message| message.content.as_ref().expect("content").text.as_str())
+        .collect();
+    assert_eq!(texts, ["Tin nhắn từ năm 2015", "Tin nhắn hôm nay"]);
+    pool.close().await;
+    store.stop().await.expect("stops");
+}
+
 giao_tests::on_both_backends!(
     captured_customers_become_contacts_with_codes,
     contacts_are_edited_with_clear_errors,
@@ -1803,4 +3479,11 @@ giao_tests::on_both_backends!(
     exports_group_histories_and_notes,
     conversations_close_and_reopen,
     followers_become_contacts_with_their_lead_source,
+    other_tenants_ids_answer_not_found,
+    agents_and_supervisors_see_only_their_share,
+    unknown_ids_name_their_field,
+    history_and_lists_page_without_gaps,
+    care_pipeline_is_the_tenants_own,
+    search_finds_notes_and_pages,
+    stored_recalls_are_announced_once,
 );

@@ -97,7 +97,7 @@ impl Api {
     ) -> Result<ConversationRecord, Error> {
         let id = parse_id(field, raw_id)?;
         let not_found = || Error::NotFound {
-            what: "conversation",
+            field: field.to_string(),
             id: raw_id.to_string(),
         };
         let conversation = self
@@ -114,11 +114,12 @@ impl Api {
     async fn visible_contact(
         &self,
         principal: &Principal,
+        field: &str,
         raw_id: &str,
     ) -> Result<ContactRecord, Error> {
-        let id = parse_id("contact_id", raw_id)?;
+        let id = parse_id(field, raw_id)?;
         let not_found = || Error::NotFound {
-            what: "contact",
+            field: field.to_string(),
             id: raw_id.to_string(),
         };
         let contact = self
@@ -151,7 +152,7 @@ impl Api {
         raw_id: &str,
         change: ContactChange,
     ) -> Result<ContactRecord, Error> {
-        let contact = self.visible_contact(caller, raw_id).await?;
+        let contact = self.visible_contact(caller, "contact_id", raw_id).await?;
         if let Some(status) = &change.care_status {
             let pipeline = self.care_stages(&caller.tenant_id).await?;
             if !pipeline.stages.iter().any(|stage| &stage.key == status) {
@@ -165,7 +166,7 @@ impl Api {
             .update_contact(&caller.tenant_id, contact.id, &change, Utc::now())
             .await?
             .ok_or_else(|| Error::NotFound {
-                what: "contact",
+                field: "contact_id".into(),
                 id: raw_id.to_string(),
             })?;
         self.ingestor.contact_changed(&before, &after).await?;
@@ -263,7 +264,7 @@ impl MessageStoreService for Api {
         caller.require(Permission::MESSAGES_READ)?;
         let key = request.into_inner().storage_key;
         let not_found = || Error::NotFound {
-            what: "attachment",
+            field: "storage_key".into(),
             id: key.clone(),
         };
         if key.is_empty() {
@@ -318,9 +319,9 @@ impl MessageStoreService for Api {
         caller.require(Permission::EXPORT)?;
         let request = request.into_inner();
         let selector = match request.selector {
-            Some(ExportSelector::ContactId(raw)) => {
-                crate::export::Selector::Contact(self.visible_contact(&caller, &raw).await?.id)
-            }
+            Some(ExportSelector::ContactId(raw)) => crate::export::Selector::Contact(
+                self.visible_contact(&caller, "contact_id", &raw).await?.id,
+            ),
             Some(ExportSelector::OwnerUserId(owner)) if !owner.is_empty() => {
                 crate::export::Selector::Owner(owner)
             }
@@ -659,7 +660,7 @@ impl MessageStoreService for Api {
                     .await?
                     .filter(|message| message.conversation_id == conversation.id)
                     .ok_or_else(|| Error::NotFound {
-                        what: "quoted message",
+                        field: "quote_message_id".into(),
                         id: raw.to_string(),
                     })?;
                 quoted.external_message_id
@@ -727,13 +728,18 @@ impl MessageStoreService for Api {
             .ingestor
             .apply_delivery(&caller.tenant_id, &reference, &change)
             .await?
-            .ok_or_else(|| Error::NotFound {
-                what: "message",
-                id: if request.message_id.is_empty() {
-                    request.external_message_id.clone()
+            .ok_or_else(|| {
+                if request.message_id.is_empty() {
+                    Error::NotFound {
+                        field: "external_message_id".into(),
+                        id: request.external_message_id.clone(),
+                    }
                 } else {
-                    request.message_id.clone()
-                },
+                    Error::NotFound {
+                        field: "message_id".into(),
+                        id: request.message_id.clone(),
+                    }
+                }
             })?;
         Ok(Response::new(UpdateDeliveryResponse {
             message: Some(message_to_proto(message)),
@@ -772,7 +778,7 @@ impl MessageStoreService for Api {
             .await?;
         if let Some(index) = ids.iter().position(|id| unknown.contains(id)) {
             return Err(Error::NotFound {
-                what: "conversation",
+                field: format!("conversation_ids[{index}]"),
                 id: request.conversation_ids[index].clone(),
             }
             .into());
@@ -835,7 +841,7 @@ impl MessageStoreService for Api {
             .conversation(&caller.tenant_id, conversation.id)
             .await?
             .ok_or_else(|| Error::NotFound {
-                what: "conversation",
+                field: "conversation_id".into(),
                 id: request.conversation_id.clone(),
             })?;
         Ok(Response::new(conversation_to_proto(updated)))
@@ -849,7 +855,7 @@ impl MessageStoreService for Api {
         let caller = principal(&request)?;
         caller.require(Permission::CONTACTS_READ)?;
         let contact = self
-            .visible_contact(&caller, &request.get_ref().contact_id)
+            .visible_contact(&caller, "contact_id", &request.get_ref().contact_id)
             .await?;
         Ok(Response::new(contact_to_proto(contact)))
     }
@@ -1006,7 +1012,9 @@ impl MessageStoreService for Api {
         caller.require(Permission::CONTACTS_WRITE)?;
         let request = request.into_inner();
         let text = note_text(&request.text)?;
-        let contact = self.visible_contact(&caller, &request.contact_id).await?;
+        let contact = self
+            .visible_contact(&caller, "contact_id", &request.contact_id)
+            .await?;
         let conversation_id = match request.conversation_id.as_str() {
             "" => None,
             raw => {
@@ -1057,7 +1065,7 @@ impl MessageStoreService for Api {
         let text = note_text(&request.text)?;
         let id = parse_id("note_id", &request.note_id)?;
         let not_found = || Error::NotFound {
-            what: "note",
+            field: "note_id".into(),
             id: request.note_id.clone(),
         };
         let note = self
@@ -1065,7 +1073,7 @@ impl MessageStoreService for Api {
             .note(&caller.tenant_id, id)
             .await?
             .ok_or_else(not_found)?;
-        self.visible_contact(&caller, &note.contact_id.to_string())
+        self.visible_contact(&caller, "note_id", &note.contact_id.to_string())
             .await
             .map_err(|_| not_found())?;
         // Agents edit their own notes; supervisors and admins may correct anyone's.
@@ -1090,7 +1098,9 @@ impl MessageStoreService for Api {
         let caller = principal(&request)?;
         caller.require(Permission::CONTACTS_READ)?;
         let request = request.into_inner();
-        let contact = self.visible_contact(&caller, &request.contact_id).await?;
+        let contact = self
+            .visible_contact(&caller, "contact_id", &request.contact_id)
+            .await?;
         let page = request.page.unwrap_or_default();
         let limit = domain::page_size(page.page_size);
         let notes = self
@@ -1127,10 +1137,10 @@ impl MessageStoreService for Api {
             .into());
         }
         let target = self
-            .visible_contact(&caller, &request.target_contact_id)
+            .visible_contact(&caller, "target_contact_id", &request.target_contact_id)
             .await?;
         let source = self
-            .visible_contact(&caller, &request.source_contact_id)
+            .visible_contact(&caller, "source_contact_id", &request.source_contact_id)
             .await?;
         for (field, contact) in [
             ("target_contact_id", &target),

@@ -94,7 +94,7 @@ impl Attachments {
             .await
             .map_err(|error| match error {
                 object_store::Error::NotFound { .. } => Error::NotFound {
-                    what: "attachment",
+                    field: "storage_key".into(),
                     id: key.to_string(),
                 },
                 other => Error::Storage(other.to_string()),

@@ -7,8 +7,10 @@ pub enum Error {
     /// Bad input; the message names the field.
     #[error("{0}")]
     InvalidArgument(String),
-    #[error("{what} {id} not found")]
-    NotFound { what: &'static str, id: String },
+    /// Unknown, another tenant's or not visible to the caller; `field` names the request
+    /// field that carried the id.
+    #[error("{field} \"{}\": not found", shown(id))]
+    NotFound { field: String, id: String },
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error("bus: {0}")]
@@ -22,6 +24,11 @@ pub enum Error {
     /// Data that should not exist (a bug or manual tampering); logged, never shown.
     #[error("inconsistent data: {0}")]
     Inconsistent(String),
+}
+
+/// An id as echoed back: bounded, since it came from the caller.
+fn shown(id: &str) -> String {
+    id.chars().take(64).collect()
 }
 
 impl ErrorCodeExt for Error {
