@@ -259,7 +259,7 @@ impl Ingestor {
             .set_status(&conversation.tenant_id, conversation.id, status, Utc::now())
             .await?
             .ok_or_else(|| Error::NotFound {
-                what: "conversation",
+                field: "conversation_id".into(),
                 id: conversation.id.to_string(),
             })?;
         if status == giao_proto::messagestore::ConversationStatus::Closed as i32 {
@@ -421,8 +421,14 @@ impl Ingestor {
         ))
     }
 
-    /// Flags a message recalled on the channel, keeping its content; returns whether the
-    /// message is known.
+    /// Flags a message recalled on the channel, keeping its content, then announces the
+    /// stored recall; returns whether the message is known.
+    ///
+    /// The announcement is a MessageRecalled from this service carrying the giao message id
+    /// and the recall as stored (the first report wins), so reporting and the console learn
+    /// of it without matching channel ids. Its event id is derived from the message, so a
+    /// repeated report or a redelivery is deduplicated by the bus; this service's own
+    /// recall consumer recognises it by its producer and leaves it alone.
     pub async fn apply_recall(
         &self,
         tenant_id: &str,
@@ -435,6 +441,24 @@ impl Ingestor {
         };
         self.store
             .mark_recalled(tenant_id, message.id, recalled_by, at)
+            .await?;
+        let stored = self
+            .store
+            .find_message(tenant_id, &MessageRef::Id(message.id))
+            .await?
+            .ok_or_else(|| Error::Inconsistent("recalled message vanished".into()))?;
+        self.publisher
+            .publish(
+                tenant_id,
+                format!("message-recalled-{}", stored.id),
+                Payload::MessageRecalled(events::MessageRecalled {
+                    channel_account_id: stored.channel_account_id.clone(),
+                    external_message_id: stored.external_message_id.clone().unwrap_or_default(),
+                    recalled_by_external_id: stored.recalled_by.clone().unwrap_or_default(),
+                    recalled_at: Some(timestamp(stored.recalled_at.unwrap_or(at))),
+                    message_id: stored.id.to_string(),
+                }),
+            )
             .await?;
         Ok(true)
     }
@@ -676,6 +700,11 @@ fn time_of(timestamp: Option<prost_types::Timestamp>) -> chrono::DateTime<Utc> {
 }
 
 async fn handle_update(ingestor: &Ingestor, envelope: events::Envelope) -> HandlerOutcome {
+    // Recalls this service announced after storing them share the subject of the channel's
+    // reports; applying them again would only announce them again.
+    if envelope.producer == crate::SERVICE {
+        return HandlerOutcome::Done;
+    }
     let tenant_id = envelope.tenant_id;
     let outcome = match envelope.payload {
         Some(Payload::DeliveryUpdated(report)) => {
