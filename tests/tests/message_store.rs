@@ -2578,7 +2578,6 @@ async fn unknown_ids_name_their_field(kind: BackendKind) {
                     ..Default::default()
                 }),
                 idempotency_key: "k1".into(),
-                ..Default::default()
             })
             .await,
         "quote_message_id",
