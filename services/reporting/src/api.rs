@@ -205,7 +205,7 @@ impl Api {
         if let Some(account_id) = &filter.channel_account_id
             && !self
                 .store
-                .account_known(&caller.tenant_id, account_id)
+                .account_known(&caller.tenant_id, account_id, &filter.visibility)
                 .await?
         {
             return Err(Error::NotFound {
@@ -330,9 +330,10 @@ impl ReportingService for Api {
             );
         }
         check_id("channel_account_id", &request.channel_account_id)?;
+        let visibility = Visibility::of(&caller);
         if !self
             .store
-            .account_known(&caller.tenant_id, &request.channel_account_id)
+            .account_known(&caller.tenant_id, &request.channel_account_id, &visibility)
             .await?
         {
             return Err(Error::NotFound {
@@ -341,7 +342,7 @@ impl ReportingService for Api {
             }
             .into());
         }
-        let mut filter = RowFilter::new(Visibility::of(&caller));
+        let mut filter = RowFilter::new(visibility);
         filter.channel_account_id = Some(request.channel_account_id.clone());
         let totals = self
             .store

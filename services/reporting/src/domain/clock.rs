@@ -6,8 +6,8 @@
 //! - it stops at the first *human* reply (staff through giao, or the account owner on the
 //!   phone); automation and system messages never stop it;
 //! - a transfer while the customer waits splits the wait: the previous owner's share ends
-//!   at the transfer (recorded as a hand-off), the new owner's share starts there and is
-//!   what their response time measures;
+//!   at the transfer (counted for them as transferred while waiting), the new owner's share
+//!   starts there and is what their response time measures;
 //! - the first wait of a conversation is its first response; every wait (the first
 //!   included) is a response.
 //!
@@ -152,8 +152,6 @@ pub enum SampleKind {
     FirstResponseBusiness,
     Response,
     ResponseBusiness,
-    /// The previous owner's share of a wait cut by a transfer.
-    Handoff,
 }
 
 impl SampleKind {
@@ -163,7 +161,6 @@ impl SampleKind {
             SampleKind::FirstResponseBusiness => "frt_bh",
             SampleKind::Response => "rt",
             SampleKind::ResponseBusiness => "rt_bh",
-            SampleKind::Handoff => "handoff",
         }
     }
 }
@@ -254,6 +251,9 @@ pub enum Op {
     OpenWait {
         conversation_id: String,
         started_at: i64,
+        /// The customer's first unanswered message: `started_at` unless a transfer cut
+        /// the wait (long silences are measured from here).
+        customer_since: i64,
         dims: Dims,
         first: bool,
     },
@@ -367,6 +367,7 @@ pub fn fold(
                     ops.push(Op::OpenWait {
                         conversation_id: state.conversation_id.clone(),
                         started_at: at,
+                        customer_since: at,
                         dims: owner,
                         first: state.segment_first == 1,
                     });
@@ -512,12 +513,6 @@ pub fn fold(
                     outcome: "transferred",
                 });
                 if !previous.user_id.is_empty() {
-                    ops.push(Op::Sample {
-                        hour,
-                        dims: previous.clone(),
-                        kind: SampleKind::Handoff,
-                        bucket: sketch::bucket_of(cut - started),
-                    });
                     count(&mut ops, hour, &previous, Counter::TransferredWaiting);
                     fact(
                         &mut ops,
@@ -533,6 +528,7 @@ pub fn fold(
                 ops.push(Op::OpenWait {
                     conversation_id: state.conversation_id.clone(),
                     started_at: start,
+                    customer_since: state.customer_waiting_since.unwrap_or(started),
                     dims: next,
                     first: state.segment_first == 1,
                 });
@@ -700,10 +696,28 @@ mod tests {
             4 * MINUTE,
             &settings,
         );
-        assert_eq!(
-            samples(&transfer, SampleKind::Handoff),
-            vec![("ann".to_string(), sketch::bucket_of(4 * MINUTE))]
-        );
+        // Ann's share ends at the transfer: counted for her, without a response sample.
+        assert!(transfer.contains(&Op::Count {
+            hour: 0,
+            dims: Dims {
+                user_id: "ann".into(),
+                channel_account_id: "oa".into(),
+                ..Dims::default()
+            },
+            counter: Counter::TransferredWaiting,
+        }));
+        assert!(samples(&transfer, SampleKind::Response).is_empty());
+        assert!(transfer.contains(&Op::OpenWait {
+            conversation_id: "c1".into(),
+            started_at: 4 * MINUTE,
+            customer_since: 0,
+            dims: Dims {
+                user_id: "bob".into(),
+                channel_account_id: "oa".into(),
+                ..Dims::default()
+            },
+            first: true,
+        }));
         let reply = fold(
             &mut state,
             &message(Direction::Outbound, SenderKind::Staff, "bob"),

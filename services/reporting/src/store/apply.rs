@@ -444,10 +444,10 @@ macro_rules! backend_apply {
                             .await?;
                         }
                     }
-                    Op::OpenWait { conversation_id, started_at, dims, first } => {
+                    Op::OpenWait { conversation_id, started_at, customer_since, dims, first } => {
                         sqlx::query(
-                            "INSERT INTO waits (tenant_id, conversation_id, started_at, user_id, team_id, channel_account_id, lead_source, first_wait, ended_at, outcome) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, '') ON CONFLICT DO NOTHING",
+                            "INSERT INTO waits (tenant_id, conversation_id, started_at, user_id, team_id, channel_account_id, lead_source, first_wait, ended_at, outcome, customer_since) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, '', $9) ON CONFLICT DO NOTHING",
                         )
                         .bind(tenant)
                         .bind(&conversation_id)
@@ -457,6 +457,7 @@ macro_rules! backend_apply {
                         .bind(&dims.channel_account_id)
                         .bind(&dims.lead_source)
                         .bind(i64::from(first))
+                        .bind(customer_since)
                         .execute(&mut *tx)
                         .await?;
                     }

@@ -27,8 +27,8 @@ const ROWS: usize = 200;
 type HourKey = (String, i64, Dims);
 /// (tenant, conversation, started at) of a wait.
 type WaitKey = (String, String, i64);
-/// (dimensions, first wait, ended at, outcome) of a wait.
-type WaitRow = (Dims, bool, Option<i64>, &'static str);
+/// (dimensions, first wait, ended at, outcome, customer since) of a wait.
+type WaitRow = (Dims, bool, Option<i64>, &'static str, i64);
 
 type Counters = BTreeMap<HourKey, [i64; Counter::ALL.len()]>;
 type Samples = BTreeMap<(String, i64, Dims, &'static str, i64), i64>;
@@ -131,12 +131,13 @@ impl Folded {
                 Op::OpenWait {
                     conversation_id,
                     started_at,
+                    customer_since,
                     dims,
                     first,
                 } => {
                     self.new_waits
                         .entry((tenant.to_string(), conversation_id, started_at))
-                        .or_insert((dims, first, None, ""));
+                        .or_insert((dims, first, None, "", customer_since));
                 }
                 Op::CloseWait {
                     conversation_id,
@@ -453,8 +454,8 @@ macro_rules! backend_fold {
             let waits: Vec<_> = folded.new_waits.iter().collect();
             for chunk in waits.chunks(ROWS) {
                 let mut sql = Sql::default();
-                sql.push("INSERT INTO waits (tenant_id, conversation_id, started_at, user_id, team_id, channel_account_id, lead_source, first_wait, ended_at, outcome) VALUES ");
-                values(&mut sql, chunk, |sql, ((tenant, conversation, started), (key, first, ended, outcome))| {
+                sql.push("INSERT INTO waits (tenant_id, conversation_id, started_at, user_id, team_id, channel_account_id, lead_source, first_wait, ended_at, outcome, customer_since) VALUES ");
+                values(&mut sql, chunk, |sql, ((tenant, conversation, started), (key, first, ended, outcome, since))| {
                     sql.text(tenant)
                         .push(", ")
                         .text(conversation)
@@ -467,7 +468,9 @@ macro_rules! backend_fold {
                         .push(", ")
                         .bind(Value::OptInt(*ended))
                         .push(", ")
-                        .text(outcome);
+                        .text(outcome)
+                        .push(", ")
+                        .int(*since);
                 });
                 sql.push(" ON CONFLICT DO NOTHING");
                 bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.text.clone())), sql)

@@ -357,7 +357,7 @@ impl Store {
     }
 
     /// Conversations whose customer waits at `cutoff`, and of them those waiting since
-    /// before `long_since`.
+    /// before `long_since` (from the customer's first unanswered message, across transfers).
     pub async fn waiting(
         &self,
         tenant: &str,
@@ -369,7 +369,7 @@ impl Store {
         let mut sql = Sql::default();
         sql.push(&format!(
             "SELECT {} AS key, COUNT(DISTINCT conversation_id) AS waiting, \
-             COUNT(DISTINCT CASE WHEN started_at < ",
+             COUNT(DISTINCT CASE WHEN customer_since < ",
             group.key()
         ))
         .int(long_since)
@@ -411,7 +411,7 @@ impl Store {
                 start(&mut sql, "DISTINCT conversation_id", "waits", tenant);
                 waiting_at(&mut sql, cutoff);
                 if let Some(long_since) = long_since {
-                    sql.push(" AND started_at < ").int(long_since);
+                    sql.push(" AND customer_since < ").int(long_since);
                 }
                 filter.push(&mut sql);
             }
@@ -454,18 +454,34 @@ impl Store {
         Ok(!rows.is_empty())
     }
 
-    /// Whether any event named the channel account.
-    pub async fn account_known(&self, tenant: &str, account_id: &str) -> Result<bool, Error> {
+    /// Whether the caller may report on the channel account: any event named it, for those
+    /// who see the whole tenant; for agents and supervisors, some figure of theirs (or of
+    /// their teams) is on it, so an account they never worked on stays hidden.
+    pub async fn account_known(
+        &self,
+        tenant: &str,
+        account_id: &str,
+        visibility: &Visibility,
+    ) -> Result<bool, Error> {
         let mut sql = Sql::default();
-        sql.push("SELECT conversation_id FROM conversations WHERE tenant_id = ")
-            .text(tenant)
-            .push(" AND channel_account_id = ")
-            .text(account_id)
-            .push(" UNION ALL SELECT channel_account_id FROM account_outages WHERE tenant_id = ")
-            .text(tenant)
-            .push(" AND channel_account_id = ")
-            .text(account_id)
-            .push(" LIMIT 1");
+        if *visibility == Visibility::All {
+            sql.push("SELECT conversation_id FROM conversations WHERE tenant_id = ")
+                .text(tenant)
+                .push(" AND channel_account_id = ")
+                .text(account_id)
+                .push(
+                    " UNION ALL SELECT channel_account_id FROM account_outages WHERE tenant_id = ",
+                )
+                .text(tenant)
+                .push(" AND channel_account_id = ")
+                .text(account_id)
+                .push(" LIMIT 1");
+        } else {
+            start(&mut sql, "channel_account_id", "hourly", tenant);
+            sql.push(" AND channel_account_id = ").text(account_id);
+            RowFilter::new(visibility.clone()).push(&mut sql);
+            sql.push(" LIMIT 1");
+        }
         let rows: Vec<(String,)> = fetch_all!(&self.database, (String,), &sql);
         Ok(!rows.is_empty())
     }
@@ -548,10 +564,14 @@ impl Store {
         ))
     }
 
-    /// Every aggregate row as text, in a stable order: two databases built from the same
-    /// events give equal snapshots.
+    /// Every aggregate row and every conversation's clock as text, in a stable order: two
+    /// databases built from the same events give equal snapshots.
     pub async fn snapshot(&self) -> Result<Vec<String>, Error> {
-        let tables: [(&str, &str); 8] = [
+        let tables: [(&str, &str); 9] = [
+            (
+                "conversations",
+                "tenant_id || '|' || conversation_id || '|' || channel_account_id || '|' || contact_id || '|' || lead_source || '|' || owner_user_id || '|' || team_id || '|' || COALESCE(CAST(opened_at AS TEXT), '-') || '|' || COALESCE(CAST(closed_at AS TEXT), '-') || '|' || COALESCE(CAST(customer_waiting_since AS TEXT), '-') || '|' || COALESCE(CAST(segment_started_at AS TEXT), '-') || '|' || CAST(segment_first AS TEXT) || '|' || CAST(segment_breached AS TEXT) || '|' || COALESCE(CAST(first_response_micros AS TEXT), '-') || '|' || CAST(messages_in AS TEXT) || '|' || CAST(messages_out AS TEXT) || '|' || COALESCE(CAST(last_message_at AS TEXT), '-')",
+            ),
             (
                 "hourly",
                 "tenant_id || '|' || CAST(hour AS TEXT) || '|' || user_id || '|' || team_id || '|' || channel_account_id || '|' || lead_source || '|' || CAST(messages_in AS TEXT) || '|' || CAST(messages_out AS TEXT) || '|' || CAST(conversations_opened AS TEXT) || '|' || CAST(conversations_assigned AS TEXT) || '|' || CAST(conversations_closed AS TEXT) || '|' || CAST(first_responses AS TEXT) || '|' || CAST(responses AS TEXT) || '|' || CAST(sla_met AS TEXT) || '|' || CAST(sla_breached AS TEXT) || '|' || CAST(new_contacts AS TEXT) || '|' || CAST(conversions AS TEXT) || '|' || CAST(transferred_waiting AS TEXT) || '|' || CAST(flagged_messages AS TEXT)",
@@ -566,7 +586,7 @@ impl Store {
             ),
             (
                 "waits",
-                "tenant_id || '|' || conversation_id || '|' || CAST(started_at AS TEXT) || '|' || user_id || '|' || team_id || '|' || CAST(first_wait AS TEXT) || '|' || COALESCE(CAST(ended_at AS TEXT), '-') || '|' || outcome",
+                "tenant_id || '|' || conversation_id || '|' || CAST(started_at AS TEXT) || '|' || user_id || '|' || team_id || '|' || CAST(first_wait AS TEXT) || '|' || COALESCE(CAST(ended_at AS TEXT), '-') || '|' || outcome || '|' || COALESCE(CAST(customer_since AS TEXT), '-')",
             ),
             (
                 "known_users",
