@@ -508,6 +508,38 @@ async fn another_tenants_ids_answer_not_found() {
             .await
             .map(|_| ()),
     ));
+    codes.push((
+        "Search",
+        theirs
+            .search(giao_proto::messagestore::SearchRequest {
+                query: "gia".into(),
+                conversation_id: conversation_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+    ));
+    codes.push((
+        "AddTags",
+        theirs
+            .add_tags(giao_proto::messagestore::AddTagsRequest {
+                contact_id: contact_id.clone(),
+                tags: vec!["x".into()],
+            })
+            .await
+            .map(|_| ()),
+    ));
+    codes.push((
+        "UpdateDelivery",
+        theirs
+            .update_delivery(giao_proto::messagestore::UpdateDeliveryRequest {
+                message_id: stored.message_id.clone(),
+                status: giao_proto::common::DeliveryStatus::Failed as i32,
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+    ));
     let export = theirs
         .export_history(ExportHistoryRequest {
             selector: Some(Selector::ContactId(contact_id.clone())),

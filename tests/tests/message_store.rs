@@ -3230,6 +3230,114 @@ async fn search_finds_notes_and_pages(kind: BackendKind) {
         admin.search(search_page("bao hanh", 3, "garbage")).await,
         "invalid page.cursor",
     );
+
+    // A search scoped to notes or to contacts pages through them with its own cursor.
+    for n in 0..4 {
+        admin
+            .add_note(AddNoteRequest {
+                contact_id: contact_id.clone(),
+                text: format!("Lần {n}: hỏi lại bảo hành"),
+                ..Default::default()
+            })
+            .await
+            .expect("noted");
+    }
+    let mut others = Vec::new();
+    for n in 0..4 {
+        let conversation = admin
+            .append_inbound(inbound(
+                "oa-1",
+                &format!("u-other-{n}"),
+                &format!("Khách {n}"),
+                &format!("o{n}"),
+                "Chào shop",
+            ))
+            .await
+            .expect("stored")
+            .into_inner()
+            .message
+            .expect("message")
+            .conversation_id;
+        others.push(contact_of(&mut admin, &conversation).await);
+    }
+    let page_through = |scope: giao_proto::messagestore::SearchScope, query: &'static str| {
+        let mut client = admin.clone();
+        async move {
+            let (mut ids, mut pages, mut cursor) = (Vec::new(), 0, String::new());
+            loop {
+                let response = client
+                    .search(SearchRequest {
+                        scope: scope as i32,
+                        ..search_page(query, 2, &cursor)
+                    })
+                    .await
+                    .expect("search")
+                    .into_inner();
+                pages += 1;
+                ids.extend(response.hits.into_iter().map(|hit| match hit.hit {
+                    Some(Hit::Note(note)) => note.note_id,
+                    Some(Hit::Contact(contact)) => contact.contact_id,
+                    other => panic!("a {scope:?} search found {other:?}"),
+                }));
+                cursor = response.page.expect("page").next_cursor;
+                if cursor.is_empty() {
+                    return (ids, pages);
+                }
+                assert!(pages < 20, "paging never ends");
+            }
+        }
+    };
+    for (scope, query, expected) in [
+        (giao_proto::messagestore::SearchScope::Notes, "bao hanh", 5),
+        // Every customer here left the same phone number.
+        (
+            giao_proto::messagestore::SearchScope::Contacts,
+            "0912345678",
+            5,
+        ),
+    ] {
+        let (ids, pages) = page_through(scope, query).await;
+        let unique: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(
+            (ids.len(), unique.len(), pages),
+            (expected, expected, 3),
+            "{scope:?}: {ids:?}"
+        );
+    }
+
+    // Within one contact: its messages and notes only.
+    let within = |contact: &str| SearchRequest {
+        contact_id: contact.into(),
+        ..search_page("bao hanh", 50, "")
+    };
+    let hits = admin
+        .search(within(&contact_id))
+        .await
+        .expect("search")
+        .into_inner()
+        .hits;
+    let messages = hits
+        .iter()
+        .filter(|hit| matches!(hit.hit, Some(Hit::Message(_))))
+        .count();
+    let notes = hits
+        .iter()
+        .filter(|hit| matches!(&hit.hit, Some(Hit::Note(note)) if note.contact_id == contact_id))
+        .count();
+    assert_eq!((messages, notes, hits.len()), (7, 5, 12), "{hits:?}");
+    let hits = admin
+        .search(within(&others[0]))
+        .await
+        .expect("search")
+        .into_inner()
+        .hits;
+    assert!(hits.is_empty(), "{hits:?}");
+    let mut agent = message_store_client(&store, TENANT, "agent").await;
+    assert_not_found(
+        agent.search(within(&contact_id)).await,
+        "contact_id",
+        "searching a customer the agent does not have",
+    );
     store.stop().await.expect("stops");
 }
 

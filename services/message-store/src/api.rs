@@ -31,7 +31,8 @@ use crate::{
     domain::{
         self, ContactChange, ContactFilter, ConversationFilter, ConversationRecord, DeliveryChange,
         HistoryOrder, HistoryQuery, MAX_BATCH, MAX_NOTE_CHARS, MAX_TEXT_CHARS, MessageRef, NewNote,
-        NewOutbound, NoteRecord, ReactionRecord, SearchHit, SearchQuery, StoredMessage,
+        NewOutbound, NoteRecord, ReactionRecord, SearchHit, SearchPaging, SearchQuery,
+        StoredMessage,
         contact::{self, ContactRecord},
         cursor::Position,
         visibility,
@@ -1252,32 +1253,54 @@ impl MessageStoreService for Api {
                     .id,
             ),
         };
+        let contact_id = match request.contact_id.as_str() {
+            "" => None,
+            raw => Some(self.visible_contact(&caller, "contact_id", raw).await?.id),
+        };
         let query = SearchQuery {
             phone: domain::phone::normalize(&request.query).ok(),
             messages: matches!(scope, pb::SearchScope::All | pb::SearchScope::Messages),
+            // Within a conversation or a contact, the contact itself is no hit.
             contacts: matches!(scope, pb::SearchScope::All | pb::SearchScope::Contacts)
-                && conversation_id.is_none(),
+                && conversation_id.is_none()
+                && contact_id.is_none(),
             notes: matches!(scope, pb::SearchScope::All | pb::SearchScope::Notes)
                 && conversation_id.is_none(),
             folded,
             conversation_id,
+            contact_id,
             visible_owner,
             visible_teams,
+            // A scoped search pages its own kind; an all-kinds search pages messages and
+            // shows the first page of contacts and notes with the first page of messages.
+            paging: match scope {
+                pb::SearchScope::Contacts => SearchPaging::Contacts,
+                pb::SearchScope::Notes => SearchPaging::Notes,
+                pb::SearchScope::All | pb::SearchScope::Messages => SearchPaging::Messages,
+            },
             after: parse_cursor(&page.cursor)?,
             limit: domain::page_size(page.page_size),
         };
         let hits = self.store.search(&caller.tenant_id, &query).await?;
-        let messages: Vec<&StoredMessage> = hits
+        let paged: Vec<Position> = hits
             .iter()
-            .filter_map(|hit| match hit {
-                SearchHit::Message(message) => Some(message),
-                SearchHit::Contact(_) | SearchHit::Note(_) => None,
+            .filter_map(|hit| match (hit, query.paging) {
+                (SearchHit::Message(m), SearchPaging::Messages) => Some(Position {
+                    at: m.sent_at,
+                    id: m.id,
+                }),
+                (SearchHit::Contact(c), SearchPaging::Contacts) => Some(Position {
+                    at: c.updated_at,
+                    id: c.id,
+                }),
+                (SearchHit::Note(n), SearchPaging::Notes) => Some(Position {
+                    at: n.created_at,
+                    id: n.id,
+                }),
+                _ => None,
             })
             .collect();
-        let next_cursor = next_cursor(&messages, query.limit, |m| Position {
-            at: m.sent_at,
-            id: m.id,
-        });
+        let next_cursor = next_cursor(&paged, query.limit, |position| *position);
         let hits = hits
             .into_iter()
             .map(|hit| match hit {

@@ -218,10 +218,36 @@ pub struct SearchQuery {
     pub contacts: bool,
     pub notes: bool,
     pub conversation_id: Option<Uuid>,
+    /// Only this contact's conversations and notes.
+    pub contact_id: Option<Uuid>,
     pub visible_owner: Option<String>,
     pub visible_teams: Option<Vec<String>>,
+    /// Which hits `after` pages; the other kinds come on the first page only.
+    pub paging: SearchPaging,
     pub after: Option<cursor::Position>,
     pub limit: u32,
+}
+
+/// The kind of hit a search cursor pages: messages on (sent_at, id), contacts on
+/// (updated_at, id), notes on (created_at, id), each newest first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SearchPaging {
+    #[default]
+    Messages,
+    Contacts,
+    Notes,
+}
+
+impl SearchQuery {
+    /// The cursor for hits of `kind`, or None when `kind` is not the paged one.
+    pub fn after_for(&self, kind: SearchPaging) -> Option<cursor::Position> {
+        self.after.filter(|_| self.paging == kind)
+    }
+
+    /// Hits of `kind` belong on this page: the paged kind always, the others on the first.
+    pub fn includes(&self, kind: SearchPaging) -> bool {
+        self.paging == kind || self.after.is_none()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::postgres::PostgresStore;
 use crate::{
     domain::{
-        ContactChange, ContactFilter, SearchHit, SearchQuery,
+        ContactChange, ContactFilter, SearchHit, SearchPaging, SearchQuery,
         contact::{self, ContactRecord},
         inbound::NewInbound,
     },
@@ -403,8 +403,8 @@ impl PostgresStore {
         query: &SearchQuery,
     ) -> Result<Vec<SearchHit>, Error> {
         let mut hits = Vec::new();
-        // Contacts come on the first page only; messages page by time.
-        if query.contacts && query.after.is_none() {
+        // The paged kind follows the cursor; the others come on the first page only.
+        if query.contacts && query.includes(SearchPaging::Contacts) {
             let rows = sqlx::query_as::<_, ContactRow>(sqlx::AssertSqlSafe(format!(
                 "SELECT {CONTACT_COLUMNS} FROM contacts k WHERE tenant_id = $1 AND merged_into IS NULL \
                  AND (folded_name LIKE $2 OR customer_code = upper($3) \
@@ -412,6 +412,7 @@ impl PostgresStore {
                           WHERE p.tenant_id = k.tenant_id AND p.contact_id = k.id AND p.phone = $4))) \
                  AND (($5::text IS NULL AND $6::text[] IS NULL) OR EXISTS (SELECT 1 FROM conversations c \
                       WHERE c.tenant_id = k.tenant_id AND c.contact_id = k.id AND (c.owner_user_id = $5 OR c.team_id = ANY($6)))) \
+                 AND ($8::timestamptz IS NULL OR (updated_at, id) < ($8, $9)) \
                  ORDER BY updated_at DESC, id DESC LIMIT $7"
             )))
             // Planned for each pattern: a cached generic plan cannot tell a rare order
@@ -424,6 +425,8 @@ impl PostgresStore {
             .bind(&query.visible_owner)
             .bind(&query.visible_teams)
             .bind(i64::from(query.limit))
+            .bind(query.after_for(SearchPaging::Contacts).map(|p| p.at))
+            .bind(query.after_for(SearchPaging::Contacts).map(|p| p.id))
             .fetch_all(self.pool())
             .await?;
             hits.extend(
@@ -433,7 +436,7 @@ impl PostgresStore {
                     .map(SearchHit::Contact),
             );
         }
-        if query.notes && query.after.is_none() {
+        if query.notes && query.includes(SearchPaging::Notes) {
             hits.extend(
                 self.search_notes(tenant_id, query)
                     .await?
@@ -441,13 +444,14 @@ impl PostgresStore {
                     .map(SearchHit::Note),
             );
         }
-        if query.messages && !query.folded.is_empty() {
+        if query.messages && query.includes(SearchPaging::Messages) && !query.folded.is_empty() {
             let rows = sqlx::query_as::<_, super::postgres::MessageRow>(sqlx::AssertSqlSafe(format!(
                 "SELECT {columns} FROM messages m JOIN conversations c ON c.tenant_id = m.tenant_id AND c.id = m.conversation_id \
                  WHERE m.tenant_id = $1 AND m.folded_text LIKE $2 \
                  AND ($3::uuid IS NULL OR m.conversation_id = $3) \
                  AND (($4::text IS NULL AND $5::text[] IS NULL) OR c.owner_user_id = $4 OR c.team_id = ANY($5)) \
                  AND ($6::timestamptz IS NULL OR (m.sent_at, m.id) < ($6, $7)) \
+                 AND ($9::uuid IS NULL OR c.contact_id = $9) \
                  ORDER BY m.sent_at DESC, m.id DESC LIMIT $8",
                 columns = super::postgres::message_columns("m")
             )))
@@ -459,9 +463,10 @@ impl PostgresStore {
             .bind(query.conversation_id)
             .bind(&query.visible_owner)
             .bind(&query.visible_teams)
-            .bind(query.after.map(|p| p.at))
-            .bind(query.after.map(|p| p.id))
+            .bind(query.after_for(SearchPaging::Messages).map(|p| p.at))
+            .bind(query.after_for(SearchPaging::Messages).map(|p| p.id))
             .bind(i64::from(query.limit))
+            .bind(query.contact_id)
             .fetch_all(self.pool())
             .await?;
             hits.extend(rows.into_iter().map(|row| SearchHit::Message(row.into())));

@@ -236,6 +236,8 @@ impl PostgresStore {
             "SELECT {NOTE_COLUMNS} FROM notes n WHERE tenant_id = $1 AND folded_text LIKE $2 \
              AND (($3::text IS NULL AND $4::text[] IS NULL) OR EXISTS (SELECT 1 FROM conversations c \
                   WHERE c.tenant_id = n.tenant_id AND c.contact_id = n.contact_id AND (c.owner_user_id = $3 OR c.team_id = ANY($4)))) \
+             AND ($6::uuid IS NULL OR n.contact_id = $6) \
+             AND ($7::timestamptz IS NULL OR (created_at, id) < ($7, $8)) \
              ORDER BY created_at DESC, id DESC LIMIT $5"
         )))
         // Planned for each pattern: a cached generic plan cannot tell a rare order
@@ -246,6 +248,9 @@ impl PostgresStore {
         .bind(&query.visible_owner)
         .bind(&query.visible_teams)
         .bind(i64::from(query.limit))
+        .bind(query.contact_id)
+        .bind(query.after_for(crate::domain::SearchPaging::Notes).map(|p| p.at))
+        .bind(query.after_for(crate::domain::SearchPaging::Notes).map(|p| p.id))
         .fetch_all(self.pool())
         .await?;
         self.notes_with_versions(rows).await

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::sqlite::{SqliteStore, micros, time};
 use crate::{
     domain::{
-        ContactChange, ContactFilter, SearchHit, SearchQuery,
+        ContactChange, ContactFilter, SearchHit, SearchPaging, SearchQuery,
         contact::{self, ContactRecord},
         inbound::NewInbound,
     },
@@ -379,8 +379,8 @@ impl SqliteStore {
         query: &SearchQuery,
     ) -> Result<Vec<SearchHit>, Error> {
         let mut hits = Vec::new();
-        // Contacts come on the first page only; messages page by time.
-        if query.contacts && query.after.is_none() {
+        // The paged kind follows the cursor; the others come on the first page only.
+        if query.contacts && query.includes(SearchPaging::Contacts) {
             let rows = sqlx::query_as::<_, ContactRow>(sqlx::AssertSqlSafe(format!(
                 "SELECT {CONTACT_COLUMNS} FROM contacts k WHERE tenant_id = ?1 AND merged_into IS NULL \
                  AND (k.rowid IN (SELECT rowid FROM contacts_fts WHERE contacts_fts MATCH ?2) OR customer_code = upper(?3) \
@@ -388,6 +388,7 @@ impl SqliteStore {
                           WHERE p.tenant_id = k.tenant_id AND p.contact_id = k.id AND p.phone = ?4))) \
                  AND ((?5 IS NULL AND ?6 IS NULL) OR EXISTS (SELECT 1 FROM conversations c \
                       WHERE c.tenant_id = k.tenant_id AND c.contact_id = k.id AND (c.owner_user_id = ?5 OR c.team_id IN (SELECT value FROM json_each(COALESCE(?6, '[]')))))) \
+                 AND (?8 IS NULL OR (updated_at, id) < (?8, ?9)) \
                  ORDER BY updated_at DESC, id DESC LIMIT ?7"
             )))
             .bind(tenant_id)
@@ -397,6 +398,8 @@ impl SqliteStore {
             .bind(&query.visible_owner)
             .bind(query.visible_teams.as_ref().map(|teams| serde_json::to_string(teams).unwrap_or_else(|_| "[]".into())))
             .bind(i64::from(query.limit))
+            .bind(query.after_for(SearchPaging::Contacts).map(|p| micros(p.at)))
+            .bind(query.after_for(SearchPaging::Contacts).map(|p| p.id))
             .fetch_all(self.pool())
             .await?;
             hits.extend(
@@ -406,7 +409,7 @@ impl SqliteStore {
                     .map(SearchHit::Contact),
             );
         }
-        if query.notes && query.after.is_none() {
+        if query.notes && query.includes(SearchPaging::Notes) {
             hits.extend(
                 self.search_notes(tenant_id, query)
                     .await?
@@ -414,13 +417,14 @@ impl SqliteStore {
                     .map(SearchHit::Note),
             );
         }
-        if query.messages && !query.folded.is_empty() {
+        if query.messages && query.includes(SearchPaging::Messages) && !query.folded.is_empty() {
             let rows = sqlx::query_as::<_, super::sqlite::MessageRow>(sqlx::AssertSqlSafe(format!(
                 "SELECT {columns} FROM messages m JOIN conversations c ON c.tenant_id = m.tenant_id AND c.id = m.conversation_id \
                  WHERE m.tenant_id = ?1 AND m.rowid IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?2) \
                  AND (?3 IS NULL OR m.conversation_id = ?3) \
                  AND ((?4 IS NULL AND ?5 IS NULL) OR c.owner_user_id = ?4 OR c.team_id IN (SELECT value FROM json_each(COALESCE(?5, '[]')))) \
                  AND (?6 IS NULL OR (m.sent_at, m.id) < (?6, ?7)) \
+                 AND (?9 IS NULL OR c.contact_id = ?9) \
                  ORDER BY m.sent_at DESC, m.id DESC LIMIT ?8",
                 columns = super::sqlite::message_columns("m")
             )))
@@ -429,9 +433,10 @@ impl SqliteStore {
             .bind(query.conversation_id)
             .bind(&query.visible_owner)
             .bind(query.visible_teams.as_ref().map(|teams| serde_json::to_string(teams).unwrap_or_else(|_| "[]".into())))
-            .bind(query.after.map(|p| micros(p.at)))
-            .bind(query.after.map(|p| p.id))
+            .bind(query.after_for(SearchPaging::Messages).map(|p| micros(p.at)))
+            .bind(query.after_for(SearchPaging::Messages).map(|p| p.id))
             .bind(i64::from(query.limit))
+            .bind(query.contact_id)
             .fetch_all(self.pool())
             .await?;
             hits.extend(

@@ -206,6 +206,8 @@ impl SqliteStore {
             "SELECT {NOTE_COLUMNS} FROM notes n WHERE tenant_id = ?1 AND n.rowid IN (SELECT rowid FROM notes_fts WHERE notes_fts MATCH ?2) \
              AND ((?3 IS NULL AND ?4 IS NULL) OR EXISTS (SELECT 1 FROM conversations c \
                   WHERE c.tenant_id = n.tenant_id AND c.contact_id = n.contact_id AND (c.owner_user_id = ?3 OR c.team_id IN (SELECT value FROM json_each(COALESCE(?4, '[]')))))) \
+             AND (?6 IS NULL OR n.contact_id = ?6) \
+             AND (?7 IS NULL OR (created_at, id) < (?7, ?8)) \
              ORDER BY created_at DESC, id DESC LIMIT ?5"
         )))
         .bind(tenant_id)
@@ -218,6 +220,13 @@ impl SqliteStore {
                 .map(|teams| serde_json::to_string(teams).unwrap_or_else(|_| "[]".into())),
         )
         .bind(i64::from(query.limit))
+        .bind(query.contact_id)
+        .bind(
+            query
+                .after_for(crate::domain::SearchPaging::Notes)
+                .map(|p| micros(p.at)),
+        )
+        .bind(query.after_for(crate::domain::SearchPaging::Notes).map(|p| p.id))
         .fetch_all(self.pool())
         .await?;
         self.notes_with_versions(rows).await
