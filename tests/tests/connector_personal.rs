@@ -20,7 +20,10 @@ use giao_tests::{
     Backend, BackendKind, Running, connector_client, connector_config, message_store_client,
     message_store_config, on_both_backends, start_connector, start_message_store,
 };
-use zalo_personal::sim::{Sender, SimAccount, SimConfig, Simulator};
+use zalo_personal::{
+    client::Credentials,
+    sim::{Sender, SimAccount, SimConfig, Simulator},
+};
 
 const TENANT: &str = "acme";
 const OWNER: &str = "100000001";
@@ -113,6 +116,176 @@ async fn wait_until(what: &str, check: impl Fn() -> bool) {
     while !check() {
         assert!(tokio::time::Instant::now() < deadline, "{what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Unix ms by this machine's clock, which the simulator's stamps also use.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64
+}
+
+/// Waits for the AccountStatusChanged the connector published when `account` became
+/// `status` (what assignment turns into alerts), from the start of the bus's history.
+async fn status_published(
+    backend: &Backend,
+    account: &str,
+    status: AccountStatus,
+) -> giao_proto::events::AccountStatusChanged {
+    let bus = giao_bus::connect(&backend.bus).await.expect("bus");
+    let mut stream = bus
+        .subscribe(giao_bus::ConsumerSpec {
+            durable_name: format!("test-personal-status-{}", uuid::Uuid::new_v4().simple()),
+            filter_subjects: vec![giao_bus::envelope::subject_filter("account_status_changed")],
+            ack_wait: Duration::from_secs(30),
+            max_deliver: None,
+            inactive_threshold: None,
+        })
+        .await
+        .expect("subscribes");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    while tokio::time::Instant::now() < deadline {
+        let Ok(Some(Ok(delivery))) =
+            tokio::time::timeout(Duration::from_millis(500), stream.next()).await
+        else {
+            continue;
+        };
+        let (envelope, _) = giao_bus::envelope::decode(&delivery).expect("decodes");
+        delivery.ack().await.expect("acks");
+        if let Some(giao_proto::events::envelope::Payload::AccountStatusChanged(change)) =
+            envelope.payload
+        {
+            if change.channel_account_id == account && change.status == status as i32 {
+                return change;
+            }
+            seen.push(change);
+        }
+    }
+    panic!("no AccountStatusChanged to {status:?} for {account}: {seen:#?}")
+}
+
+/// The values a personal session is made of: every cookie value, the imei and the user
+/// agent the cookies are bound to.
+fn session_secrets(credentials: &Credentials) -> Vec<String> {
+    let mut secrets: Vec<String> = credentials
+        .cookies
+        .iter()
+        .map(|cookie| cookie.value.clone())
+        .collect();
+    secrets.push(credentials.imei.clone());
+    secrets.push(credentials.user_agent.clone());
+    secrets
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle.as_bytes())
+}
+
+/// The account's credentials are stored sealed: opened with the connector's key they hold
+/// `expected` (so the search below looks for what really was stored), and none of
+/// the session's values appears in clear in the sealed row, nor (SQLite) anywhere in the
+/// database's files.
+async fn assert_sealed_at_rest(
+    config: &giao_connector::Config,
+    account: &str,
+    expected: &Credentials,
+) {
+    let db = giao_storage::Database::connect(&config.database)
+        .await
+        .expect("db");
+    let sealed = giao_connector::store::AccountStore::new(db)
+        .credentials(TENANT, account)
+        .await
+        .expect("reads")
+        .expect("stored");
+    let opened = giao_connector::credentials::Sealer::from_config(&config.credentials)
+        .expect("the connector's keys")
+        .open(TENANT, account, &sealed.key_id, &sealed.sealed)
+        .expect("opens with the connector's key");
+    let stored: Credentials = serde_json::from_slice(&opened).expect("a personal session");
+    // A QR login keeps the cookies set along the way too (the login page's session).
+    for cookie in &expected.cookies {
+        assert!(stored.cookies.contains(cookie), "{} stored", cookie.name);
+    }
+    assert_eq!(stored.imei, expected.imei, "the imei stored");
+    assert_eq!(
+        stored.user_agent, expected.user_agent,
+        "the user agent stored"
+    );
+    let secrets = session_secrets(&stored);
+    assert!(secrets.len() >= 4, "two cookies, imei and user agent");
+    for secret in &secrets {
+        assert!(secret.len() >= 16, "a value long enough to search for");
+        assert!(
+            contains(&opened, secret),
+            "opened credentials hold {secret}"
+        );
+        assert!(
+            !contains(&sealed.sealed, secret),
+            "in clear in the sealed row"
+        );
+    }
+    if let Some(path) = config.database.url.strip_prefix("sqlite://") {
+        let file = std::path::Path::new(path.split('?').next().unwrap_or(path));
+        let name = file
+            .file_name()
+            .expect("a file name")
+            .to_string_lossy()
+            .to_string();
+        let mut read = 0;
+        for entry in std::fs::read_dir(file.parent().expect("a directory")).expect("lists") {
+            let entry = entry.expect("entry");
+            // The database, its write-ahead log and shared memory.
+            if !entry.file_name().to_string_lossy().starts_with(&name) {
+                continue;
+            }
+            let bytes = std::fs::read(entry.path()).expect("reads the database file");
+            read += bytes.len();
+            for secret in &secrets {
+                assert!(
+                    !contains(&bytes, secret),
+                    "{secret} in clear in {}",
+                    entry.path().display()
+                );
+            }
+        }
+        assert!(read > 0, "the database files were read");
+    }
+}
+
+/// A test's world: SQLite, the simulator, message-store and a connector (its config
+/// adjusted by `adjust`) with one personal account of OWNER connected and listening.
+struct Listening {
+    backend: Backend,
+    sim: Simulator,
+    config: giao_connector::Config,
+    store: Running,
+    connector: Running,
+    account: String,
+}
+
+async fn listening(adjust: impl FnOnce(&mut giao_connector::Config)) -> Listening {
+    let mut backend = Backend::new(BackendKind::Sqlite).await;
+    let sim = simulator().await;
+    let store = start_message_store(message_store_config(&mut backend).await).await;
+    let mut config = personal_config(connector_config(&mut backend).await, &sim);
+    adjust(&mut config);
+    let connector = start_connector(config.clone()).await;
+    let account = create_personal(&connector, &sim, OWNER, "Shop Lan").await;
+    wait_status(&connector, &account, AccountStatus::Connected).await;
+    wait_until("listening", || sim.connections(OWNER) == 1).await;
+    Listening {
+        backend,
+        sim,
+        config,
+        store,
+        connector,
+        account,
     }
 }
 
@@ -263,7 +436,7 @@ async fn capture(backend: BackendKind) {
     store.stop().await.expect("message-store stops");
 }
 
-on_both_backends!(capture, no_listener_gap);
+on_both_backends!(capture, no_listener_gap, create_account_seals_credentials);
 
 async fn next_state(stream: &mut tonic::Streaming<QrLoginEvent>) -> QrLoginEvent {
     tokio::time::timeout(WAIT, stream.next())
@@ -281,7 +454,7 @@ async fn qr_login_through_the_rpcs() {
     let mut backend = Backend::new(BackendKind::Sqlite).await;
     let sim = simulator().await;
     let config = personal_config(connector_config(&mut backend).await, &sim);
-    let database = config.database.clone();
+    let stored_config = config.clone();
     let connector = start_connector(config).await;
     let mut admin = connector_client(&connector, TENANT, "admin").await;
 
@@ -383,23 +556,23 @@ async fn qr_login_through_the_rpcs() {
     .await;
     wait_until("the new account listens", || sim.connections(OWNER) == 1).await;
 
-    // The credentials are sealed: no cookie value appears in the row.
-    let db = giao_storage::Database::connect(&database)
-        .await
-        .expect("db");
-    let sealed = giao_connector::store::AccountStore::new(db)
-        .credentials(TENANT, &account.channel_account_id)
-        .await
-        .expect("reads")
-        .expect("stored");
-    let issued = sim.issue_credentials(OWNER, USER_AGENT);
-    for cookie in &issued.cookies {
-        let needle = cookie.value.as_bytes();
-        assert!(
-            !sealed.sealed.windows(needle.len()).any(|w| w == needle),
-            "cookie in clear"
-        );
-    }
+    // The credentials are sealed: what the QR login granted (the cookies checksession
+    // set, the imei the connector's cookie login presented, the user agent) is stored,
+    // and never in clear.
+    let granted = sim.granted_cookies(OWNER);
+    assert_eq!(granted.len(), 1, "one QR login so far");
+    let logins = sim.logins(OWNER);
+    let login = logins
+        .first()
+        .expect("the connector logged in with the cookies");
+    assert_eq!(login.user_agent, USER_AGENT);
+    let from_qr = Credentials {
+        imei: login.imei.clone(),
+        cookies: granted[0].clone(),
+        user_agent: USER_AGENT.into(),
+        language: String::new(),
+    };
+    assert_sealed_at_rest(&stored_config, &account.channel_account_id, &from_qr).await;
 
     // The same phone logs in again: the same account, not a second one.
     let again = admin
@@ -517,36 +690,8 @@ async fn kick_and_expired_cookies_become_statuses() {
     );
 
     // The alert: AccountStatusChanged connected → kicked on the bus.
-    let bus = giao_bus::connect(&backend.bus).await.expect("bus");
-    let mut stream = bus
-        .subscribe(giao_bus::ConsumerSpec {
-            durable_name: "test-personal-status".into(),
-            filter_subjects: vec![giao_bus::envelope::subject_filter("account_status_changed")],
-            ack_wait: Duration::from_secs(30),
-            max_deliver: None,
-            inactive_threshold: None,
-        })
-        .await
-        .expect("subscribes");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let mut alerted = false;
-    while !alerted && tokio::time::Instant::now() < deadline {
-        let Ok(Some(Ok(delivery))) =
-            tokio::time::timeout(Duration::from_millis(500), stream.next()).await
-        else {
-            continue;
-        };
-        let (envelope, _) = giao_bus::envelope::decode(&delivery).expect("decodes");
-        if let Some(giao_proto::events::envelope::Payload::AccountStatusChanged(change)) =
-            envelope.payload
-        {
-            alerted = change.channel_account_id == kicked
-                && change.status == AccountStatus::Kicked as i32
-                && change.previous_status == AccountStatus::Connected as i32;
-        }
-        delivery.ack().await.expect("acks");
-    }
-    assert!(alerted, "no kicked AccountStatusChanged");
+    let change = status_published(&backend, &kicked, AccountStatus::Kicked).await;
+    assert_eq!(change.previous_status, AccountStatus::Connected as i32);
 
     // The duplicate-session frame (the account opened in another tab) is a kick too.
     sim.add_account(SimAccount::new("100000003", "Shop ba"));
@@ -567,6 +712,10 @@ async fn kick_and_expired_cookies_become_statuses() {
     let connects = sim.ws_connects("100000002");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(sim.ws_connects("100000002"), connects);
+    // Published for the alert too, with the reason a person needs.
+    let change = status_published(&backend, &expiring, AccountStatus::NeedsLogin).await;
+    assert_eq!(change.previous_status, AccountStatus::Disconnected as i32);
+    assert!(change.reason.contains("QR"), "{}", change.reason);
 
     connector.stop().await.expect("connector stops");
 }
@@ -684,15 +833,40 @@ async fn outbound_pacing_holds_under_a_burst() {
         AccountStatus::Connected as i32
     );
 
-    // Zalo's rate limit: rate_limited, then the message goes out after the pause.
+    assert_eq!(sim.sent(OWNER)[COUNT].text, "Dạ mẫu số 22");
+
+    // Zalo's rate limit: rate_limited (published for the alert), then the refused message
+    // goes out after the pause, once.
     sim.fail_next(OWNER, &[-69]);
-    staff.record_outbound(reply(COUNT)).await.expect("records");
+    let limited = staff
+        .record_outbound(reply(COUNT))
+        .await
+        .expect("records")
+        .into_inner()
+        .message
+        .expect("message");
     wait_status(&connector, &account, AccountStatus::RateLimited).await;
-    wait_until("sent after the pause", || {
-        sim.sent(OWNER).len() == COUNT + 1
+    let change = status_published(&backend, &account, AccountStatus::RateLimited).await;
+    assert!(change.reason.contains("-69"), "{}", change.reason);
+    assert_eq!(change.previous_status, AccountStatus::Connected as i32);
+    wait_until("the refused message sent after the pause", || {
+        sim.sent(OWNER).len() == COUNT + 2
     })
     .await;
+    let sent = sim.sent(OWNER);
+    let retried: Vec<_> = sent
+        .iter()
+        .filter(|message| message.text == format!("Dạ mẫu số {COUNT}"))
+        .collect();
+    assert_eq!(retried.len(), 1, "sent once after the limit: {sent:?}");
+    let stored = wait_message(&store, &retried[0].msg_id, "retried send recorded", |m| {
+        m.delivery_status == DeliveryStatus::Sent as i32
+    })
+    .await;
+    assert_eq!(stored.message_id, limited.message_id);
     wait_status(&connector, &account, AccountStatus::Connected).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sim.sent(OWNER).len(), COUNT + 2, "nothing sent twice");
 
     connector.stop().await.expect("connector stops");
     store.stop().await.expect("message-store stops");
@@ -827,14 +1001,13 @@ async fn no_listener_gap(backend: BackendKind) {
 /// its msgId: recognised by its clientId, it is not captured a second time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_echo_before_the_send_answer_is_not_captured_twice() {
-    let mut backend = Backend::new(BackendKind::Sqlite).await;
-    let sim = simulator().await;
-    let store = start_message_store(message_store_config(&mut backend).await).await;
-    let connector =
-        start_connector(personal_config(connector_config(&mut backend).await, &sim)).await;
-    let account = create_personal(&connector, &sim, OWNER, "Shop Lan").await;
-    wait_status(&connector, &account, AccountStatus::Connected).await;
-    wait_until("listening", || sim.connections(OWNER) == 1).await;
+    let Listening {
+        backend: _backend,
+        sim,
+        store,
+        connector,
+        ..
+    } = listening(|_| {}).await;
     let lan = Sender::new("cust-lan", "Nguyễn Thị Lan");
     let inbound = sim.inject_dm(OWNER, &lan, "Cho mình hỏi").expect("dm");
     let conversation_id = wait_message(&store, &inbound, "inbound stored", |_| true)
@@ -1019,6 +1192,268 @@ async fn images_files_and_stickers_go_out_with_their_bytes() {
         .await;
         assert_eq!(stored.message_id, message.message_id);
     }
+
+    connector.stop().await.expect("connector stops");
+    store.stop().await.expect("message-store stops");
+}
+
+/// Credentials given to CreateAccount for a personal account are stored sealed: opened
+/// they are the ones given, and none of their values is in clear at rest.
+async fn create_account_seals_credentials(backend: BackendKind) {
+    let mut backend = Backend::new(backend).await;
+    let sim = simulator().await;
+    let config = personal_config(connector_config(&mut backend).await, &sim);
+    let connector = start_connector(config.clone()).await;
+    let credentials = sim.issue_credentials(OWNER, USER_AGENT);
+    let account = connector_client(&connector, TENANT, "admin")
+        .await
+        .create_account(CreateAccountRequest {
+            kind: ChannelKind::ZaloPersonal as i32,
+            display_name: "Shop Lan".into(),
+            credentials_json: serde_json::to_string(&credentials).expect("json"),
+            ..Default::default()
+        })
+        .await
+        .expect("creates the account")
+        .into_inner()
+        .channel_account_id;
+    // The stored credentials work: the account logs in with them and listens.
+    wait_status(&connector, &account, AccountStatus::Connected).await;
+    assert_eq!(
+        sim.logins(OWNER).first().map(|login| login.imei.clone()),
+        Some(credentials.imei.clone())
+    );
+    assert_sealed_at_rest(&config, &account, &credentials).await;
+    connector.stop().await.expect("connector stops");
+}
+
+/// A listener that ended by itself (Zalo closed with a code it does not list as
+/// retryable) leaves the account disconnected and starts again after `restart_after_ms`,
+/// not at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_listener_starts_again_after_restart_after_ms() {
+    const RESTART_AFTER_MS: i64 = 1_500;
+    let Listening {
+        backend: _backend,
+        sim,
+        store,
+        connector,
+        account,
+        ..
+    } = listening(|config| config.zalo_personal.restart_after_ms = RESTART_AFTER_MS as u64).await;
+    assert_eq!(sim.ws_attempts(OWNER).len(), 1);
+
+    assert!(!sim.config().close_and_retry_codes.contains(&4001));
+    let closed_at = now_ms();
+    sim.close_sockets(OWNER, 4001);
+    let reason = wait_status(&connector, &account, AccountStatus::Disconnected).await;
+    assert!(reason.contains("4001"), "{reason}");
+    wait_until("a new listener", || sim.ws_attempts(OWNER).len() == 2).await;
+    let gap = sim.ws_attempts(OWNER)[1] - closed_at;
+    // Not the listener's own reconnect (50 ms here): the supervisor's restart delay, give
+    // or take its ticks on a loaded machine.
+    assert!(
+        (RESTART_AFTER_MS..RESTART_AFTER_MS + 3_000).contains(&gap),
+        "restarted {gap} ms after the close"
+    );
+    wait_status(&connector, &account, AccountStatus::Connected).await;
+    wait_until("listening again", || sim.connections(OWNER) == 1).await;
+    connector.stop().await.expect("connector stops");
+    store.stop().await.expect("message-store stops");
+}
+
+/// The adapter calls keep-alive every `keepalive_secs` while the socket is up; a session
+/// key that timed out (102) is renewed with the cookies without a reconnect; cookies that
+/// expired are found by the keep-alive alone and the account needs a QR login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_renews_the_session_and_finds_expired_cookies() {
+    let Listening {
+        backend,
+        sim,
+        store,
+        connector,
+        account,
+        ..
+    } = listening(|config| config.zalo_personal.keepalive_secs = 1).await;
+    wait_until("periodic keep-alives", || sim.keep_alives(OWNER) >= 2).await;
+    let connects = sim.ws_connects(OWNER);
+
+    // The session key times out: the next keep-alive is refused (102), a cookie login
+    // gives a new key, and the keep-alives after it succeed.
+    let logins = sim.logins(OWNER).len();
+    sim.expire_session_keys(OWNER);
+    let kept = sim.keep_alives(OWNER);
+    wait_until("a cookie login after the refused keep-alive", || {
+        sim.logins(OWNER).len() > logins
+    })
+    .await;
+    wait_until("keep-alives with the new key", || {
+        sim.keep_alives(OWNER) > kept
+    })
+    .await;
+    assert_eq!(
+        status(&connector, &account).await.0,
+        AccountStatus::Connected as i32
+    );
+    assert_eq!(sim.ws_connects(OWNER), connects, "no reconnect needed");
+
+    // The cookies expire while the socket stays up: only the keep-alive can notice.
+    sim.expire_cookies(OWNER);
+    let reason = wait_status(&connector, &account, AccountStatus::NeedsLogin).await;
+    assert!(reason.contains("QR"), "{reason}");
+    wait_until("the listener stopped", || sim.connections(OWNER) == 0).await;
+    assert_eq!(sim.ws_connects(OWNER), connects, "no reconnect attempt");
+    let change = status_published(&backend, &account, AccountStatus::NeedsLogin).await;
+    assert_eq!(change.previous_status, AccountStatus::Connected as i32);
+    connector.stop().await.expect("connector stops");
+    store.stop().await.expect("message-store stops");
+}
+
+/// The raw events kept for `account`: (name, body), oldest first.
+async fn raw_events(config: &giao_connector::Config, account: &str) -> Vec<(String, String)> {
+    let giao_storage::Database::Sqlite(pool) = giao_storage::Database::connect(&config.database)
+        .await
+        .expect("db")
+    else {
+        panic!("a SQLite test")
+    };
+    let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
+        "SELECT event_name, body FROM raw_channel_events \
+         WHERE tenant_id = ?1 AND channel_account_id = ?2 ORDER BY seq",
+    )
+    .bind(TENANT)
+    .bind(account)
+    .fetch_all(&pool)
+    .await
+    .expect("reads raw events");
+    rows.into_iter()
+        .map(|(name, body)| (name, String::from_utf8(body).expect("text bodies")))
+        .collect()
+}
+
+/// Friend and group notices are kept raw, each with its whole control item; a reaction
+/// reaches the message it is on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_are_kept_raw_and_reactions_reach_their_message() {
+    use zalo_personal::sim::social::SimGroup;
+    let Listening {
+        backend: _backend,
+        sim,
+        config,
+        store,
+        connector,
+        account,
+    } = listening(|_| {}).await;
+
+    let lan = Sender::new("cust-lan", "Nguyễn Thị Lan");
+    sim.inject_friend_request(OWNER, &lan, "Cho mình kết bạn nhé")
+        .expect("friend request");
+    sim.inject_friend_added(OWNER, "cust-lan")
+        .expect("friend added");
+    let group = SimGroup::new("g-90", "Khách sỉ Hà Nội", "cust-lan");
+    sim.inject_added_to_group(OWNER, &group, "cust-lan", std::slice::from_ref(&lan))
+        .expect("added to a group");
+    sim.inject_group_renamed(OWNER, &group, "cust-lan")
+        .expect("group renamed");
+
+    // The request comes twice ("req" and "req_v2"): both kept.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let raw = loop {
+        let raw = raw_events(&config, &account).await;
+        if raw.len() >= 5 || tokio::time::Instant::now() > deadline {
+            break raw;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let kept = |name: &str, parts: &[&str]| {
+        raw.iter().any(|(kept_name, body)| {
+            kept_name == name && parts.iter().all(|part| body.contains(part))
+        })
+    };
+    for (name, parts) in [
+        (
+            "personal_control_fr",
+            &["\"req\"", "cust-lan", "Cho mình kết bạn nhé"][..],
+        ),
+        (
+            "personal_control_fr",
+            &["req_v2", "cust-lan", "Cho mình kết bạn nhé"][..],
+        ),
+        ("personal_control_fr", &["\"add\"", "cust-lan"][..]),
+        (
+            "personal_control_group",
+            &["\"join\"", "g-90", "Khách sỉ Hà Nội", OWNER][..],
+        ),
+        ("personal_control_group", &["\"update\"", "g-90"][..]),
+    ] {
+        assert!(kept(name, parts), "no {name} with {parts:?} in {raw:#?}");
+    }
+    assert_eq!(raw.len(), 5, "{raw:#?}");
+    assert!(
+        all_messages(&store).await.is_empty(),
+        "notices are not messages"
+    );
+
+    let inbound = sim.inject_dm(OWNER, &lan, "Áo này đẹp quá").expect("dm");
+    wait_message(&store, &inbound, "inbound stored", |_| true).await;
+    sim.inject_reaction(OWNER, &lan, &inbound, "/-heart")
+        .expect("reaction");
+    let reacted = wait_message(&store, &inbound, "the reaction on its message", |m| {
+        !m.reactions.is_empty()
+    })
+    .await;
+    assert_eq!(reacted.reactions.len(), 1, "{:?}", reacted.reactions);
+    assert_eq!(reacted.reactions[0].reactor_external_id, "cust-lan");
+    assert_eq!(reacted.reactions[0].reaction, "/-heart");
+
+    connector.stop().await.expect("connector stops");
+    store.stop().await.expect("message-store stops");
+}
+
+/// The display name of the contact whose conversation holds `message`.
+async fn contact_name(store: &Running, message: &Message) -> String {
+    use giao_proto::messagestore::{GetContactRequest, GetConversationRequest};
+    let mut client = message_store_client(store, TENANT, "admin").await;
+    let conversation = client
+        .get_conversation(GetConversationRequest {
+            conversation_id: message.conversation_id.clone(),
+        })
+        .await
+        .expect("conversation")
+        .into_inner();
+    client
+        .get_contact(GetContactRequest {
+            contact_id: conversation.contact_id,
+        })
+        .await
+        .expect("contact")
+        .into_inner()
+        .display_name
+}
+
+/// A customer's message without a name (no dName) gets the name from their profile, so a
+/// new customer's contact is named; a sender with no profile is still captured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nameless_senders_name_comes_from_their_profile() {
+    let Listening {
+        backend: _backend,
+        sim,
+        store,
+        connector,
+        ..
+    } = listening(|_| {}).await;
+
+    sim.add_user(SimAccount::new("cust-moi", "Phạm Thị Mới"));
+    let unnamed = sim
+        .inject_dm(OWNER, &Sender::new("cust-moi", ""), "Shop ơi")
+        .expect("dm");
+    let nobody = sim
+        .inject_dm(OWNER, &Sender::new("cust-ghost", ""), "Alo")
+        .expect("dm");
+    let message = wait_message(&store, &unnamed, "the nameless message", |_| true).await;
+    assert_eq!(contact_name(&store, &message).await, "Phạm Thị Mới");
+    let message = wait_message(&store, &nobody, "a sender without profile", |_| true).await;
+    assert_eq!(contact_name(&store, &message).await, "");
 
     connector.stop().await.expect("connector stops");
     store.stop().await.expect("message-store stops");

@@ -27,6 +27,57 @@ use crate::sessions::Sessions;
 
 type Key = (String, String);
 
+/// Customers' names looked up by profile, for messages that carry none (`dName` is
+/// usually there; a sender's first message may lack it). Asked once per sender per
+/// listener; a failed lookup leaves the message nameless rather than holding it up.
+#[derive(Debug, Default)]
+struct SenderNames {
+    known: HashMap<String, String>,
+}
+
+impl SenderNames {
+    /// Bounds the memory of one long-lived listener; a forgotten name is asked again.
+    const CAPACITY: usize = 10_000;
+
+    async fn fill(
+        &mut self,
+        account: &str,
+        session: &Session,
+        event: &mut zalo_personal::events::Event,
+    ) {
+        let zalo_personal::events::Event::Message(message) = event else {
+            return;
+        };
+        let named = message
+            .display_name
+            .as_deref()
+            .is_some_and(|name| !name.trim().is_empty());
+        if named || message.from_self || message.uid_from.is_empty() {
+            return;
+        }
+        if let Some(name) = self.known.get(&message.uid_from) {
+            message.display_name = Some(name.clone());
+            return;
+        }
+        let name = match session.user_info(&message.uid_from).await {
+            Ok(info) if !info.display_name.is_empty() => info.display_name,
+            Ok(info) => info.zalo_name,
+            Err(error) => {
+                tracing::info!(account = %account, %error, "sender's profile not read; message kept without a name");
+                return;
+            }
+        };
+        if name.is_empty() {
+            return;
+        }
+        if self.known.len() >= Self::CAPACITY {
+            self.known.clear();
+        }
+        self.known.insert(message.uid_from.clone(), name.clone());
+        message.display_name = Some(name);
+    }
+}
+
 /// The listeners running in this replica.
 #[derive(Debug, Default)]
 pub struct Running {
@@ -272,6 +323,7 @@ impl PersonalRuntime {
             wake,
         ));
         let keepalive = Duration::from_secs(self.config().keepalive_secs.max(1));
+        let mut names = SenderNames::default();
         let mut next_keepalive = tokio::time::Instant::now() + keepalive;
         loop {
             let event = tokio::select! {
@@ -302,7 +354,8 @@ impl PersonalRuntime {
                     self.set_status(&tenant, &account, AccountStatus::Disconnected, &reason)
                         .await;
                 }
-                ListenerEvent::Event(event) => {
+                ListenerEvent::Event(mut event) => {
+                    names.fill(&account, &shared.get(), &mut event).await;
                     // After a re-login the sender uses a new session; its file uploads
                     // wait for notices this listener (of the old one) receives.
                     if shared.replaced() {
