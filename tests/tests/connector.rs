@@ -324,6 +324,12 @@ async fn post_webhook(
     .0
 }
 
+/// Posts `body` signed as Zalo signs it; returns the HTTP status.
+async fn post_signed(connector: &Running, account: &str, body: &str, retry: Option<&str>) -> u16 {
+    let (mac, _) = signed(body);
+    post_webhook(connector, account, body, Some(&mac), retry).await
+}
+
 async fn all_messages(store: &Running) -> Vec<Message> {
     let mut client = message_store_client(store, TENANT, "admin").await;
     let conversations = client
@@ -471,6 +477,27 @@ async fn webhook_inbound(backend: BackendKind) {
         post_webhook(&connector, &account, &unknown, Some(&mac), None).await,
         200
     );
+    // Zalo's retry of it (same body, num_retry) is answered 200 and not kept a second time.
+    assert_eq!(
+        post_signed(&connector, &account, &unknown, Some("1")).await,
+        200
+    );
+    // A known event without the fields giao needs, correctly signed: answered 200 (a 4xx
+    // would make Zalo retry it and then disable the webhook), kept raw and counted.
+    let incomplete = json!({"app_id": APP_ID, "event_name": "user_send_text",
+                             "sender": {"id": "zu-1"}, "message": {"text": "no id"},
+                             "timestamp": "1732300000005"})
+    .to_string();
+    assert_eq!(
+        post_signed(&connector, &account, &incomplete, None).await,
+        200
+    );
+    // Valid JSON under a signature that was never Zalo's: refused and counted as forged.
+    let made_up = format!("mac={}", "0".repeat(64));
+    assert_eq!(
+        post_webhook(&connector, &account, &incomplete, Some(&made_up), None).await,
+        401
+    );
     // Seen, reaction, follow: accepted after all the bad ones.
     for body in [
         json!({"app_id": APP_ID, "event_name": "user_seen_message", "sender": {"id": "zu-1"},
@@ -536,7 +563,12 @@ async fn webhook_inbound(backend: BackendKind) {
     )
     .await;
     assert_eq!(status, 200);
-    for (reason, count) in [("unsigned", 1), ("forged", 1), ("malformed", 1)] {
+    for (reason, count) in [
+        ("unsigned", 1),
+        ("forged", 2),
+        ("malformed", 1),
+        ("incomplete", 1),
+    ] {
         let line = format!("connector_webhook_rejected_total{{reason=\"{reason}\"}} {count}");
         assert!(metrics.contains(&line), "{line} missing in\n{metrics}");
     }
@@ -546,7 +578,10 @@ async fn webhook_inbound(backend: BackendKind) {
         .names(TENANT, &account)
         .await
         .expect("reads raw events");
-    assert_eq!(raw, vec!["user_submit_info".to_string()]);
+    assert_eq!(
+        raw,
+        vec!["user_submit_info".to_string(), "user_send_text".to_string()]
+    );
 
     connector.stop().await.expect("connector stops");
     store.stop().await.expect("message-store stops");
@@ -1044,10 +1079,7 @@ async fn wait_for_message(
 
 async fn oa_connect_reply_and_refresh(backend: BackendKind) {
     use giao_connector::zalo::sim::{OaSimulator, SimConfig};
-    use giao_proto::{
-        common::{DeliveryStatus, MessageContent},
-        messagestore::RecordOutboundRequest,
-    };
+    use giao_proto::common::DeliveryStatus;
 
     let mut backend = Backend::new(backend).await;
     let stop_sim = tokio_util::sync::CancellationToken::new();
@@ -1081,41 +1113,10 @@ async fn oa_connect_reply_and_refresh(backend: BackendKind) {
             .expect("push"),
         200
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let conversation_id = loop {
-        let conversations = message_store_client(&store, TENANT, "admin")
-            .await
-            .list_conversations(ListConversationsRequest::default())
-            .await
-            .expect("lists")
-            .into_inner()
-            .conversations;
-        if let Some(conversation) = conversations.first() {
-            break conversation.conversation_id.clone();
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no conversation");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let conversation_id = first_conversation(&store).await;
 
     // A staff reply goes out through the OA API, comes back sent, then seen.
-    let reply = |key: &str, text: &str| RecordOutboundRequest {
-        conversation_id: conversation_id.clone(),
-        content: Some(MessageContent {
-            r#type: ContentType::Text as i32,
-            text: text.into(),
-            ..Default::default()
-        }),
-        quote_message_id: String::new(),
-        idempotency_key: key.into(),
-    };
-    let mut staff = message_store_client(&store, TENANT, "admin").await;
-    let recorded = staff
-        .record_outbound(reply("r-1", "Dạ shop đây ạ"))
-        .await
-        .expect("records the reply")
-        .into_inner()
-        .message
-        .expect("message");
+    let recorded = record_reply(&store, &conversation_id, "r-1", "Dạ shop đây ạ").await;
     let sent = wait_for_message(&store, &recorded.message_id, "reply sent", |m| {
         m.delivery_status == DeliveryStatus::Sent as i32 && !m.external_message_id.is_empty()
     })
@@ -1165,13 +1166,7 @@ async fn oa_connect_reply_and_refresh(backend: BackendKind) {
 
     // Outside the 7-day window: failed with a clear reason, sent once, never retried.
     sim.fail_next(&[-230]);
-    let late = staff
-        .record_outbound(reply("r-2", "Còn đó không ạ?"))
-        .await
-        .expect("records")
-        .into_inner()
-        .message
-        .expect("message");
+    let late = record_reply(&store, &conversation_id, "r-2", "Còn đó không ạ?").await;
     let failed = wait_for_message(&store, &late.message_id, "window failure", |m| {
         m.delivery_status == DeliveryStatus::Failed as i32
     })
@@ -1183,13 +1178,7 @@ async fn oa_connect_reply_and_refresh(backend: BackendKind) {
     );
     // A rate limit is retried and then goes out.
     sim.fail_next(&[-32]);
-    let paced = staff
-        .record_outbound(reply("r-3", "Shop gửi bạn bảng giá"))
-        .await
-        .expect("records")
-        .into_inner()
-        .message
-        .expect("message");
+    let paced = record_reply(&store, &conversation_id, "r-3", "Shop gửi bạn bảng giá").await;
     wait_for_message(&store, &paced.message_id, "sent after a rate limit", |m| {
         m.delivery_status == DeliveryStatus::Sent as i32
     })
@@ -1198,13 +1187,8 @@ async fn oa_connect_reply_and_refresh(backend: BackendKind) {
 
     // The access token expires: refreshed (single-use refresh token rotated), message sent.
     sim.expire_access_tokens();
-    let after_expiry = staff
-        .record_outbound(reply("r-4", "Bạn cần thêm gì không?"))
-        .await
-        .expect("records")
-        .into_inner()
-        .message
-        .expect("message");
+    let after_expiry =
+        record_reply(&store, &conversation_id, "r-4", "Bạn cần thêm gì không?").await;
     wait_for_message(
         &store,
         &after_expiry.message_id,
@@ -1219,13 +1203,7 @@ async fn oa_connect_reply_and_refresh(backend: BackendKind) {
     connector.stop().await.expect("connector stops");
     let connector = start_connector_with_http(config).await;
     sim.expire_access_tokens();
-    let after_restart = staff
-        .record_outbound(reply("r-5", "Cảm ơn bạn!"))
-        .await
-        .expect("records")
-        .into_inner()
-        .message
-        .expect("message");
+    let after_restart = record_reply(&store, &conversation_id, "r-5", "Cảm ơn bạn!").await;
     wait_for_message(
         &store,
         &after_restart.message_id,
@@ -1248,13 +1226,7 @@ async fn oa_connect_reply_and_refresh(backend: BackendKind) {
     // Zalo is too slow to answer: the outcome is unknown, so the message is reported failed
     // and never sent a second time.
     sim.set_delay(Duration::from_secs(3));
-    let slow = staff
-        .record_outbound(reply("r-6", "Shop gửi lại nhé"))
-        .await
-        .expect("records")
-        .into_inner()
-        .message
-        .expect("message");
+    let slow = record_reply(&store, &conversation_id, "r-6", "Shop gửi lại nhé").await;
     let failed = wait_for_message(&store, &slow.message_id, "unknown outcome", |m| {
         m.delivery_status == DeliveryStatus::Failed as i32
     })
@@ -1919,9 +1891,492 @@ async fn oa_client_over_https() {
     stop.cancel();
 }
 
+/// The tenant's first conversation, once message-store has one.
+async fn first_conversation(store: &Running) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let conversations = message_store_client(store, TENANT, "admin")
+            .await
+            .list_conversations(ListConversationsRequest::default())
+            .await
+            .expect("lists")
+            .into_inner()
+            .conversations;
+        if let Some(conversation) = conversations.first() {
+            return conversation.conversation_id.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no conversation");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A staff member's text reply, recorded through message-store as the UI records it.
+async fn record_reply(store: &Running, conversation_id: &str, key: &str, text: &str) -> Message {
+    use giao_proto::{common::MessageContent, messagestore::RecordOutboundRequest};
+    message_store_client(store, TENANT, "admin")
+        .await
+        .record_outbound(RecordOutboundRequest {
+            conversation_id: conversation_id.to_string(),
+            content: Some(MessageContent {
+                r#type: ContentType::Text as i32,
+                text: text.into(),
+                ..Default::default()
+            }),
+            quote_message_id: String::new(),
+            idempotency_key: key.into(),
+        })
+        .await
+        .expect("records the reply")
+        .into_inner()
+        .message
+        .expect("message")
+}
+
+async fn start_oa_sim() -> (
+    giao_connector::zalo::sim::OaSimulator,
+    tokio_util::sync::CancellationToken,
+) {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let sim = giao_connector::zalo::sim::OaSimulator::start(
+        giao_connector::zalo::sim::SimConfig::default(),
+        "127.0.0.1:0".parse().expect("addr"),
+        stop.clone(),
+    )
+    .await
+    .expect("simulator starts");
+    (sim, stop)
+}
+
+async fn account_status(connector: &Running, account: &str) -> i32 {
+    connector_client(connector, TENANT, "admin")
+        .await
+        .account_status(AccountStatusRequest {
+            channel_account_id: account.to_string(),
+        })
+        .await
+        .expect("status")
+        .into_inner()
+        .status
+}
+
+/// Two replicas need a fresh OA token at the same moment (the session holder's refresher
+/// and another replica's send): Zalo sees the single-use refresh token once, both replicas
+/// end up with the same working token, and the account stays connected.
+async fn oa_refresh_race_between_replicas(backend: BackendKind) {
+    use giao_connector::{
+        credentials::Sealer,
+        store::AccountStore,
+        zalo::{client::OaClient, media::Objects, outbound::OaRuntime},
+    };
+
+    let mut backend = Backend::new(backend).await;
+    let (sim, stop_sim) = start_oa_sim().await;
+    let config = oa_connector_config(connector_config(&mut backend).await, &sim);
+    let connector = start_connector_with_http(config.clone()).await;
+    let account = connect_oa(&connector, &sim).await;
+
+    let bus = giao_bus::connect(&backend.bus).await.expect("bus");
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        // Each with its own connections, as two processes have.
+        let database = Database::connect(&config.database).await.expect("connects");
+        replicas.push(OaRuntime::new(
+            AccountStore::new(database),
+            Sealer::from_config(&config.credentials).expect("keys"),
+            config.zalo_oa.clone(),
+            giao_bus::envelope::EventPublisher::new(bus.clone(), "connector"),
+            Objects::local(&backend.files.path().display().to_string()),
+        ));
+    }
+    // Zalo takes its time answering, so each replica asks while the other's call is open.
+    sim.set_token_delay(Duration::from_millis(400));
+    let racers: Vec<_> = replicas
+        .iter()
+        .cloned()
+        .map(|replica| {
+            let account = account.clone();
+            tokio::spawn(async move { replica.access_token(TENANT, &account, true).await })
+        })
+        .collect();
+    let mut tokens = Vec::new();
+    for racer in racers {
+        tokens.push(
+            racer
+                .await
+                .expect("joins")
+                .expect("each replica gets a token"),
+        );
+    }
+    assert_eq!(
+        sim.refresh_attempts(),
+        1,
+        "the single-use refresh token was presented more than once"
+    );
+    assert_eq!(sim.refreshes(), 1);
+    assert_eq!(tokens[0], tokens[1]);
+    OaClient::new(&config.zalo_oa)
+        .send_cs(&tokens[0], "zu-1", json!({"text": "Chào bạn"}))
+        .await
+        .expect("the refreshed token is accepted by Zalo");
+    assert_eq!(
+        account_status(&connector, &account).await,
+        AccountStatus::Connected as i32
+    );
+
+    // The rotated refresh token was stored: the next refresh, from the other replica, works.
+    sim.set_token_delay(Duration::ZERO);
+    let again = replicas[1]
+        .access_token(TENANT, &account, true)
+        .await
+        .expect("refreshes again");
+    assert_ne!(again, tokens[0]);
+    assert_eq!((sim.refresh_attempts(), sim.refreshes()), (2, 2));
+    assert_eq!(
+        account_status(&connector, &account).await,
+        AccountStatus::Connected as i32
+    );
+
+    connector.stop().await.expect("connector stops");
+    stop_sim.cancel();
+}
+
+/// Replies on a `simulator` account (as in `giao dev`) come back sent, and a reply that
+/// asks something gets the scripted customer's answer.
+async fn simulator_channel_replies(backend: BackendKind) {
+    use giao_proto::{
+        common::{ChannelUser, DeliveryStatus, MessageContent},
+        connector::SimulateInboundRequest,
+    };
+
+    let mut backend = Backend::new(backend).await;
+    let store = start_message_store(message_store_config(&mut backend).await).await;
+    let connector = start_connector_with_http(connector_config(&mut backend).await).await;
+    let mut admin = connector_client(&connector, TENANT, "admin").await;
+    let account = admin
+        .create_account(CreateAccountRequest {
+            kind: ChannelKind::Simulator as i32,
+            display_name: "Demo shop".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("creates the simulator account")
+        .into_inner()
+        .channel_account_id;
+    admin
+        .simulate_inbound(SimulateInboundRequest {
+            channel_account_id: account.clone(),
+            customer: Some(ChannelUser {
+                external_user_id: "cust-lan".into(),
+                display_name: "Nguyễn Thị Lan".into(),
+                ..Default::default()
+            }),
+            content: Some(MessageContent {
+                r#type: ContentType::Text as i32,
+                text: "Shop còn size M không?".into(),
+                ..Default::default()
+            }),
+            external_message_id: String::new(),
+        })
+        .await
+        .expect("the customer writes");
+    let conversation = first_conversation(&store).await;
+
+    let plain = record_reply(&store, &conversation, "s-1", "Dạ còn ạ.").await;
+    let sent = wait_for_message(&store, &plain.message_id, "reply sent", |m| {
+        m.delivery_status == DeliveryStatus::Sent as i32
+    })
+    .await;
+    assert!(
+        sent.external_message_id.starts_with("sim-out-"),
+        "{}",
+        sent.external_message_id
+    );
+
+    let question = record_reply(&store, &conversation, "s-2", "Bạn muốn màu nào ạ?").await;
+    wait_for_message(&store, &question.message_id, "question sent", |m| {
+        m.delivery_status == DeliveryStatus::Sent as i32
+    })
+    .await;
+    let answer_id = format!("sim-answer-{}", question.message_id);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let messages = loop {
+        let messages = all_messages(&store).await;
+        if messages.iter().any(|m| m.external_message_id == answer_id) {
+            break messages;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no answer: {messages:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    };
+    let answer = messages
+        .iter()
+        .find(|m| m.external_message_id == answer_id)
+        .expect("answer");
+    assert_eq!(answer.direction, Direction::Inbound as i32);
+    assert_eq!(answer.conversation_id, conversation);
+    assert!(!answer.content.as_ref().expect("content").text.is_empty());
+    // The plain reply asked nothing: no answer to it.
+    let answers = messages
+        .iter()
+        .filter(|m| m.external_message_id.starts_with("sim-answer-"))
+        .count();
+    assert_eq!(answers, 1, "{messages:#?}");
+
+    connector.stop().await.expect("connector stops");
+    store.stop().await.expect("message-store stops");
+}
+
+const KEY_A: &str = "Z2lhby10ZXN0LWtleS1hLTMyLWJ5dGVzLWxvbmchISE=";
+const KEY_B: &str = "Z2lhby10ZXN0LWtleS1iLTMyLWJ5dGVzLWxvbmchISE=";
+
+fn keys(current: &str, keys: &[(&str, &str)]) -> giao_connector::CredentialsConfig {
+    giao_connector::CredentialsConfig {
+        key_id: current.into(),
+        keys: keys
+            .iter()
+            .map(|(id, key)| (id.to_string(), key.to_string()))
+            .collect(),
+    }
+}
+
+/// Every account answers a signed webhook, which needs its sealed OA secret key opened.
+async fn webhooks_accepted(connector: &Running, accounts: &[String], round: &str) {
+    for account in accounts {
+        let body = event(
+            "user_send_text",
+            &format!("{round}-{account}"),
+            json!({"text": "Chào shop"}),
+        );
+        assert_eq!(
+            post_signed(connector, account, &body, None).await,
+            200,
+            "{round}: {account}"
+        );
+    }
+}
+
+/// Key rotation: accounts sealed under key A keep working when B becomes current, are
+/// re-sealed under B in the background, and A can then be removed.
+async fn credential_keys_rotate(backend: BackendKind) {
+    let mut backend = Backend::new(backend).await;
+    let mut config = connector_config(&mut backend).await;
+    config.credentials = keys("a", &[("a", KEY_A)]);
+    let connector = start_connector_with_http(config.clone()).await;
+    let mut accounts = Vec::new();
+    for key in ["rot-1", "rot-2", "rot-3"] {
+        accounts.push(create_oa(&connector, TENANT, key).await);
+    }
+    webhooks_accepted(&connector, &accounts, "under-a").await;
+    connector.stop().await.expect("connector stops");
+
+    let store = giao_connector::store::AccountStore::new(
+        Database::connect(&config.database).await.expect("connects"),
+    );
+    let sealed = |store: giao_connector::store::AccountStore, accounts: Vec<String>| async move {
+        let mut rows = Vec::new();
+        for account in &accounts {
+            rows.push(
+                store
+                    .credentials(TENANT, account)
+                    .await
+                    .expect("reads")
+                    .expect("sealed credentials"),
+            );
+        }
+        rows
+    };
+    let before = sealed(store.clone(), accounts.clone()).await;
+    assert!(before.iter().all(|row| row.key_id == "a"));
+
+    // B is current, A still configured: the accounts work, and their rows move to B.
+    config.credentials = keys("b", &[("a", KEY_A), ("b", KEY_B)]);
+    let connector = start_connector_with_http(config.clone()).await;
+    webhooks_accepted(&connector, &accounts, "rotating").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let after = loop {
+        let rows = sealed(store.clone(), accounts.clone()).await;
+        if rows.iter().all(|row| row.key_id == "b") {
+            break rows;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not re-sealed: {:?}",
+            rows.iter().map(|row| &row.key_id).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for (old, new) in before.iter().zip(&after) {
+        assert_ne!(old.sealed, new.sealed);
+    }
+    connector.stop().await.expect("connector stops");
+
+    // A removed: nothing needs it any more.
+    config.credentials = keys("b", &[("b", KEY_B)]);
+    let connector = start_connector_with_http(config).await;
+    webhooks_accepted(&connector, &accounts, "after-a").await;
+    // A restart re-seals nothing: the rows are as they were.
+    assert_eq!(
+        sealed(store, accounts.clone())
+            .await
+            .iter()
+            .map(|row| row.sealed.clone())
+            .collect::<Vec<_>>(),
+        after
+            .iter()
+            .map(|row| row.sealed.clone())
+            .collect::<Vec<_>>()
+    );
+    connector.stop().await.expect("connector stops");
+}
+
+/// Through the simulator, end to end: HTTP 5xx is retried and sent once; Zalo's permanent
+/// refusals fail at once with the sender's reason; -223/-224 put the account in
+/// needs_login, and connecting the same OA again revives that account (no duplicate);
+/// a request whose retries run out ends failed, never pending.
+async fn oa_errors_and_reconnect(backend: BackendKind) {
+    use giao_proto::common::DeliveryStatus;
+
+    let mut backend = Backend::new(backend).await;
+    let (sim, stop_sim) = start_oa_sim().await;
+    let store = start_message_store(message_store_config(&mut backend).await).await;
+    let mut config = oa_connector_config(connector_config(&mut backend).await, &sim);
+    config.outbound_max_deliver = 3;
+    let connector = start_connector_with_http(config).await;
+    let account = connect_oa(&connector, &sim).await;
+    let webhook = format!(
+        "http://{}/webhooks/zalo-oa/{TENANT}/{account}",
+        connector.metrics_addr.expect("HTTP listener")
+    );
+    let hello = sim.user_event(
+        "user_send_text",
+        "zu-42",
+        json!({"msg_id": "in-1", "text": "Shop ơi"}),
+    );
+    assert_eq!(sim.push(&webhook, &hello, 0).await.expect("push"), 200);
+    let conversation = first_conversation(&store).await;
+    let is = |status: DeliveryStatus| move |m: &Message| m.delivery_status == status as i32;
+
+    // Zalo answers HTTP 500 twice: retried, then sent exactly once.
+    sim.fail_http(2);
+    let reply = record_reply(&store, &conversation, "e-1", "Dạ shop chào bạn").await;
+    wait_for_message(
+        &store,
+        &reply.message_id,
+        "sent after 5xx",
+        is(DeliveryStatus::Sent),
+    )
+    .await;
+    assert_eq!(sim.send_attempts(), 3);
+    assert_eq!(sim.sent().len(), 1);
+
+    // Permanent refusals: failed at once with what the sender needs to know, tried once.
+    // Not authorised (permission, tier) also puts the account in needs_login; the same OA
+    // connected again then keeps its account, connected, and sends.
+    for (round, code, words, needs_login) in [
+        ("e-2", -217, "blocked", false),
+        ("e-3", -213, "does not follow", false),
+        ("e-4", -223, "not authorised", true),
+        ("e-5", -224, "not authorised", true),
+    ] {
+        let attempts = sim.send_attempts();
+        sim.fail_next(&[code]);
+        let reply = record_reply(&store, &conversation, round, "Shop gửi bạn ưu đãi").await;
+        let failed = wait_for_message(
+            &store,
+            &reply.message_id,
+            "refused",
+            is(DeliveryStatus::Failed),
+        )
+        .await;
+        assert!(
+            failed.failure_reason.contains(words),
+            "{code}: {}",
+            failed.failure_reason
+        );
+        assert_eq!(sim.send_attempts(), attempts + 1, "{code} was retried");
+        let status = account_status(&connector, &account).await;
+        if !needs_login {
+            assert_eq!(status, AccountStatus::Connected as i32, "{code}");
+            continue;
+        }
+        assert_eq!(status, AccountStatus::NeedsLogin as i32, "{code}");
+        assert_eq!(connect_oa(&connector, &sim).await, account);
+        assert_eq!(
+            account_status(&connector, &account).await,
+            AccountStatus::Connected as i32
+        );
+        let key = format!("{round}-after");
+        let reply = record_reply(&store, &conversation, &key, "Shop đã kết nối lại").await;
+        wait_for_message(&store, &reply.message_id, "sent", is(DeliveryStatus::Sent)).await;
+    }
+    let listed = connector_client(&connector, TENANT, "admin")
+        .await
+        .list_accounts(ListAccountsRequest {
+            kind: ChannelKind::ZaloOa as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("lists")
+        .into_inner()
+        .accounts;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    // The conversation did not split: the replies after reconnecting are in the first one.
+    let conversations = message_store_client(&store, TENANT, "admin")
+        .await
+        .list_conversations(ListConversationsRequest::default())
+        .await
+        .expect("lists")
+        .into_inner()
+        .conversations;
+    assert_eq!(conversations.len(), 1);
+
+    // Zalo stays down through every delivery: failed with why, never pending, never sent.
+    let sent = sim.sent().len();
+    sim.fail_http(1_000);
+    let reply = record_reply(&store, &conversation, "e-6", "Shop gửi lại sau nhé").await;
+    let failed = wait_for_message(
+        &store,
+        &reply.message_id,
+        "given up",
+        is(DeliveryStatus::Failed),
+    )
+    .await;
+    assert!(
+        failed.failure_reason.contains("not sent after 3 attempts")
+            && failed.failure_reason.contains("HTTP 500"),
+        "{}",
+        failed.failure_reason
+    );
+    sim.fail_http(0);
+    assert_eq!(sim.sent().len(), sent);
+
+    // None of the refused messages went out later.
+    let texts: Vec<String> = sim
+        .sent()
+        .iter()
+        .map(|m| m.message["text"].as_str().unwrap_or_default().to_string())
+        .collect();
+    for refused in ["Shop gửi bạn ưu đãi", "Shop gửi lại sau nhé"] {
+        assert!(
+            !texts.iter().any(|text| text == refused),
+            "{refused} sent: {texts:?}"
+        );
+    }
+
+    connector.stop().await.expect("connector stops");
+    store.stop().await.expect("message-store stops");
+    stop_sim.cancel();
+}
+
 giao_tests::on_both_backends!(
     accounts,
     webhook_inbound,
     oa_connect_reply_and_refresh,
-    oa_media_profiles_and_rate_limits
+    oa_media_profiles_and_rate_limits,
+    oa_refresh_race_between_replicas,
+    simulator_channel_replies,
+    credential_keys_rotate,
+    oa_errors_and_reconnect
 );

@@ -631,9 +631,47 @@ impl ConnectorService for Api {
             refresh_token: tokens.refresh_token,
             access_expires_at: Utc::now().timestamp() + tokens.expires_in,
         };
-        let id = format!("acc-{}", uuid::Uuid::now_v7());
         let plain = serde_json::to_vec(&credentials)
             .map_err(|error| Error::InvalidArgument(error.to_string()))?;
+        // The same OA connected again (after needs_login, a revoked permission…) keeps its
+        // account: a second one would split its customers' conversations in two.
+        if !request.oa_id.is_empty()
+            && let Some(existing) = self
+                .accounts
+                .find_oa(&caller.tenant_id, &request.oa_id)
+                .await
+                .map_err(Error::from)?
+        {
+            let (key_id, sealed) = self.sealer.seal(&caller.tenant_id, &existing.id, &plain);
+            self.accounts
+                .set_credentials(
+                    &caller.tenant_id,
+                    &existing.id,
+                    &SealedCredentials { key_id, sealed },
+                )
+                .await
+                .map_err(Error::from)?;
+            // A disabled account stays disabled: enabling it is a separate decision.
+            self.change_status(
+                &caller.tenant_id,
+                &existing.id,
+                AccountStatus::Connected,
+                "",
+            )
+            .await?;
+            tracing::info!(account = %existing.id, "OA connected again");
+            audit_credentials(
+                &self.publisher,
+                &caller.tenant_id,
+                &caller.user_id,
+                &existing.id,
+                "account.oa_reconnected",
+            )
+            .await?;
+            let account = self.load(&caller.tenant_id, &existing.id).await?;
+            return Ok(Response::new(to_proto(account)));
+        }
+        let id = format!("acc-{}", uuid::Uuid::now_v7());
         let (key_id, sealed) = self.sealer.seal(&caller.tenant_id, &id, &plain);
         let (account, _) = self
             .accounts

@@ -147,9 +147,64 @@ impl Sealer {
             .map_err(|_| SealError::Corrupt)
     }
 
-    /// Whether a row sealed with `key_id` should be re-sealed with the current key.
-    pub fn is_current(&self, key_id: &str) -> bool {
-        key_id == self.key_id
+    /// The id of the key that seals new credentials; rows under any other are re-sealed
+    /// by [`reseal_stale`].
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+}
+
+/// What one pass of [`reseal_stale`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resealed {
+    /// Rows now sealed under the current key.
+    pub resealed: u64,
+    /// Rows that cannot be opened (their key is not configured, or they are corrupt); they
+    /// are left as they are and logged.
+    pub unreadable: u64,
+}
+
+/// Re-seals, in batches of `batch`, every row sealed under another key than the current
+/// one. Idempotent: a row written meanwhile (a refresh, a new connect) is left alone, since
+/// that write sealed it under the current key already; a second pass finds nothing to do.
+pub async fn reseal_stale(
+    seals: &crate::store::SealStore,
+    sealer: &Sealer,
+    batch: u32,
+) -> Result<Resealed, sqlx::Error> {
+    let mut done = Resealed::default();
+    let mut after = (String::new(), String::new());
+    loop {
+        let rows = seals
+            .stale(&sealer.key_id, (&after.0, &after.1), batch.max(1))
+            .await?;
+        let Some(last) = rows.last() else {
+            return Ok(done);
+        };
+        after = (last.tenant_id.clone(), last.account_id.clone());
+        for row in &rows {
+            let opened = sealer.open(
+                &row.tenant_id,
+                &row.account_id,
+                &row.credentials.key_id,
+                &row.credentials.sealed,
+            );
+            let plain = match opened {
+                Ok(plain) => plain,
+                Err(error) => {
+                    tracing::error!(account = %row.account_id, %error, "credentials not re-sealed");
+                    done.unreadable += 1;
+                    continue;
+                }
+            };
+            let (key_id, sealed) = sealer.seal(&row.tenant_id, &row.account_id, &plain);
+            if seals
+                .replace(row, &crate::store::SealedCredentials { key_id, sealed })
+                .await?
+            {
+                done.resealed += 1;
+            }
+        }
     }
 }
 
@@ -179,7 +234,7 @@ mod tests {
         config.key_id = "k2".into();
         let new = Sealer::from_config(&config).expect("two keys");
         assert!(new.open("t1", "a1", &kid, &sealed).is_ok());
-        assert!(!new.is_current(&kid));
+        assert_ne!(new.key_id(), kid);
         let (kid2, _) = new.seal("t1", "a1", b"x");
         assert_eq!(kid2, "k2");
         // Dropping the retired key makes its rows unreadable, with a clear error.

@@ -68,6 +68,9 @@ pub struct Config {
     pub zalo_personal: personal::ZaloPersonalConfig,
     /// Unacked outbound requests come back after this long.
     pub outbound_ack_wait_secs: u64,
+    /// An outbound request is tried at most this many times (with growing backoff, about
+    /// ten minutes for 30); then it ends as failed with the last reason.
+    pub outbound_max_deliver: u32,
     /// giao's attachment store, the one message-store writes (read only here): outbound
     /// images and files are read from it by `storage_key` and uploaded to Zalo. Empty: such
     /// messages fail with a clear reason.
@@ -111,6 +114,7 @@ impl Default for Config {
             zalo_oa: zalo::client::ZaloOaConfig::default(),
             zalo_personal: personal::ZaloPersonalConfig::default(),
             outbound_ack_wait_secs: 30,
+            outbound_max_deliver: 30,
             // message-store's default, so one machine's services share it unconfigured.
             attachments_dir: "data/attachments".into(),
             health_interval_ms: 2_000,
@@ -123,6 +127,9 @@ impl Validate for Config {
         self.grpc.validate()?;
         if self.health_interval_ms < 100 {
             return Err("health_interval_ms must be at least 100".into());
+        }
+        if self.outbound_max_deliver == 0 {
+            return Err("outbound_max_deliver must be at least 1".into());
         }
         if self.webhook.max_body_bytes < 1024 {
             return Err("webhook.max_body_bytes must be at least 1024".into());
@@ -211,6 +218,7 @@ impl Connector {
         giao_platform::grpc::register_descriptor_set(giao_proto::FILE_DESCRIPTOR_SET);
         let sealer =
             credentials::Sealer::from_config(&config.credentials).map_err(anyhow::Error::msg)?;
+        let sealer_for_reseal = sealer.clone();
         let publisher = EventPublisher::new(bus.clone(), SERVICE);
         let objects = zalo::media::Objects::local(&config.attachments_dir);
         let personal = personal::PersonalRuntime::new(
@@ -242,7 +250,7 @@ impl Connector {
         let rejected = zalo::webhook::Rejected::default();
         metrics.register(
             "connector_webhook_rejected",
-            "Zalo webhooks refused, by reason (unsigned, forged, malformed, unknown_account)",
+            "Zalo webhooks not turned into events, by reason (unsigned, forged, malformed, unknown_account refused; incomplete kept raw)",
             rejected.clone(),
         );
         let webhooks = zalo::webhook::router(
@@ -269,8 +277,16 @@ impl Connector {
         {
             let bus = bus.clone();
             let ack_wait = Duration::from_secs(config.outbound_ack_wait_secs.max(1));
+            let max_deliver = config.outbound_max_deliver;
             tasks.push(Box::new(move |stop| {
-                Box::pin(oa.consume(bus, ack_wait, stop))
+                Box::pin(oa.consume(bus, ack_wait, max_deliver, stop))
+            }));
+        }
+        {
+            let seals = store::SealStore::new(database.clone());
+            let sealer = sealer_for_reseal;
+            tasks.push(Box::new(move |stop| {
+                Box::pin(reseal_retired_keys(seals, sealer, stop))
             }));
         }
         if config.sessions.enabled {
@@ -311,6 +327,32 @@ impl Connector {
             shutdown,
         )
         .await
+    }
+}
+
+/// After a key rotation, re-seals the rows still sealed under a retired key: at start, then
+/// every ten minutes (a replica still on the old configuration during a rolling restart may
+/// write some). Once a pass finds none, the retired key can be removed from the config.
+async fn reseal_retired_keys(
+    seals: store::SealStore,
+    sealer: credentials::Sealer,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        match credentials::reseal_stale(&seals, &sealer, 200).await {
+            Ok(done) if done != credentials::Resealed::default() => tracing::info!(
+                resealed = done.resealed,
+                unreadable = done.unreadable,
+                key_id = sealer.key_id(),
+                "credentials re-sealed under the current key"
+            ),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "credentials not re-sealed, trying again later"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+        }
     }
 }
 

@@ -120,6 +120,44 @@ impl Simulator {
         })
     }
 
+    /// The scripted customer `customer_id` answers a reply, with `external_message_id`
+    /// (the same id publishes the same event, which the bus dedupes).
+    pub async fn answer(
+        &self,
+        tenant_id: &str,
+        channel_account_id: &str,
+        customer_id: &str,
+        external_message_id: String,
+    ) -> Result<Simulated, Error> {
+        let name = CUSTOMERS
+            .iter()
+            .find(|(id, _)| *id == customer_id)
+            .map(|(_, name)| *name)
+            .unwrap_or_default();
+        // The same reply always gets the same answer.
+        let pick = external_message_id.bytes().fold(0usize, |acc, byte| {
+            acc.wrapping_mul(31).wrapping_add(byte.into())
+        });
+        let customer = ChannelUser {
+            external_user_id: customer_id.to_string(),
+            display_name: name.to_string(),
+            ..Default::default()
+        };
+        let content = MessageContent {
+            r#type: common::ContentType::Text as i32,
+            text: ANSWERS[pick % ANSWERS.len()].into(),
+            ..Default::default()
+        };
+        self.inbound(
+            tenant_id,
+            channel_account_id,
+            customer,
+            content,
+            Some(external_message_id),
+        )
+        .await
+    }
+
     /// Ensures the demo account exists in `tenant_id`.
     pub async fn ensure_demo_account(&self, tenant_id: &str) -> Result<AccountRecord, Error> {
         Ok(self
@@ -148,6 +186,13 @@ const LINES: &[&str] = &[
     "Giao hàng về Đà Nẵng mất mấy ngày vậy shop?",
     "Mình chuyển khoản rồi nhé, shop kiểm tra giúp",
     "Cảm ơn shop nhiều!",
+];
+
+/// What a scripted customer says when a reply asks something.
+const ANSWERS: &[&str] = &[
+    "Dạ vâng, shop tư vấn giúp mình nhé",
+    "Mình lấy size M, màu xanh ạ",
+    "Có ạ, mình cần giao trước thứ Bảy",
 ];
 
 /// Feeds demo conversations until `stop` (or `config.demo_messages` messages).

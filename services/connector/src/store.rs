@@ -401,9 +401,56 @@ impl AccountStore {
         tenant_id: &str,
         id: &str,
     ) -> Result<Option<SealedCredentials>, sqlx::Error> {
-        let sql = "SELECT credentials_kid, credentials FROM channel_accounts \
+        Ok(self
+            .versioned_credentials(tenant_id, id)
+            .await?
+            .map(|(credentials, _)| credentials))
+    }
+
+    /// Replaces the credentials in one statement, so a rotated refresh token is either
+    /// stored with everything else or not at all. Bumps the version, so a token refresh
+    /// that began from the replaced credentials does not overwrite them.
+    pub async fn set_credentials(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        credentials: &SealedCredentials,
+    ) -> Result<bool, sqlx::Error> {
+        self.write_credentials(tenant_id, id, None, credentials)
+            .await
+    }
+
+    /// Writes credentials, bumping the version and ending any refresh claim; with
+    /// `only_at`, only if the version is still that one.
+    async fn write_credentials(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        only_at: Option<i64>,
+        credentials: &SealedCredentials,
+    ) -> Result<bool, sqlx::Error> {
+        let sql = "UPDATE channel_accounts SET credentials = $3, credentials_kid = $4, \
+                   credentials_version = credentials_version + 1, refresh_claim = '', \
+                   refresh_claim_until = 0 WHERE tenant_id = $1 AND id = $2 \
+                   AND ($5 IS NULL OR credentials_version = $5)";
+        let done = on_pool!(&self.database, sql, |q| q
+            .bind(tenant_id)
+            .bind(id)
+            .bind(&credentials.sealed)
+            .bind(&credentials.key_id)
+            .bind(only_at))?;
+        Ok(done == 1)
+    }
+
+    /// The credentials with the version every write bumps.
+    pub async fn versioned_credentials(
+        &self,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<Option<(SealedCredentials, i64)>, sqlx::Error> {
+        let sql = "SELECT credentials_kid, credentials, credentials_version FROM channel_accounts \
                    WHERE tenant_id = $1 AND id = $2";
-        let row: Option<(Option<String>, Option<Vec<u8>>)> = on_pool!(
+        let row: Option<(Option<String>, Option<Vec<u8>>, i64)> = on_pool!(
             &self.database,
             sql,
             sqlx::query_as,
@@ -411,26 +458,162 @@ impl AccountStore {
             fetch_optional
         )?;
         Ok(match row {
-            Some((Some(key_id), Some(sealed))) => Some(SealedCredentials { key_id, sealed }),
+            Some((Some(key_id), Some(sealed), version)) => {
+                Some((SealedCredentials { key_id, sealed }, version))
+            }
             _ => None,
         })
     }
 
-    /// Replaces the credentials in one statement, so a rotated refresh token is either
-    /// stored with everything else or not at all.
-    pub async fn set_credentials(
+    /// Claims the right to refresh the token of credentials at `version` until `until`
+    /// (microseconds): true for exactly one of several replicas asking at once, and only
+    /// while nobody else holds an unexpired claim.
+    pub async fn claim_refresh(
         &self,
         tenant_id: &str,
         id: &str,
-        credentials: &SealedCredentials,
+        version: i64,
+        claim: &str,
+        now: i64,
+        until: i64,
     ) -> Result<bool, sqlx::Error> {
-        let sql = "UPDATE channel_accounts SET credentials = $3, credentials_kid = $4 \
-                   WHERE tenant_id = $1 AND id = $2";
+        let sql = "UPDATE channel_accounts SET refresh_claim = $4, refresh_claim_until = $6 \
+                   WHERE tenant_id = $1 AND id = $2 AND credentials_version = $3 \
+                   AND (refresh_claim = '' OR refresh_claim_until <= $5)";
         let done = on_pool!(&self.database, sql, |q| q
             .bind(tenant_id)
             .bind(id)
-            .bind(&credentials.sealed)
-            .bind(&credentials.key_id))?;
+            .bind(version)
+            .bind(claim)
+            .bind(now)
+            .bind(until))?;
+        Ok(done == 1)
+    }
+
+    /// Stores refreshed credentials if they are still at `version` (nothing else wrote them
+    /// since the refresh began), bumping it and ending the claim.
+    pub async fn finish_refresh(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        version: i64,
+        credentials: &SealedCredentials,
+    ) -> Result<bool, sqlx::Error> {
+        self.write_credentials(tenant_id, id, Some(version), credentials)
+            .await
+    }
+
+    /// Ends a refresh claim that stored nothing, so a waiting replica need not wait it out.
+    pub async fn release_refresh(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        claim: &str,
+    ) -> Result<(), sqlx::Error> {
+        let sql = "UPDATE channel_accounts SET refresh_claim = '', refresh_claim_until = 0 \
+                   WHERE tenant_id = $1 AND id = $2 AND refresh_claim = $3";
+        on_pool!(&self.database, sql, |q| q
+            .bind(tenant_id)
+            .bind(id)
+            .bind(claim))?;
+        Ok(())
+    }
+
+    /// The tenant's OA account for Zalo's `oa_id`, if one was connected before.
+    pub async fn find_oa(
+        &self,
+        tenant_id: &str,
+        oa_id: &str,
+    ) -> Result<Option<Account>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {} FROM channel_accounts WHERE tenant_id = $1 AND kind = $2 \
+             AND external_id = $3 ORDER BY created_at, id LIMIT 1",
+            columns(&self.database)
+        );
+        let row: Option<Row> = on_pool!(
+            &self.database,
+            &sql,
+            sqlx::query_as,
+            |q| q
+                .bind(tenant_id)
+                .bind(giao_proto::common::ChannelKind::ZaloOa as i16)
+                .bind(oa_id),
+            fetch_optional
+        )?;
+        Ok(row.map(from_row))
+    }
+}
+
+/// A row whose credentials are sealed under a key other than the current one.
+#[derive(Debug, Clone)]
+pub struct StaleSeal {
+    pub tenant_id: String,
+    pub account_id: String,
+    pub credentials: SealedCredentials,
+}
+
+/// Re-sealing after a key rotation. These queries span tenants on purpose (a rotation
+/// re-seals every tenant's rows); nothing here is reachable from a caller's request.
+#[derive(Debug, Clone)]
+pub struct SealStore {
+    database: Database,
+}
+
+impl SealStore {
+    pub fn new(database: Database) -> Self {
+        Self { database }
+    }
+
+    /// Up to `limit` rows sealed under another key than `current`, after (tenant, account)
+    /// `after` in key order.
+    pub async fn stale(
+        &self,
+        current: &str,
+        after: (&str, &str),
+        limit: u32,
+    ) -> Result<Vec<StaleSeal>, sqlx::Error> {
+        let sql = "SELECT tenant_id, id, credentials_kid, credentials FROM channel_accounts \
+                   WHERE credentials IS NOT NULL AND credentials_kid <> $1 \
+                   AND (tenant_id > $2 OR (tenant_id = $2 AND id > $3)) \
+                   ORDER BY tenant_id, id LIMIT $4";
+        let rows: Vec<(String, String, String, Vec<u8>)> = on_pool!(
+            &self.database,
+            sql,
+            sqlx::query_as,
+            |q| q
+                .bind(current)
+                .bind(after.0)
+                .bind(after.1)
+                .bind(i64::from(limit)),
+            fetch_all
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|(tenant_id, account_id, key_id, sealed)| StaleSeal {
+                tenant_id,
+                account_id,
+                credentials: SealedCredentials { key_id, sealed },
+            })
+            .collect())
+    }
+
+    /// Replaces a stale seal with `resealed` (the same plaintext under the current key) only
+    /// if the row still holds exactly `stale`: a credentials write in between wins. The
+    /// version is not bumped: nothing a refresh read has changed.
+    pub async fn replace(
+        &self,
+        stale: &StaleSeal,
+        resealed: &SealedCredentials,
+    ) -> Result<bool, sqlx::Error> {
+        let sql = "UPDATE channel_accounts SET credentials = $5, credentials_kid = $6 \
+                   WHERE tenant_id = $1 AND id = $2 AND credentials_kid = $3 AND credentials = $4";
+        let done = on_pool!(&self.database, sql, |q| q
+            .bind(&stale.tenant_id)
+            .bind(&stale.account_id)
+            .bind(&stale.credentials.key_id)
+            .bind(&stale.credentials.sealed)
+            .bind(&resealed.sealed)
+            .bind(&resealed.key_id))?;
         Ok(done == 1)
     }
 }

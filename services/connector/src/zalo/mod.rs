@@ -83,6 +83,8 @@ impl RawEvents {
         Self { database }
     }
 
+    /// Keeps an event's body once: Zalo's retry of it (`num_retry`) repeats the same body,
+    /// which the digest recognises.
     pub async fn keep(
         &self,
         tenant_id: &str,
@@ -90,31 +92,35 @@ impl RawEvents {
         event_name: &str,
         body: &[u8],
     ) -> Result<(), sqlx::Error> {
+        use sha2::Digest;
         let now = Utc::now().timestamp_micros();
+        let digest = hex::encode(sha2::Sha256::digest(body));
         match &self.database {
             Database::Postgres(pool) => {
                 sqlx::query(
-                    "INSERT INTO raw_channel_events (tenant_id, channel_account_id, event_name, body, received_at) \
-                     VALUES ($1, $2, $3, $4, $5)",
+                    "INSERT INTO raw_channel_events (tenant_id, channel_account_id, event_name, body, \
+                     received_at, body_sha256) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
                 )
                 .bind(tenant_id)
                 .bind(account_id)
                 .bind(event_name)
                 .bind(body)
                 .bind(now)
+                .bind(&digest)
                 .execute(pool)
                 .await?;
             }
             Database::Sqlite(pool) => {
                 sqlx::query(
-                    "INSERT INTO raw_channel_events (tenant_id, channel_account_id, event_name, body, received_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO raw_channel_events (tenant_id, channel_account_id, event_name, body, \
+                     received_at, body_sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
                 )
                 .bind(tenant_id)
                 .bind(account_id)
                 .bind(event_name)
                 .bind(body)
                 .bind(now)
+                .bind(&digest)
                 .execute(pool)
                 .await?;
             }

@@ -45,6 +45,8 @@ pub enum OaError {
     Database(#[from] sqlx::Error),
     #[error(transparent)]
     Call(#[from] CallError),
+    #[error("another replica is refreshing the OA token")]
+    RefreshBusy,
 }
 
 /// Per-account token buckets: `rate` messages per minute, bursts up to a tenth of it.
@@ -252,6 +254,15 @@ impl OaRuntime {
             .credentials(tenant, account)
             .await?
             .ok_or(OaError::NoCredentials)?;
+        self.open(tenant, account, &sealed)
+    }
+
+    fn open(
+        &self,
+        tenant: &str,
+        account: &str,
+        sealed: &SealedCredentials,
+    ) -> Result<OaCredentials, OaError> {
         let plain = self
             .sealer
             .open(tenant, account, &sealed.key_id, &sealed.sealed)
@@ -276,53 +287,136 @@ impl OaRuntime {
     /// A valid access token, refreshed first when it expires within `refresh_before_secs`
     /// (or at once with `force`). The rotated refresh token is stored before the new access
     /// token is used: the old one is already spent at Zalo.
+    ///
+    /// Any replica may need a refresh at the same moment (the session holder's refresher,
+    /// another replica's send), and Zalo's refresh token is single use: whoever presented it
+    /// second would lose the account. So a refresh first claims the account's row for the
+    /// credentials version it read; the others wait for that version to move and use the
+    /// token it stored.
     pub async fn access_token(
         &self,
         tenant: &str,
         account: &str,
         force: bool,
     ) -> Result<String, OaError> {
-        let mut credentials = self.credentials(tenant, account).await?;
-        let now = Utc::now().timestamp();
-        if !force
-            && !credentials.access_token.is_empty()
-            && credentials.access_expires_at - self.config.refresh_before_secs > now
-        {
-            return Ok(credentials.access_token);
+        let claim_ttl = self.claim_ttl();
+        let deadline = Instant::now() + claim_ttl + Duration::from_secs(1);
+        // The version at which this call decided a refresh was needed.
+        let mut due_at: Option<i64> = None;
+        loop {
+            let (sealed, version) = self
+                .accounts
+                .versioned_credentials(tenant, account)
+                .await?
+                .ok_or(OaError::NoCredentials)?;
+            let credentials = self.open(tenant, account, &sealed)?;
+            let now = Utc::now().timestamp();
+            let usable =
+                !credentials.access_token.is_empty() && credentials.access_expires_at > now;
+            match due_at {
+                None if !force
+                    && usable
+                    && credentials.access_expires_at - self.config.refresh_before_secs > now =>
+                {
+                    return Ok(credentials.access_token);
+                }
+                None => due_at = Some(version),
+                // Written since: another replica refreshed (or the OA was connected again).
+                Some(seen) if seen != version && usable => return Ok(credentials.access_token),
+                Some(seen) if seen != version => due_at = Some(version),
+                Some(_) => {}
+            }
+            if credentials.refresh_token.is_empty() {
+                return Err(OaError::NoCredentials);
+            }
+            let claim = hex::encode(rand::random::<[u8; 12]>());
+            let now_micros = now_micros();
+            let until = now_micros + claim_ttl.as_micros() as i64;
+            if self
+                .accounts
+                .claim_refresh(tenant, account, version, &claim, now_micros, until)
+                .await?
+            {
+                match self
+                    .refresh_claimed(tenant, account, credentials, version, &claim)
+                    .await?
+                {
+                    Some(token) => return Ok(token),
+                    // Something else wrote the credentials meanwhile: read them again.
+                    None => continue,
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(OaError::RefreshBusy);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        if credentials.refresh_token.is_empty() {
-            return Err(OaError::NoCredentials);
-        }
-        let tokens = match self
+    }
+
+    /// A claim outlives the refresh call it covers (bounded by the request timeout), so
+    /// nobody else presents the same refresh token while the call may still succeed.
+    fn claim_ttl(&self) -> Duration {
+        Duration::from_millis(self.config.request_timeout_ms) * 2 + Duration::from_secs(2)
+    }
+
+    /// Refreshes under a claim on `version`. `None`: the credentials changed meanwhile.
+    async fn refresh_claimed(
+        &self,
+        tenant: &str,
+        account: &str,
+        mut credentials: OaCredentials,
+        version: i64,
+        claim: &str,
+    ) -> Result<Option<String>, OaError> {
+        let refreshed = self
             .client
             .refresh(
                 &credentials.app_id,
                 &credentials.app_secret,
                 &credentials.refresh_token,
             )
-            .await
-        {
+            .await;
+        let tokens = match refreshed {
             Ok(tokens) => tokens,
-            Err(CallError::Zalo { code, .. }) => {
-                tracing::warn!(account = %account, code, "OA refresh refused: needs a new connect");
-                self.set_status(
-                    tenant,
-                    account,
-                    AccountStatus::NeedsLogin,
-                    "the OA must be connected again",
-                )
-                .await;
-                return Err(OaError::NoCredentials);
+            Err(error) => {
+                self.accounts
+                    .release_refresh(tenant, account, claim)
+                    .await?;
+                if let CallError::Zalo { code, .. } = error {
+                    tracing::warn!(account = %account, code, "OA refresh refused: needs a new connect");
+                    self.set_status(
+                        tenant,
+                        account,
+                        AccountStatus::NeedsLogin,
+                        "the OA must be connected again",
+                    )
+                    .await;
+                    return Err(OaError::NoCredentials);
+                }
+                return Err(error.into());
             }
-            Err(error) => return Err(error.into()),
         };
         credentials.access_token = tokens.access_token;
         credentials.refresh_token = tokens.refresh_token;
-        credentials.access_expires_at = now + tokens.expires_in;
-        self.store_credentials(tenant, account, &credentials)
+        credentials.access_expires_at = Utc::now().timestamp() + tokens.expires_in;
+        let plain = serde_json::to_vec(&credentials).map_err(|_| OaError::NoCredentials)?;
+        let (key_id, sealed) = self.sealer.seal(tenant, account, &plain);
+        let stored = self
+            .accounts
+            .finish_refresh(
+                tenant,
+                account,
+                version,
+                &SealedCredentials { key_id, sealed },
+            )
             .await?;
+        if !stored {
+            // A new connect replaced the credentials while Zalo answered; theirs stand.
+            tracing::info!(account = %account, "OA credentials replaced during a refresh");
+            return Ok(None);
+        }
         tracing::info!(account = %account, "OA access token refreshed");
-        Ok(credentials.access_token)
+        Ok(Some(credentials.access_token))
     }
 
     async fn set_status(&self, tenant: &str, account: &str, status: AccountStatus, reason: &str) {
@@ -343,26 +437,31 @@ impl OaRuntime {
         }
     }
 
-    /// Consumes OutboundRequested until `stop`.
+    /// Consumes OutboundRequested until `stop`; a request is delivered at most
+    /// `max_deliver` times.
     pub async fn consume(
         self,
         bus: Arc<dyn EventBus>,
         ack_wait: Duration,
+        max_deliver: u32,
         stop: CancellationToken,
     ) -> anyhow::Result<()> {
+        let max_deliver = max_deliver.max(1);
         let spec = ConsumerSpec {
             durable_name: "connector-outbound".into(),
             filter_subjects: vec![envelope::subject_filter("outbound_requested")],
             ack_wait,
-            max_deliver: Some(30),
+            max_deliver: Some(max_deliver),
             inactive_threshold: None,
         };
         giao_bus::run_consumer(bus, spec, stop, move |delivery: &Delivery| {
             let runtime = self.clone();
             let decoded = envelope::decode(delivery);
+            let last = delivery.delivered_count >= max_deliver;
+            let attempts = delivery.delivered_count;
             async move {
                 match decoded {
-                    Ok((envelope, _span)) => runtime.handle(envelope).await,
+                    Ok((envelope, _span)) => runtime.handle(envelope, last, attempts).await,
                     Err(error) => HandlerOutcome::Poison(format!("undecodable event: {error}")),
                 }
             }
@@ -371,15 +470,121 @@ impl OaRuntime {
         Ok(())
     }
 
-    async fn handle(&self, envelope: events::Envelope) -> HandlerOutcome {
+    async fn handle(
+        &self,
+        envelope: events::Envelope,
+        last: bool,
+        attempts: u32,
+    ) -> HandlerOutcome {
         let tenant = envelope.tenant_id;
         let Some(Payload::OutboundRequested(request)) = envelope.payload else {
             return HandlerOutcome::Done;
         };
-        match self.send_once(&tenant, &request).await {
+        let outcome = match self.send_once(&tenant, &request).await {
             Ok(outcome) => outcome,
             Err(error) => HandlerOutcome::Retry(error.to_string()),
+        };
+        match outcome {
+            // The bus will not deliver it again: settle it as failed rather than leave the
+            // message pending forever.
+            HandlerOutcome::Retry(reason) if last => {
+                self.give_up(&tenant, &request, attempts, &reason).await
+            }
+            outcome => outcome,
         }
+    }
+
+    /// Ends a request whose last delivery failed transiently as failed, with why.
+    async fn give_up(
+        &self,
+        tenant: &str,
+        request: &events::OutboundRequested,
+        attempts: u32,
+        last_error: &str,
+    ) -> HandlerOutcome {
+        let reason = format!("not sent after {attempts} attempts: {last_error}");
+        let settled = async {
+            let account = self
+                .accounts
+                .get(tenant, &request.channel_account_id)
+                .await?;
+            // Personal accounts settle their own queue entries.
+            if account.is_some_and(|a| a.kind == ChannelKind::ZaloPersonal as i32) {
+                return Ok::<_, OaError>(false);
+            }
+            let record = self.record(tenant, request).await?;
+            if record.state != "pending" {
+                return Ok(false);
+            }
+            self.finish(
+                tenant,
+                &request.message_id,
+                "failed",
+                "",
+                "retries",
+                &reason,
+            )
+            .await?;
+            self.publish_failed(tenant, request, "retries", &reason)
+                .await?;
+            Ok(true)
+        }
+        .await;
+        match settled {
+            Ok(true) => {
+                tracing::warn!(message = %request.message_id, attempts, "outbound message given up");
+                HandlerOutcome::Done
+            }
+            Ok(false) => HandlerOutcome::Retry(last_error.to_string()),
+            Err(error) => HandlerOutcome::Retry(format!("{last_error}; not settled: {error}")),
+        }
+    }
+
+    /// A reply on a `simulator` account: nothing leaves giao, so it is sent at once with a
+    /// simulated message id; a reply asking something (a `?`) gets the scripted customer's
+    /// answer, so a demo conversation goes on.
+    async fn send_simulated(
+        &self,
+        tenant: &str,
+        request: &events::OutboundRequested,
+    ) -> Result<HandlerOutcome, OaError> {
+        let record = self.record(tenant, request).await?;
+        let external_id = match record.state.as_str() {
+            "sent" => record.external_message_id,
+            "failed" => return self.republish_failed(tenant, request, &record).await,
+            _ => {
+                let external_id = format!("sim-out-{}", request.message_id);
+                self.finish(tenant, &request.message_id, "sent", &external_id, "", "")
+                    .await?;
+                external_id
+            }
+        };
+        self.publish_sent(tenant, request, &external_id).await?;
+        let text = request
+            .content
+            .as_ref()
+            .map(|content| content.text.as_str())
+            .unwrap_or_default();
+        if text.contains('?') && !request.external_thread_id.is_empty() {
+            let simulator =
+                crate::simulator::Simulator::new(self.accounts.clone(), self.publisher.clone());
+            // Derived from the reply, so a redelivery answers once.
+            let answer_id = format!("sim-answer-{}", request.message_id);
+            if let Err(error) = simulator
+                .answer(
+                    tenant,
+                    &request.channel_account_id,
+                    &request.external_thread_id,
+                    answer_id,
+                )
+                .await
+            {
+                return Ok(HandlerOutcome::Retry(format!(
+                    "scripted answer not published: {error}"
+                )));
+            }
+        }
+        Ok(HandlerOutcome::Done)
     }
 
     async fn send_once(
@@ -399,6 +604,9 @@ impl OaRuntime {
             // Queued for the replica that holds the account's session, which paces it.
             return Ok(personal.enqueue(tenant, request, account.disabled).await);
         }
+        if account.kind == ChannelKind::Simulator as i32 {
+            return self.send_simulated(tenant, request).await;
+        }
         if account.kind != ChannelKind::ZaloOa as i32 {
             // Other kinds have their own senders.
             return Ok(HandlerOutcome::Done);
@@ -410,16 +618,7 @@ impl OaRuntime {
                     .await?;
                 return Ok(HandlerOutcome::Done);
             }
-            "failed" => {
-                self.publish_failed(
-                    tenant,
-                    request,
-                    &record.failure_code,
-                    &record.failure_reason,
-                )
-                .await?;
-                return Ok(HandlerOutcome::Done);
-            }
+            "failed" => return self.republish_failed(tenant, request, &record).await,
             "sending" => {
                 // A previous attempt may have reached Zalo: never risk a second copy.
                 let reason = "not sent again: an earlier attempt's outcome is unknown";
@@ -600,6 +799,23 @@ impl OaRuntime {
             .lock()
             .map(|throttle| throttle.window())
             .unwrap_or(Duration::from_secs(60))
+    }
+
+    /// A redelivery of a message that already failed: its outcome is published again.
+    async fn republish_failed(
+        &self,
+        tenant: &str,
+        request: &events::OutboundRequested,
+        record: &OutboundRecord,
+    ) -> Result<HandlerOutcome, OaError> {
+        self.publish_failed(
+            tenant,
+            request,
+            &record.failure_code,
+            &record.failure_reason,
+        )
+        .await?;
+        Ok(HandlerOutcome::Done)
     }
 
     /// Ends a message as failed with a reason for the sender; it is not retried.

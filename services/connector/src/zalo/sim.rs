@@ -71,6 +71,8 @@ struct Faults {
     rate_window: Duration,
     /// Uploads answer -100 on use (the attachment expired) this many times.
     expire_uploads: u32,
+    /// The token endpoint answers this late (a slow refresh overlaps others).
+    token_delay: Duration,
 }
 
 /// A file the OA uploaded for a later send.
@@ -104,6 +106,10 @@ struct SimState {
     window: Option<(std::time::Instant, u32)>,
     faults: Faults,
     refreshes: u32,
+    /// Refresh grants asked for, valid or not.
+    refresh_attempts: u32,
+    /// Requests to the send endpoint, answered or not.
+    send_attempts: u32,
     uploads: Vec<Upload>,
     profiles: HashMap<String, SimProfile>,
     profile_requests: u32,
@@ -321,6 +327,22 @@ impl OaSimulator {
         self.with(|state| state.refreshes)
     }
 
+    /// Refresh grants asked for, including refused ones (a spent refresh token presented
+    /// again counts here, not in [`Self::refreshes`]).
+    pub fn refresh_attempts(&self) -> u32 {
+        self.with(|state| state.refresh_attempts)
+    }
+
+    /// Requests that reached the send endpoint, whatever it answered.
+    pub fn send_attempts(&self) -> u32 {
+        self.with(|state| state.send_attempts)
+    }
+
+    /// The token endpoint answers `delay` late.
+    pub fn set_token_delay(&self, delay: Duration) {
+        self.with(|state| state.faults.token_delay = delay);
+    }
+
     /// The next sends fail with these Zalo error codes.
     pub fn fail_next(&self, codes: &[i64]) {
         self.with(|state| state.faults.next_errors.extend(codes));
@@ -490,6 +512,10 @@ async fn authorize(State(sim): State<OaSimulator>, uri: Uri) -> Response {
 }
 
 async fn access_token(State(sim): State<OaSimulator>, headers: HeaderMap, body: Bytes) -> Response {
+    let delay = sim.with(|state| state.faults.token_delay);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
     let field = |name: &str| form.get(name).cloned().unwrap_or_default();
     if headers.get("secret_key").and_then(|v| v.to_str().ok()) != Some(&sim.config.app_secret)
@@ -509,6 +535,7 @@ async fn access_token(State(sim): State<OaSimulator>, headers: HeaderMap, body: 
             }
         }
         "refresh_token" => sim.with(|state| {
+            state.refresh_attempts += 1;
             let valid = state.refresh.remove(&field("refresh_token"));
             if valid {
                 state.refreshes += 1;
@@ -532,6 +559,7 @@ async fn access_token(State(sim): State<OaSimulator>, headers: HeaderMap, body: 
 
 async fn send(State(sim): State<OaSimulator>, headers: HeaderMap, body: Bytes) -> Response {
     let (delay, fail_http) = sim.with(|state| {
+        state.send_attempts += 1;
         let fail = state.faults.fail_http > 0;
         if fail {
             state.faults.fail_http -= 1;

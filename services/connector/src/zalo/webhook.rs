@@ -29,7 +29,8 @@ use sha2::{Digest, Sha256};
 
 use crate::{credentials::Sealer, store::AccountStore, zalo::OaCredentials};
 
-/// Webhooks refused, by reason (`unsigned`, `forged`, `malformed`, `unknown_account`).
+/// Webhooks not turned into events, by reason: refused (`unsigned`, `forged`, `malformed`,
+/// `unknown_account`) or accepted but kept raw because fields were missing (`incomplete`).
 pub type Rejected = Family<Vec<(String, String)>, Counter>;
 
 #[derive(Clone)]
@@ -72,11 +73,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn reject(state: &WebhookState, reason: &str, status: StatusCode) -> StatusCode {
+fn count(state: &WebhookState, reason: &str) {
     state
         .rejected
         .get_or_create(&vec![("reason".to_string(), reason.to_string())])
         .inc();
+}
+
+fn reject(state: &WebhookState, reason: &str, status: StatusCode) -> StatusCode {
+    count(state, reason);
     status
 }
 
@@ -172,7 +177,18 @@ async fn receive(
             .keep(&tenant_id, &account_id, &name, &body)
             .await
             .map_err(|error| error.to_string()),
-        Mapped::Malformed => return reject(&state, "malformed", StatusCode::BAD_REQUEST),
+        // Signed by Zalo but missing what giao needs: a 4xx would only make Zalo retry the
+        // same body and then disable the webhook, so it is kept raw for a look and counted.
+        Mapped::Malformed => {
+            let name = event["event_name"].as_str().unwrap_or_default();
+            tracing::warn!(account = %account_id, event = %name, "webhook: incomplete event kept raw");
+            count(&state, "incomplete");
+            state
+                .raw
+                .keep(&tenant_id, &account_id, name, &body)
+                .await
+                .map_err(|error| error.to_string())
+        }
     };
     match published {
         Ok(()) => StatusCode::OK,
