@@ -1915,6 +1915,22 @@ async fn contact_of(
         .contact_id
 }
 
+async fn add_note(
+    client: &mut MessageStoreServiceClient<Authed>,
+    contact_id: &str,
+    text: &str,
+) -> giao_proto::messagestore::Note {
+    client
+        .add_note(giao_proto::messagestore::AddNoteRequest {
+            contact_id: contact_id.into(),
+            text: text.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("noted")
+        .into_inner()
+}
+
 fn client_as(
     store_channel: &tonic::transport::Channel,
     user: &str,
@@ -2111,8 +2127,8 @@ async fn assert_delivery_hidden(
 /// change nothing; its searches and exports find nothing of this tenant.
 async fn other_tenants_ids_answer_not_found(kind: BackendKind) {
     use giao_proto::messagestore::{
-        AddNoteRequest, AttachmentInfo, EditNoteRequest, GetAttachmentRequest,
-        GetConversationRequest, ListNotesRequest, MergeContactsRequest, UploadAttachmentRequest,
+        AttachmentInfo, EditNoteRequest, GetAttachmentRequest, GetConversationRequest,
+        ListNotesRequest, MergeContactsRequest, UploadAttachmentRequest,
         export_history_request::Selector, upload_attachment_request::Part,
     };
     let (_backend, store, mut admin) = start(kind).await;
@@ -2164,15 +2180,7 @@ async fn other_tenants_ids_answer_not_found(kind: BackendKind) {
         .expect("message")
         .conversation_id;
     let other_contact = contact_of(&mut admin, &minh_conversation).await;
-    let note = admin
-        .add_note(AddNoteRequest {
-            contact_id: contact_id.clone(),
-            text: "Khách quen, thích áo màu xanh".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("noted")
-        .into_inner();
+    let note = add_note(&mut admin, &contact_id, "Khách quen, thích áo màu xanh").await;
 
     let mut theirs = message_store_client(&store, "other-co", "admin").await;
     assert_conversation_hidden(&mut theirs, &conversation_id, "from another tenant").await;
@@ -2297,9 +2305,7 @@ async fn other_tenants_ids_answer_not_found(kind: BackendKind) {
 /// Agents see their own customers only (conversations, contacts and notes, in reads, writes
 /// and search); supervisors their teams' conversations, in lists, reads, search and exports.
 async fn agents_and_supervisors_see_only_their_share(kind: BackendKind) {
-    use giao_proto::messagestore::{
-        AddNoteRequest, ListNotesRequest, export_history_request::Selector,
-    };
+    use giao_proto::messagestore::{ListNotesRequest, export_history_request::Selector};
     let (_backend, store, mut admin) = start(kind).await;
     let channel = store.channel().await;
     // Lan is u-agent's customer in team-1; Mai is u-other's in team-2.
@@ -2340,14 +2346,12 @@ async fn agents_and_supervisors_see_only_their_share(kind: BackendKind) {
             .await
             .expect("owner set");
         let contact_id = contact_of(&mut admin, &conversation_id).await;
-        admin
-            .add_note(AddNoteRequest {
-                contact_id: contact_id.clone(),
-                text: format!("{name}: ưu tiên kho Đà Nẵng"),
-                ..Default::default()
-            })
-            .await
-            .expect("noted");
+        add_note(
+            &mut admin,
+            &contact_id,
+            &format!("{name}: ưu tiên kho Đà Nẵng"),
+        )
+        .await;
         ids.push((conversation_id, contact_id));
     }
     let (lan_conversation, lan) = ids[0].clone();
@@ -3233,14 +3237,12 @@ async fn search_finds_notes_and_pages(kind: BackendKind) {
 
     // A search scoped to notes or to contacts pages through them with its own cursor.
     for n in 0..4 {
-        admin
-            .add_note(AddNoteRequest {
-                contact_id: contact_id.clone(),
-                text: format!("Lần {n}: hỏi lại bảo hành"),
-                ..Default::default()
-            })
-            .await
-            .expect("noted");
+        add_note(
+            &mut admin,
+            &contact_id,
+            &format!("Lần {n}: hỏi lại bảo hành"),
+        )
+        .await;
     }
     let mut others = Vec::new();
     for n in 0..4 {
