@@ -24,8 +24,9 @@ use giao_proto::{
     events::{self, AccountStatus, Envelope, envelope::Payload},
     reporting::{
         AccountActivityRequest, AgentScorecard, AgentScorecardRequest, DrillDownRequest,
-        ExportReportRequest, LeadSourceFunnelRequest, ReportScope, SlaComplianceRequest,
-        TeamDashboardRequest, reporting_service_client::ReportingServiceClient,
+        ExportReportRequest, GetReportSettingsRequest, LeadSourceFunnelRequest, ReportScope,
+        SetReportSettingsRequest, SlaComplianceRequest, TeamDashboardRequest,
+        reporting_service_client::ReportingServiceClient,
     },
 };
 use giao_tests::{Authed, Backend, BackendKind, Running, as_user, on_both_backends};
@@ -1401,6 +1402,157 @@ async fn account_activity_and_funnel_follow_visibility(kind: BackendKind) {
     assert!(funnel("sam", "supervisor.south").await.is_empty());
 }
 
+/// Each tenant's business hours and reports are in its own time zone: the same wait, at the
+/// same instants, is a working-day wait in Ho Chi Minh City and mostly a night in Paris.
+async fn each_tenant_keeps_its_own_time_zone(kind: BackendKind) {
+    const PARIS: &str = "globex";
+    let mut suite = Suite::start(kind).await;
+    let mut paris_admin = suite.client(PARIS, "u-admin", "admin").await;
+    let set = |zone: &str| SetReportSettingsRequest {
+        time_zone: zone.into(),
+    };
+    let settings = paris_admin
+        .set_report_settings(set("Europe/Paris"))
+        .await
+        .expect("set")
+        .into_inner();
+    assert_eq!(settings.time_zone, "Europe/Paris");
+    // Refused: a zone that is not one, and anyone but an admin.
+    let bad = paris_admin
+        .set_report_settings(set("Europe/Atlantis"))
+        .await
+        .expect_err("not a zone");
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().contains("time_zone"), "{}", bad.message());
+    let refused = suite
+        .client(PARIS, "sue", "supervisor.north")
+        .await
+        .set_report_settings(set("UTC"))
+        .await
+        .expect_err("admins only");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    async fn zone_of(suite: &Suite, tenant: &str) -> String {
+        suite
+            .client(tenant, "ann", "agent")
+            .await
+            .get_report_settings(GetReportSettingsRequest {})
+            .await
+            .expect("get")
+            .into_inner()
+            .time_zone
+    }
+    assert_eq!(zone_of(&suite, PARIS).await, "Europe/Paris");
+    assert_eq!(
+        zone_of(&suite, TENANT).await,
+        "Asia/Ho_Chi_Minh",
+        "the service's"
+    );
+
+    // Monday 5 January: the customer writes at 01:00 UTC and ann answers at 08:30 UTC.
+    let utc = |hour: u32, minute: u32| {
+        Utc.with_ymd_and_hms(2026, 1, 5, hour, minute, 0)
+            .single()
+            .expect("time")
+            .timestamp_micros()
+    };
+    for tenant in [TENANT, PARIS] {
+        for (id, direction, sender, sender_user, at) in [
+            (
+                "m1",
+                Direction::Inbound,
+                SenderKind::Customer,
+                "",
+                utc(1, 0),
+            ),
+            (
+                "r1",
+                Direction::Outbound,
+                SenderKind::Staff,
+                "ann",
+                utc(8, 30),
+            ),
+        ] {
+            let id = format!("{tenant}-{id}");
+            let payload = stored(
+                &id,
+                "conv-z",
+                "ann",
+                "north",
+                direction,
+                sender,
+                sender_user,
+                at,
+                "alo",
+            );
+            suite.publish_with(tenant, &id, &id, at, payload).await;
+        }
+    }
+    suite.settle().await;
+    let day = || {
+        let mut scope = scope(utc(0, 0), utc(0, 0) + 24 * 60 * MINUTE, "");
+        scope.business_hours_only = true;
+        scope
+    };
+    let business = |tenant: &'static str| {
+        let suite = &suite;
+        async move {
+            suite
+                .client(tenant, "u-admin", "admin")
+                .await
+                .agent_scorecard(AgentScorecardRequest {
+                    scope: Some(day()),
+                    user_id: "ann".into(),
+                })
+                .await
+                .expect("scorecard")
+                .into_inner()
+                .scorecard
+                .expect("scorecard")
+        }
+    };
+    // 08:00–15:30 in Ho Chi Minh City, all of it open; 02:00–09:30 in Paris, open from 08:00.
+    assert_near(&business(TENANT).await.first_response_p50, 450.0, "acme");
+    assert_near(&business(PARIS).await.first_response_p50, 90.0, "globex");
+
+    // Exports label hours in the tenant's zone unless the scope names one.
+    let first_hour = |tenant: &'static str| {
+        let suite = &suite;
+        async move {
+            let mut stream = suite
+                .client(tenant, "u-admin", "admin")
+                .await
+                .export_report(ExportReportRequest {
+                    scope: Some(scope(utc(0, 0), utc(0, 0) + 24 * 60 * MINUTE, "")),
+                    ..Default::default()
+                })
+                .await
+                .expect("export")
+                .into_inner();
+            let mut csv = Vec::new();
+            while let Some(chunk) = stream.message().await.expect("chunk") {
+                csv.extend(chunk.csv);
+            }
+            let csv = String::from_utf8(csv).expect("utf-8");
+            csv.lines()
+                .nth(1)
+                .expect("a row")
+                .split(',')
+                .next()
+                .expect("hour")
+                .to_string()
+        }
+    };
+    assert_eq!(first_hour(TENANT).await, "2026-01-05T08:00:00+07:00");
+    assert_eq!(first_hour(PARIS).await, "2026-01-05T02:00:00+01:00");
+
+    // An empty zone goes back to the service's.
+    paris_admin
+        .set_report_settings(set(""))
+        .await
+        .expect("reset");
+    assert_eq!(zone_of(&suite, PARIS).await, "Asia/Ho_Chi_Minh");
+}
+
 async fn rebuild_from_the_bus_gives_identical_aggregates(kind: BackendKind) {
     let mut suite = Suite::start(kind).await;
     suite.publish_day().await;
@@ -2187,4 +2339,5 @@ on_both_backends!(
     care_quality_patterns_are_per_tenant,
     long_silences_count_from_the_customers_first_message,
     account_activity_and_funnel_follow_visibility,
+    each_tenant_keeps_its_own_time_zone,
 );

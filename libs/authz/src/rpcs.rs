@@ -326,6 +326,15 @@ pub const RPCS: &[(&str, Access)] = &[
         "/giao.reporting.v1.ReportingService/ExportReport",
         needs(P::REPORTS_READ),
     ),
+    (
+        "/giao.reporting.v1.ReportingService/GetReportSettings",
+        needs(P::REPORTS_READ),
+    ),
+    // A tenant setting, like message-store's care pipeline: admins only.
+    (
+        "/giao.reporting.v1.ReportingService/SetReportSettings",
+        needs(P::USERS_MANAGE),
+    ),
 ];
 
 /// What `rpc_path` (`/package.Service/Method`) requires; `None` for an undeclared RPC.

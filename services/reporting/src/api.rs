@@ -11,8 +11,9 @@ use giao_proto::{
     reporting::{
         AccountActivityRequest, AccountActivityResponse, AgentScorecard, AgentScorecardRequest,
         AgentScorecardResponse, DrillDownRequest, DrillDownResponse, ExportReportRequest,
-        FunnelRow, LeadSourceFunnelRequest, LeadSourceFunnelResponse, SlaComplianceRequest,
-        SlaComplianceResponse, SlaComplianceRow, TeamDashboardRequest, TeamDashboardResponse,
+        FunnelRow, GetReportSettingsRequest, LeadSourceFunnelRequest, LeadSourceFunnelResponse,
+        ReportSettings, SetReportSettingsRequest, SlaComplianceRequest, SlaComplianceResponse,
+        SlaComplianceRow, TeamDashboardRequest, TeamDashboardResponse,
         reporting_service_server::ReportingService,
     },
 };
@@ -69,8 +70,32 @@ impl Api {
         Self { store, settings }
     }
 
-    fn scope(&self, scope: Option<&giao_proto::reporting::ReportScope>) -> Result<Scope, Error> {
-        Scope::parse(scope, self.settings.zone)
+    /// The tenant's zone: its own when it set one, the service's otherwise.
+    async fn tenant_zone(&self, tenant: &str) -> Result<chrono_tz::Tz, Error> {
+        Ok(self
+            .store
+            .tenant_zone(tenant)
+            .await?
+            .as_deref()
+            .and_then(time::parse_zone)
+            .unwrap_or(self.settings.zone))
+    }
+
+    /// A request's scope, checked; without a zone of its own it takes the tenant's.
+    async fn scope(
+        &self,
+        tenant: &str,
+        scope: Option<&giao_proto::reporting::ReportScope>,
+    ) -> Result<Scope, Error> {
+        // Bad input is refused before the tenant's zone is looked up.
+        let parsed = Scope::parse(scope, self.settings.zone)?;
+        if scope.is_some_and(|scope| !scope.time_zone.is_empty()) {
+            return Ok(parsed);
+        }
+        Ok(Scope {
+            zone: self.tenant_zone(tenant).await?,
+            ..parsed
+        })
     }
 
     /// Scorecards keyed by `group` (the empty key for totals).
@@ -252,7 +277,9 @@ impl ReportingService for Api {
     ) -> Result<Response<AgentScorecardResponse>, Status> {
         let caller = caller(&request)?;
         let request = request.into_inner();
-        let scope = self.scope(request.scope.as_ref())?;
+        let scope = self
+            .scope(&caller.tenant_id, request.scope.as_ref())
+            .await?;
         check_id("user_id", &request.user_id)?;
         let user_id = if request.user_id.is_empty() {
             caller.user_id.clone()
@@ -278,7 +305,9 @@ impl ReportingService for Api {
     ) -> Result<Response<TeamDashboardResponse>, Status> {
         let caller = caller(&request)?;
         let request = request.into_inner();
-        let scope = self.scope(request.scope.as_ref())?;
+        let scope = self
+            .scope(&caller.tenant_id, request.scope.as_ref())
+            .await?;
         if request.team_id.is_empty() {
             return Err(Error::InvalidArgument("missing team_id: required".into()).into());
         }
@@ -323,7 +352,9 @@ impl ReportingService for Api {
     ) -> Result<Response<AccountActivityResponse>, Status> {
         let caller = caller(&request)?;
         let request = request.into_inner();
-        let scope = self.scope(request.scope.as_ref())?;
+        let scope = self
+            .scope(&caller.tenant_id, request.scope.as_ref())
+            .await?;
         if request.channel_account_id.is_empty() {
             return Err(
                 Error::InvalidArgument("missing channel_account_id: required".into()).into(),
@@ -381,7 +412,9 @@ impl ReportingService for Api {
     ) -> Result<Response<LeadSourceFunnelResponse>, Status> {
         let caller = caller(&request)?;
         let request = request.into_inner();
-        let scope = self.scope(request.scope.as_ref())?;
+        let scope = self
+            .scope(&caller.tenant_id, request.scope.as_ref())
+            .await?;
         let rows = self
             .store
             .funnel(
@@ -409,7 +442,9 @@ impl ReportingService for Api {
     ) -> Result<Response<SlaComplianceResponse>, Status> {
         let caller = caller(&request)?;
         let request = request.into_inner();
-        let scope = self.scope(request.scope.as_ref())?;
+        let scope = self
+            .scope(&caller.tenant_id, request.scope.as_ref())
+            .await?;
         check_id("team_id", &request.team_id)?;
         let visibility = Visibility::of(&caller);
         let mut filter = RowFilter::new(visibility.clone());
@@ -453,7 +488,9 @@ impl ReportingService for Api {
     ) -> Result<Response<DrillDownResponse>, Status> {
         let caller = caller(&request)?;
         let request = request.into_inner();
-        let scope = self.scope(request.scope.as_ref())?;
+        let scope = self
+            .scope(&caller.tenant_id, request.scope.as_ref())
+            .await?;
         if request.metric.is_empty() {
             return Err(Error::InvalidArgument("missing metric: required".into()).into());
         }
@@ -529,7 +566,9 @@ impl ReportingService for Api {
     ) -> Result<Response<export::ChunkStream>, Status> {
         let caller = caller(&request)?;
         let request = request.into_inner();
-        let scope = self.scope(request.scope.as_ref())?;
+        let scope = self
+            .scope(&caller.tenant_id, request.scope.as_ref())
+            .await?;
         let filter = Api::dimension_filter(&caller, &request.dimensions)?;
         self.check_dimensions(&caller, &filter).await?;
         let tenant = caller.tenant_id.as_str();
@@ -578,6 +617,44 @@ impl ReportingService for Api {
             }
         };
         Ok(Response::new(export::chunks(csv)))
+    }
+
+    async fn get_report_settings(
+        &self,
+        request: Request<GetReportSettingsRequest>,
+    ) -> Result<Response<ReportSettings>, Status> {
+        let caller = caller(&request)?;
+        let zone = self.tenant_zone(&caller.tenant_id).await?;
+        Ok(Response::new(ReportSettings {
+            time_zone: zone.name().to_string(),
+        }))
+    }
+
+    async fn set_report_settings(
+        &self,
+        request: Request<SetReportSettingsRequest>,
+    ) -> Result<Response<ReportSettings>, Status> {
+        let caller = principal(&request)?;
+        caller.require(Permission::USERS_MANAGE)?;
+        let request = request.into_inner();
+        let zone = if request.time_zone.is_empty() {
+            None
+        } else {
+            let zone = time::parse_zone(&request.time_zone).ok_or_else(|| {
+                Error::InvalidArgument(invalid_field(
+                    "time_zone",
+                    &request.time_zone,
+                    "expected an IANA time zone such as Asia/Ho_Chi_Minh",
+                ))
+            })?;
+            Some(zone.name())
+        };
+        self.store.set_tenant_zone(&caller.tenant_id, zone).await?;
+        tracing::info!(tenant = %caller.tenant_id, time_zone = zone.unwrap_or("default"), "reporting time zone set");
+        let zone = self.tenant_zone(&caller.tenant_id).await?;
+        Ok(Response::new(ReportSettings {
+            time_zone: zone.name().to_string(),
+        }))
     }
 }
 

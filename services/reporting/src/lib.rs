@@ -55,7 +55,8 @@ pub struct Config {
     pub auth: AuthConfig,
     pub telemetry: TelemetryConfig,
     pub health_interval_ms: u64,
-    /// IANA time zone of the tenants' business hours and report labels.
+    /// IANA time zone of business hours and report labels for tenants without their own
+    /// (`SetReportSettings`).
     pub time_zone: String,
     /// When staff are expected to answer (the business-hours variants of response times).
     pub business_hours: BusinessHours,

@@ -101,6 +101,14 @@ impl Schedule {
         })
     }
 
+    /// The same opening hours in another zone (a tenant's own).
+    pub fn in_zone(&self, zone: Tz) -> Self {
+        Self {
+            zone,
+            ..self.clone()
+        }
+    }
+
     fn is_working(&self, weekday: Weekday) -> bool {
         self.days[weekday.num_days_from_monday() as usize]
     }

@@ -7,7 +7,7 @@ use giao_storage::Database;
 use super::{ApplySettings, Store};
 use crate::{
     domain::{
-        clock::{self, ConversationState, Counter, Dims, Fact, Op},
+        clock::{self, ConversationState, Counter, Dims, Fact, FoldSettings, Op},
         time::{day_of, hour_of},
     },
     error::Error,
@@ -78,8 +78,9 @@ pub(super) fn conversation_ops(
     payload: &Payload,
     at: i64,
     settings: &ApplySettings,
+    fold: &FoldSettings,
 ) -> Vec<Op> {
-    let mut ops = clock::fold(state, payload, at, &settings.fold);
+    let mut ops = clock::fold(state, payload, at, fold);
     if flagged(tenant, payload, settings) {
         let hour = hour_of(at);
         let mut dims = Dims {
@@ -179,7 +180,14 @@ macro_rules! backend_apply {
                         state.lead_source = lead;
                     }
                 }
-                ops = conversation_ops(tenant, &mut state, payload, at, settings);
+                // Business hours in the tenant's own zone, as stored when the event is folded.
+                let zone: Option<(String,)> =
+                    sqlx::query_as("SELECT time_zone FROM tenant_settings WHERE tenant_id = $1")
+                        .bind(tenant)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let fold = settings.fold_for(zone.as_ref().map(|(zone,)| zone.as_str()));
+                ops = conversation_ops(tenant, &mut state, payload, at, settings, &fold);
                 sqlx::query(
                     "INSERT INTO conversations (tenant_id, conversation_id, channel_account_id, \
                      contact_id, lead_source, owner_user_id, team_id, opened_at, closed_at, \

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     domain::{
-        clock::{self, ConversationState, Counter, Dims, Op},
+        clock::{self, ConversationState, Counter, Dims, FoldSettings, Op},
         time::day_of,
     },
     error::Error,
@@ -353,6 +353,19 @@ macro_rules! backend_fold {
                     }
                 }
             }
+            // Business hours in each tenant's own zone.
+            let mut folds: BTreeMap<String, FoldSettings> = BTreeMap::new();
+            for tenant in wanted.keys() {
+                let zone: Option<(String,)> =
+                    sqlx::query_as("SELECT time_zone FROM tenant_settings WHERE tenant_id = $1")
+                        .bind(tenant)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                folds.insert(
+                    tenant.clone(),
+                    settings.fold_for(zone.as_ref().map(|(zone,)| zone.as_str())),
+                );
+            }
             let mut folded = Folded::default();
             for envelope in &events {
                 let (Some(payload), Some(at)) =
@@ -372,7 +385,8 @@ macro_rules! backend_fold {
                         state.lead_source = lead.clone();
                     }
                 }
-                let ops = conversation_ops(&envelope.tenant_id, state, payload, at, settings);
+                let fold = folds.get(&envelope.tenant_id).unwrap_or(&settings.fold);
+                let ops = conversation_ops(&envelope.tenant_id, state, payload, at, settings, fold);
                 folded.add(&envelope.tenant_id, ops);
             }
 

@@ -37,6 +37,19 @@ pub struct Patterns {
     pub tenants: std::collections::HashMap<String, Vec<regex::Regex>>,
 }
 
+impl ApplySettings {
+    /// The fold's settings for a tenant whose own zone is `zone` (stored in
+    /// `tenant_settings`; the service's when it has none).
+    pub fn fold_for(&self, zone: Option<&str>) -> FoldSettings {
+        match zone.and_then(crate::domain::time::parse_zone) {
+            Some(zone) => FoldSettings {
+                schedule: self.fold.schedule.in_zone(zone),
+            },
+            None => self.fold.clone(),
+        }
+    }
+}
+
 impl Patterns {
     pub fn for_tenant(&self, tenant: &str) -> &[regex::Regex] {
         self.tenants.get(tenant).unwrap_or(&self.default)
@@ -56,6 +69,51 @@ impl Store {
 
     pub fn database(&self) -> &Database {
         &self.database
+    }
+
+    /// The tenant's own time zone, when it set one.
+    pub async fn tenant_zone(&self, tenant: &str) -> Result<Option<String>, crate::error::Error> {
+        let mut sql = Sql::default();
+        sql.push("SELECT time_zone FROM tenant_settings WHERE tenant_id = ")
+            .text(tenant);
+        let rows: Vec<(String,)> = fetch_all!(&self.database, (String,), &sql);
+        Ok(rows.into_iter().next().map(|(zone,)| zone))
+    }
+
+    /// Sets the tenant's time zone (an IANA name, checked by the caller); `None` goes back
+    /// to the service's.
+    pub async fn set_tenant_zone(
+        &self,
+        tenant: &str,
+        zone: Option<&str>,
+    ) -> Result<(), crate::error::Error> {
+        let mut sql = Sql::default();
+        match zone {
+            Some(zone) => {
+                sql.push("INSERT INTO tenant_settings (tenant_id, time_zone) VALUES (")
+                    .text(tenant)
+                    .push(", ")
+                    .text(zone)
+                    .push(") ON CONFLICT (tenant_id) DO UPDATE SET time_zone = excluded.time_zone");
+            }
+            None => {
+                sql.push("DELETE FROM tenant_settings WHERE tenant_id = ")
+                    .text(tenant);
+            }
+        }
+        match &self.database {
+            Database::Postgres(pool) => {
+                bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.text.clone())), sql)
+                    .execute(pool)
+                    .await?;
+            }
+            Database::Sqlite(pool) => {
+                bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.text.clone())), sql)
+                    .execute(pool)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     /// Forgets the ids of events applied more than `days` ago: the bus no longer holds them
