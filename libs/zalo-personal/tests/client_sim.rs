@@ -608,7 +608,8 @@ async fn corrupted_frames_are_skipped_counted_and_the_session_goes_on() {
     let mut listener = connected(&session).await;
     let customer = Sender::new("200", "Khách A");
     let mut expected = SkippedFrames::default();
-    let cases: [(Corruption, fn(&mut SkippedFrames)); 4] = [
+    type Count = fn(&mut SkippedFrames);
+    let cases: [(Corruption, Count); 4] = [
         (Corruption::TruncatedHeader, |skipped| {
             skipped.undecodable += 1
         }),
