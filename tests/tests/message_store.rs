@@ -1577,40 +1577,24 @@ async fn conversations_close_and_reopen(kind: BackendKind) {
         messagestore::{ConversationStatus, SetConversationStatusRequest},
     };
     let (backend, store, mut admin) = start(kind).await;
-    let closed: std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>> =
-        std::sync::Arc::default();
-    let collected = closed.clone();
-    let bus_config = backend.bus.clone();
-    let listener = tokio_util::sync::CancellationToken::new();
-    let stop_listening = listener.clone();
-    tokio::spawn(async move {
-        let bus = giao_bus::connect(&bus_config).await.expect("bus");
-        let spec = giao_bus::ConsumerSpec {
-            durable_name: "test-closed".into(),
-            filter_subjects: vec![giao_bus::envelope::subject_filter("conversation_closed")],
-            ack_wait: std::time::Duration::from_secs(5),
-            max_deliver: None,
-            inactive_threshold: None,
-        };
-        let _ =
-            giao_bus::run_consumer(bus, spec, listener, move |delivery: &giao_bus::Delivery| {
-                let collected = collected.clone();
-                let decoded = giao_bus::envelope::decode(delivery);
-                async move {
-                    if let Ok((envelope, _)) = decoded
-                        && let Some(Payload::ConversationClosed(event)) = envelope.payload
-                    {
-                        collected.lock().expect("lock").push((
-                            envelope.event_id,
-                            event.closed_by,
-                            event.outcome,
-                        ));
-                    }
-                    giao_bus::HandlerOutcome::Done
-                }
+    let (events, stop_listening) = collect_events(&backend, "test-closed", "conversation_closed");
+    // (event id, conversation, closed by, outcome) of every close announced so far.
+    let closed = || {
+        events
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter_map(|envelope| match &envelope.payload {
+                Some(Payload::ConversationClosed(event)) => Some((
+                    envelope.event_id.clone(),
+                    event.conversation_id.clone(),
+                    event.closed_by.clone(),
+                    event.outcome.clone(),
+                )),
+                _ => None,
             })
-            .await;
-    });
+            .collect::<Vec<_>>()
+    };
 
     let conversation_id = admin
         .append_inbound(inbound("oa-1", "u-1", "Lan", "m1", "Cho em hỏi giá"))
@@ -1685,27 +1669,44 @@ async fn conversations_close_and_reopen(kind: BackendKind) {
         .await
         .expect("closes again");
 
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let seen = closed.lock().expect("lock").clone();
-        if seen.len() >= 2 {
-            // Give a wrongly duplicated event the chance to arrive before judging.
-            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-            let seen = closed.lock().expect("lock").clone();
-            assert_eq!(seen.len(), 2, "one event per close: {seen:?}");
-            assert_ne!(seen[0].0, seen[1].0);
-            assert!(
-                seen.iter()
-                    .all(|(_, by, outcome)| by == "u-agent" && outcome == "won")
-            );
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "closes announced: {seen:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    // Closes are announced in order: once a later close of another conversation is seen,
+    // a wrongly repeated announcement of the first would have been seen too.
+    let later = admin
+        .append_inbound(inbound("oa-1", "u-2", "Minh", "m3", "Cảm ơn shop"))
+        .await
+        .expect("stored")
+        .into_inner()
+        .message
+        .expect("message")
+        .conversation_id;
+    admin
+        .set_conversation_status(SetConversationStatusRequest {
+            conversation_id: later.clone(),
+            status: ConversationStatus::Closed as i32,
+            outcome: "lost".into(),
+        })
+        .await
+        .expect("closes");
+    giao_testkit::wait_until(
+        std::time::Duration::from_secs(10),
+        "the later close announced",
+        || {
+            let seen = closed().iter().any(|(_, id, ..)| *id == later);
+            async move { seen }
+        },
+    )
+    .await;
+    let seen: Vec<_> = closed()
+        .into_iter()
+        .filter(|(_, id, ..)| *id == conversation_id)
+        .collect();
+    assert_eq!(seen.len(), 2, "one event per close: {seen:?}");
+    assert_ne!(seen[0].0, seen[1].0);
+    assert!(
+        seen.iter()
+            .all(|(_, _, by, outcome)| by == "u-agent" && outcome == "won"),
+        "{seen:?}"
+    );
     stop_listening.cancel();
     store.stop().await.expect("stops");
 }
