@@ -1959,6 +1959,26 @@ async fn account_status(connector: &Running, account: &str) -> i32 {
         .status
 }
 
+/// Every replica asks for a refreshed token at once.
+async fn race_refreshes(
+    replicas: &[giao_connector::zalo::outbound::OaRuntime],
+    account: &str,
+) -> Vec<Result<String, giao_connector::zalo::outbound::OaError>> {
+    let racers: Vec<_> = replicas
+        .iter()
+        .cloned()
+        .map(|replica| {
+            let account = account.to_string();
+            tokio::spawn(async move { replica.access_token(TENANT, &account, true).await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for racer in racers {
+        results.push(racer.await.expect("joins"));
+    }
+    results
+}
+
 /// Two replicas need a fresh OA token at the same moment (the session holder's refresher
 /// and another replica's send): Zalo sees the single-use refresh token once, both replicas
 /// end up with the same working token, and the account stays connected.
@@ -1966,7 +1986,11 @@ async fn oa_refresh_race_between_replicas(backend: BackendKind) {
     use giao_connector::{
         credentials::Sealer,
         store::AccountStore,
-        zalo::{client::OaClient, media::Objects, outbound::OaRuntime},
+        zalo::{
+            client::OaClient,
+            media::Objects,
+            outbound::{OaError, OaRuntime},
+        },
     };
 
     let mut backend = Backend::new(backend).await;
@@ -1990,23 +2014,11 @@ async fn oa_refresh_race_between_replicas(backend: BackendKind) {
     }
     // Zalo takes its time answering, so each replica asks while the other's call is open.
     sim.set_token_delay(Duration::from_millis(400));
-    let racers: Vec<_> = replicas
-        .iter()
-        .cloned()
-        .map(|replica| {
-            let account = account.clone();
-            tokio::spawn(async move { replica.access_token(TENANT, &account, true).await })
-        })
+    let tokens: Vec<String> = race_refreshes(&replicas, &account)
+        .await
+        .into_iter()
+        .map(|token| token.expect("each replica gets a token"))
         .collect();
-    let mut tokens = Vec::new();
-    for racer in racers {
-        tokens.push(
-            racer
-                .await
-                .expect("joins")
-                .expect("each replica gets a token"),
-        );
-    }
     assert_eq!(
         sim.refresh_attempts(),
         1,
@@ -2035,6 +2047,37 @@ async fn oa_refresh_race_between_replicas(backend: BackendKind) {
         account_status(&connector, &account).await,
         AccountStatus::Connected as i32
     );
+
+    // The OA's admin withdrew the permission: the racing refreshes are refused once, both
+    // replicas learn it, and nobody presents the spent token again until a new connect.
+    sim.revoke_refresh_tokens();
+    sim.set_token_delay(Duration::from_millis(400));
+    for refused in race_refreshes(&replicas, &account).await {
+        assert!(
+            matches!(refused, Err(OaError::NoCredentials)),
+            "{refused:?}"
+        );
+    }
+    assert!(matches!(
+        replicas[0].access_token(TENANT, &account, true).await,
+        Err(OaError::NoCredentials)
+    ));
+    assert_eq!(sim.refresh_attempts(), 3);
+    assert_eq!(
+        account_status(&connector, &account).await,
+        AccountStatus::NeedsLogin as i32
+    );
+    sim.set_token_delay(Duration::ZERO);
+    assert_eq!(connect_oa(&connector, &sim).await, account);
+    let connected = replicas[0]
+        .access_token(TENANT, &account, true)
+        .await
+        .expect("refreshes after the new connect");
+    OaClient::new(&config.zalo_oa)
+        .send_cs(&connected, "zu-1", json!({"text": "Chào bạn"}))
+        .await
+        .expect("the new token is accepted by Zalo");
+    assert_eq!((sim.refresh_attempts(), sim.refreshes()), (4, 3));
 
     connector.stop().await.expect("connector stops");
     stop_sim.cancel();

@@ -519,6 +519,48 @@ impl AccountStore {
         Ok(())
     }
 
+    /// Marks a claimed refresh as refused by Zalo: until the credentials are written again
+    /// (a new connect), nobody presents the spent refresh token another time.
+    pub async fn refuse_refresh(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        claim: &str,
+    ) -> Result<(), sqlx::Error> {
+        let sql = "UPDATE channel_accounts SET refresh_claim = $4, refresh_claim_until = $5 \
+                   WHERE tenant_id = $1 AND id = $2 AND refresh_claim = $3";
+        on_pool!(&self.database, sql, |q| q
+            .bind(tenant_id)
+            .bind(id)
+            .bind(claim)
+            .bind(REFRESH_REFUSED)
+            .bind(i64::MAX))?;
+        Ok(())
+    }
+
+    /// Whether Zalo refused the refresh token of the credentials at `version`.
+    pub async fn refresh_refused(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        version: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let sql = "SELECT COUNT(*) FROM channel_accounts WHERE tenant_id = $1 AND id = $2 \
+                   AND credentials_version = $3 AND refresh_claim = $4";
+        let (count,): (i64,) = on_pool!(
+            &self.database,
+            sql,
+            sqlx::query_as,
+            |q| q
+                .bind(tenant_id)
+                .bind(id)
+                .bind(version)
+                .bind(REFRESH_REFUSED),
+            fetch_one
+        )?;
+        Ok(count > 0)
+    }
+
     /// The tenant's OA account for Zalo's `oa_id`, if one was connected before.
     pub async fn find_oa(
         &self,
@@ -543,6 +585,9 @@ impl AccountStore {
         Ok(row.map(from_row))
     }
 }
+
+/// The claim a refused refresh leaves (random claims are hex, so never this).
+const REFRESH_REFUSED: &str = "refused";
 
 /// A row whose credentials are sealed under a key other than the current one.
 #[derive(Debug, Clone)]

@@ -346,6 +346,14 @@ impl OaRuntime {
                     None => continue,
                 }
             }
+            if self
+                .accounts
+                .refresh_refused(tenant, account, version)
+                .await?
+            {
+                // The refresh token is spent: only a new connect helps.
+                return Err(OaError::NoCredentials);
+            }
             if Instant::now() > deadline {
                 return Err(OaError::RefreshBusy);
             }
@@ -378,21 +386,25 @@ impl OaRuntime {
             .await;
         let tokens = match refreshed {
             Ok(tokens) => tokens,
+            Err(CallError::Zalo { code, .. }) => {
+                // Kept as refused, so the replicas waiting for this refresh do not present
+                // the spent token again; a new connect clears it.
+                self.accounts.refuse_refresh(tenant, account, claim).await?;
+                tracing::warn!(account = %account, code, "OA refresh refused: needs a new connect");
+                self.set_status(
+                    tenant,
+                    account,
+                    AccountStatus::NeedsLogin,
+                    "the OA must be connected again",
+                )
+                .await;
+                return Err(OaError::NoCredentials);
+            }
             Err(error) => {
+                // No answer: the token may or may not be spent; the next try finds out.
                 self.accounts
                     .release_refresh(tenant, account, claim)
                     .await?;
-                if let CallError::Zalo { code, .. } = error {
-                    tracing::warn!(account = %account, code, "OA refresh refused: needs a new connect");
-                    self.set_status(
-                        tenant,
-                        account,
-                        AccountStatus::NeedsLogin,
-                        "the OA must be connected again",
-                    )
-                    .await;
-                    return Err(OaError::NoCredentials);
-                }
                 return Err(error.into());
             }
         };

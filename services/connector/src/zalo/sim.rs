@@ -393,6 +393,12 @@ impl OaSimulator {
         self.with(|state| state.profile_requests)
     }
 
+    /// Every refresh token is revoked (as when the OA's admin withdraws the app's
+    /// permission): refreshes are refused until the OA is connected again.
+    pub fn revoke_refresh_tokens(&self) {
+        self.with(|state| state.refresh.clear());
+    }
+
     /// Every access token expires now (sends answer -220 until refreshed).
     pub fn expire_access_tokens(&self) {
         self.with(|state| state.access.values_mut().for_each(|at| *at = 0));
@@ -817,7 +823,8 @@ fn token_short() -> String {
 }
 
 /// `POST /sim/faults` `{"next_errors":[-230],"fail_http":1,"delay_ms":0,"rate_per_minute":0,
-/// "rate_window_ms":60000,"expire_uploads":0,"expire_tokens":false}`; every field optional.
+/// "rate_window_ms":60000,"expire_uploads":0,"expire_tokens":false,"token_delay_ms":0}`; every
+/// field optional.
 async fn set_faults(State(sim): State<OaSimulator>, body: Bytes) -> Response {
     let Ok(faults) = serde_json::from_slice::<Value>(&body) else {
         return (StatusCode::BAD_REQUEST, "body must be JSON").into_response();
@@ -841,6 +848,9 @@ async fn set_faults(State(sim): State<OaSimulator>, body: Bytes) -> Response {
     }
     if let Some(times) = faults["expire_uploads"].as_u64() {
         sim.expire_uploads(times.min(u64::from(u32::MAX)) as u32);
+    }
+    if let Some(delay) = faults["token_delay_ms"].as_u64() {
+        sim.set_token_delay(Duration::from_millis(delay));
     }
     if faults["expire_tokens"].as_bool() == Some(true) {
         sim.expire_access_tokens();
