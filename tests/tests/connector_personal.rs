@@ -1228,8 +1228,8 @@ async fn create_account_seals_credentials(backend: BackendKind) {
 }
 
 /// A listener that ended by itself (Zalo closed with a code it does not list as
-/// retryable) leaves the account disconnected and starts again after `restart_after_ms`,
-/// not at once.
+/// retryable, or the server's retries ran out) leaves the account disconnected and starts
+/// again after `restart_after_ms`, not at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ended_listener_starts_again_after_restart_after_ms() {
     const RESTART_AFTER_MS: i64 = 1_500;
@@ -1258,6 +1258,36 @@ async fn an_ended_listener_starts_again_after_restart_after_ms() {
     );
     wait_status(&connector, &account, AccountStatus::Connected).await;
     wait_until("listening again", || sim.connections(OWNER) == 1).await;
+
+    // The socket is refused until the server's retries for 1006 run out; the account is
+    // disconnected meanwhile. Once they have, sockets are accepted again: a listener still
+    // retrying would connect within the server's delay (100 ms), a new one only after the
+    // restart delay.
+    let before = sim.ws_attempts(OWNER).len();
+    let retries = sim.config().retry_max as usize;
+    sim.refuse_sockets(OWNER, true);
+    sim.drop_connections(OWNER);
+    wait_until("the server's maximum of attempts", || {
+        sim.ws_attempts(OWNER).len() == before + retries
+    })
+    .await;
+    assert_eq!(
+        status(&connector, &account).await.0,
+        AccountStatus::Disconnected as i32
+    );
+    let attempts = sim.ws_attempts(OWNER);
+    let gave_up_at = attempts[attempts.len() - 1];
+    sim.refuse_sockets(OWNER, false);
+    wait_until("a new listener", || {
+        sim.ws_attempts(OWNER).len() == before + retries + 1
+    })
+    .await;
+    let gap = sim.ws_attempts(OWNER)[before + retries] - gave_up_at;
+    assert!(
+        (RESTART_AFTER_MS..RESTART_AFTER_MS + 3_000).contains(&gap),
+        "restarted {gap} ms after the last attempt"
+    );
+    wait_status(&connector, &account, AccountStatus::Connected).await;
     connector.stop().await.expect("connector stops");
     store.stop().await.expect("message-store stops");
 }
@@ -1282,11 +1312,11 @@ async fn keep_alive_renews_the_session_and_finds_expired_cookies() {
     // gives a new key, and the keep-alives after it succeed.
     let logins = sim.logins(OWNER).len();
     sim.expire_session_keys(OWNER);
-    let kept = sim.keep_alives(OWNER);
     wait_until("a cookie login after the refused keep-alive", || {
         sim.logins(OWNER).len() > logins
     })
     .await;
+    let kept = sim.keep_alives(OWNER);
     wait_until("keep-alives with the new key", || {
         sim.keep_alives(OWNER) > kept
     })
