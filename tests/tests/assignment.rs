@@ -3,6 +3,7 @@
 //! previous owner loses access at once, the new one sees the full history), and every move
 //! is in the ownership history with who, when and why.
 
+use giao_proto::events::envelope::Payload;
 use giao_proto::{
     assignment::{
         AssignRequest, BulkReassignRequest, GetOwnershipHistoryRequest, TransferRequest,
@@ -427,6 +428,11 @@ giao_tests::on_both_backends!(
     a_disconnected_account_with_open_work_alerts_its_supervisors,
     an_unanswered_customer_goes_to_another_agent_once,
     a_leavers_work_is_shared_across_their_team,
+    overlapping_shifts_of_one_person_are_refused,
+    bad_sla_policies_are_refused_and_store_nothing,
+    sla_clocks_count_business_hours_only,
+    two_scheduler_replicas_fire_each_timer_once,
+    every_move_publishes_conversation_assigned,
 );
 
 use routing::{
@@ -435,12 +441,149 @@ use routing::{
     a_shift_change_follows_the_tenants_policy,
     an_sla_breach_fires_once_with_two_scheduler_replicas,
     an_unanswered_customer_goes_to_another_agent_once,
+    bad_sla_policies_are_refused_and_store_nothing, every_move_publishes_conversation_assigned,
+    overlapping_shifts_of_one_person_are_refused,
     reminders_fall_due_and_follow_ups_remind_the_owner,
     round_robin_least_open_and_rules_route_new_conversations,
-    routing_settings_are_validated_and_listed, the_queue_hands_out_oldest_first_as_capacity_frees,
-    two_schedulers_never_claim_the_same_clock,
+    routing_settings_are_validated_and_listed, sla_clocks_count_business_hours_only,
+    the_queue_hands_out_oldest_first_as_capacity_frees,
+    two_scheduler_replicas_fire_each_timer_once, two_schedulers_never_claim_the_same_clock,
     unattended_lists_longest_wait_first_within_visibility,
 };
+
+pub(crate) type Seen = std::sync::Arc<std::sync::Mutex<Vec<giao_proto::events::envelope::Payload>>>;
+
+/// Every event of `event_type` on this test's bus, as it arrives.
+pub(crate) fn collect(bus: &giao_bus::BusConfig, event_type: &'static str) -> Seen {
+    let seen: Seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let collected = seen.clone();
+    let bus = bus.clone();
+    tokio::spawn(async move {
+        let bus = giao_bus::connect(&bus).await.expect("bus");
+        let spec = giao_bus::ConsumerSpec {
+            durable_name: format!("test-{event_type}"),
+            filter_subjects: vec![giao_bus::envelope::subject_filter(event_type)],
+            ack_wait: std::time::Duration::from_secs(5),
+            max_deliver: None,
+            inactive_threshold: None,
+        };
+        let _ = giao_bus::run_consumer(
+            bus,
+            spec,
+            tokio_util::sync::CancellationToken::new(),
+            move |delivery: &giao_bus::Delivery| {
+                let collected = collected.clone();
+                let decoded = giao_bus::envelope::decode(delivery);
+                async move {
+                    if let Ok((envelope, _)) = decoded
+                        && let Some(payload) = envelope.payload
+                    {
+                        collected.lock().expect("lock").push(payload);
+                    }
+                    giao_bus::HandlerOutcome::Done
+                }
+            },
+        )
+        .await;
+    });
+    seen
+}
+
+/// Polls `check` until it yields a value, failing after 30 seconds with `what`.
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Sets a shift on account `oa-1` as `client`.
+async fn put_shift(
+    client: &mut AssignmentServiceClient<Authed>,
+    shift_id: &str,
+    user_id: &str,
+    weekdays: &[u32],
+    hours: (&str, &str),
+) -> Result<(), tonic::Status> {
+    client
+        .set_shift(giao_proto::assignment::SetShiftRequest {
+            shift: Some(giao_proto::assignment::Shift {
+                shift_id: shift_id.into(),
+                user_id: user_id.into(),
+                channel_account_ids: vec!["oa-1".into()],
+                weekdays: weekdays.to_vec(),
+                starts_at: hours.0.into(),
+                ends_at: hours.1.into(),
+            }),
+        })
+        .await
+        .map(|_| ())
+}
+
+/// A call-back about `conversation_id` two days from now, set by `client`'s user.
+async fn call_back(client: &mut AssignmentServiceClient<Authed>, conversation_id: &str) {
+    let later = chrono::Utc::now() + chrono::Duration::days(2);
+    client
+        .create_reminder(giao_proto::assignment::CreateReminderRequest {
+            reminder: Some(giao_proto::assignment::Reminder {
+                conversation_id: conversation_id.into(),
+                text: "gọi lại thứ sáu".into(),
+                due_at: Some(prost_types::Timestamp {
+                    seconds: later.timestamp(),
+                    nanos: 0,
+                }),
+                ..Default::default()
+            }),
+            idempotency_key: String::new(),
+        })
+        .await
+        .expect("reminder set");
+}
+
+/// Publishes `marker` and waits until `seen` (collected from the marker's event type) holds
+/// it: a consumer handles one stream in order, so everything published before is in `seen`
+/// too, and what is absent was not published.
+async fn caught_up(bus: &giao_bus::BusConfig, seen: &Seen, marker: Payload) {
+    let publisher =
+        giao_bus::envelope::EventPublisher::new(giao_bus::connect(bus).await.expect("bus"), "test");
+    publisher
+        .publish(
+            TENANT,
+            format!("marker-{}", uuid::Uuid::now_v7()),
+            marker.clone(),
+        )
+        .await
+        .expect("marker published");
+    giao_testkit::wait_until(
+        std::time::Duration::from_secs(30),
+        "the collector reaches the marker",
+        || {
+            let found = seen.lock().expect("lock").contains(&marker);
+            async move { found }
+        },
+    )
+    .await;
+}
+
+/// The ConversationAssigned events in `seen`.
+fn assignments(seen: &Seen) -> Vec<giao_proto::events::ConversationAssigned> {
+    seen.lock()
+        .expect("lock")
+        .iter()
+        .filter_map(|payload| match payload {
+            Payload::ConversationAssigned(assigned) => Some(assigned.clone()),
+            _ => None,
+        })
+        .collect()
+}
 
 /// OffboardStaff against the real auth service, real signed tokens and real logins.
 mod offboarding {
@@ -455,12 +598,12 @@ mod offboarding {
     use giao_tests::{Authed, Backend, BackendKind, Running, TraceInterceptor};
     use tonic::Code;
 
-    use super::{history_texts, reply};
+    use super::{call_back, history_texts, put_shift, reply};
 
     const PASSWORD: &str = "a long enough password";
 
     struct Company {
-        _backend: Backend,
+        backend: Backend,
         auth: Running,
         store: Running,
         assignment: Running,
@@ -501,7 +644,7 @@ mod offboarding {
             config.auth_service.endpoint = auth.endpoint();
             let assignment = giao_tests::start_assignment(config.clone()).await;
             Self {
-                _backend: backend,
+                backend,
                 auth,
                 store,
                 assignment,
@@ -557,6 +700,28 @@ mod offboarding {
         }
     }
 
+    /// Counts what a paged listing returns: `list` answers one page's size and next cursor.
+    async fn counted<F, Fut>(mut list: F) -> usize
+    where
+        F: FnMut(giao_proto::common::PageRequest) -> Fut,
+        Fut: std::future::Future<Output = (usize, String)>,
+    {
+        let mut count = 0;
+        let mut cursor = String::new();
+        loop {
+            let (size, next) = list(giao_proto::common::PageRequest {
+                page_size: 500,
+                cursor,
+            })
+            .await;
+            count += size;
+            if next.is_empty() {
+                return count;
+            }
+            cursor = next;
+        }
+    }
+
     fn offboard(user_id: &str, successor: &str) -> OffboardStaffRequest {
         OffboardStaffRequest {
             user_id: user_id.into(),
@@ -574,6 +739,8 @@ mod offboarding {
         let admin_token = company.login("acme", "admin@acme.vn").await;
         let mut admin_store = company.store_with(&admin_token).await;
         let mut admin = company.assignment_with(&admin_token).await;
+        let assigned = super::collect(&company.backend.bus, "conversation_assigned");
+        let offboarded = super::collect(&company.backend.bus, "staff_offboarded");
 
         let mut conversations = Vec::new();
         for customer in ["c1", "c2", "c3"] {
@@ -600,37 +767,23 @@ mod offboarding {
         reply(&mut leaver_store, &conversations[0], "before")
             .await
             .expect("the leaver works normally before");
-        // A call-back the leaver set and the leaver's shift are handed over too.
-        let mut leaver_assignment = company.assignment_with(&leaver_token).await;
-        let later = chrono::Utc::now() + chrono::Duration::days(2);
-        leaver_assignment
-            .create_reminder(giao_proto::assignment::CreateReminderRequest {
-                reminder: Some(giao_proto::assignment::Reminder {
-                    conversation_id: conversations[1].clone(),
-                    text: "gọi lại thứ sáu".into(),
-                    due_at: Some(prost_types::Timestamp {
-                        seconds: later.timestamp(),
-                        nanos: 0,
-                    }),
-                    ..Default::default()
-                }),
-                idempotency_key: String::new(),
-            })
-            .await
-            .expect("reminder set");
-        admin
-            .set_shift(giao_proto::assignment::SetShiftRequest {
-                shift: Some(giao_proto::assignment::Shift {
-                    shift_id: "lan-mornings".into(),
-                    user_id: leaver.clone(),
-                    channel_account_ids: vec!["oa-1".into()],
-                    weekdays: vec![1, 2, 3, 4, 5],
-                    starts_at: "08:00".into(),
-                    ends_at: "12:00".into(),
-                }),
-            })
-            .await
-            .expect("shift set");
+        // A call-back the leaver set and the leaver's shifts are handed over too, but the
+        // successor already works late mornings: the leaver's mornings would make them work
+        // two shifts at once and stay with the leaver; the evenings are free.
+        call_back(
+            &mut company.assignment_with(&leaver_token).await,
+            &conversations[1],
+        )
+        .await;
+        for (shift_id, user_id, hours) in [
+            ("lan-mornings", &leaver, ("08:00", "12:00")),
+            ("lan-evenings", &leaver, ("18:00", "22:00")),
+            ("minh-late-mornings", &successor, ("09:00", "11:00")),
+        ] {
+            put_shift(&mut admin, shift_id, user_id, &[1, 2, 3, 4, 5], hours)
+                .await
+                .expect("shift set");
+        }
 
         // Bad input: clear errors naming the field, and nothing moves.
         let unknown = admin
@@ -700,21 +853,65 @@ mod offboarding {
         };
         assert_eq!(customers(successor.clone()).await, 3);
         assert_eq!(customers(leaver.clone()).await, 0);
-        assert_eq!((report.reminders_moved, report.shifts_moved), (1, 1));
+        assert_eq!(
+            (
+                report.reminders_moved,
+                report.shifts_moved,
+                report.shifts_kept
+            ),
+            (1, 1, 1)
+        );
         assert!(!report.export_id.is_empty());
         assert_eq!(report.export_sha256.len(), 64);
 
-        // The leaver's real token can neither read nor reply.
-        for id in &conversations {
-            let read = history_texts(&mut leaver_store, id)
-                .await
-                .expect_err("refused");
+        // The leaver's real token can neither list, read nor reply, and nothing they tried
+        // to send was stored.
+        let refused = |status: tonic::Status| {
             assert!(
-                matches!(read.code(), Code::NotFound | Code::Unauthenticated),
-                "{read:?}"
+                matches!(
+                    status.code(),
+                    Code::NotFound | Code::Unauthenticated | Code::PermissionDenied
+                ),
+                "{status:?}"
             );
-            assert!(reply(&mut leaver_store, id, "after").await.is_err());
+        };
+        match leaver_store
+            .list_conversations(giao_proto::messagestore::ListConversationsRequest::default())
+            .await
+        {
+            Ok(listed) => assert!(listed.into_inner().conversations.is_empty()),
+            Err(status) => refused(status),
         }
+        for id in &conversations {
+            refused(
+                history_texts(&mut leaver_store, id)
+                    .await
+                    .expect_err("history refused"),
+            );
+            refused(
+                leaver_store
+                    .get_conversation(giao_proto::messagestore::GetConversationRequest {
+                        conversation_id: id.clone(),
+                    })
+                    .await
+                    .expect_err("conversation refused"),
+            );
+            refused(
+                reply(&mut leaver_store, id, "after")
+                    .await
+                    .expect_err("reply refused"),
+            );
+        }
+        let mut stored = Vec::new();
+        for id in &conversations {
+            stored.push(
+                history_texts(&mut admin_store, id)
+                    .await
+                    .expect("admin reads")
+                    .len(),
+            );
+        }
+        assert_eq!(stored, [2, 1, 1], "no reply of the leaver was stored");
         // The leaver cannot log in again either.
         let relogin = giao_tests::auth_client(&company.auth, None)
             .await
@@ -729,6 +926,19 @@ mod offboarding {
         // The successor sees every conversation with its full history.
         let successor_token = company.login("acme", "minh@acme.vn").await;
         let mut successor_store = company.store_with(&successor_token).await;
+        let mut listed: Vec<String> = successor_store
+            .list_conversations(giao_proto::messagestore::ListConversationsRequest::default())
+            .await
+            .expect("successor lists")
+            .into_inner()
+            .conversations
+            .into_iter()
+            .map(|conversation| conversation.conversation_id)
+            .collect();
+        listed.sort();
+        let mut expected = conversations.clone();
+        expected.sort();
+        assert_eq!(listed, expected);
         let first = history_texts(&mut successor_store, &conversations[0])
             .await
             .expect("successor reads");
@@ -760,36 +970,136 @@ mod offboarding {
             .expect("lists")
             .into_inner()
             .shifts;
-        assert_eq!(shifts.len(), 1);
-        assert_eq!(shifts[0].shift_id, "lan-mornings");
+        let mut shift_ids: Vec<String> = shifts.into_iter().map(|shift| shift.shift_id).collect();
+        shift_ids.sort();
+        assert_eq!(shift_ids, ["lan-evenings", "minh-late-mornings"]);
+        let kept = admin
+            .list_shifts(giao_proto::assignment::ListShiftsRequest {
+                user_id: leaver.clone(),
+                page: None,
+            })
+            .await
+            .expect("lists")
+            .into_inner()
+            .shifts;
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].shift_id, "lan-mornings", "left to be re-planned");
 
-        // Calling again changes nothing and returns the same report.
+        // The handover is in the tenant's audit chain, and its events are out.
+        let auditor = giao_tests::auth_client(&company.auth, Some(&admin_token)).await;
+        let audited = || {
+            let mut auditor = auditor.clone();
+            async move {
+                auditor
+                    .list_audit(giao_proto::auth::ListAuditRequest {
+                        action: "staff.handover".into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("audit listed")
+                    .into_inner()
+                    .records
+                    .len()
+            }
+        };
+        giao_testkit::wait_until(
+            std::time::Duration::from_secs(10),
+            "the handover is audited",
+            || async { audited().await == 1 },
+        )
+        .await;
+        let handed_over = |seen: &super::Seen| {
+            super::assignments(seen)
+                .into_iter()
+                .filter(|event| event.previous_owner_user_id == leaver)
+                .count()
+        };
+        let staff_offboarded = |seen: &super::Seen| {
+            seen.lock()
+                .expect("lock")
+                .iter()
+                .filter(|payload| {
+                    matches!(payload, super::Payload::StaffOffboarded(event) if event.user_id == leaver)
+                })
+                .count()
+        };
+        giao_testkit::wait_until(
+            std::time::Duration::from_secs(10),
+            "the handover's events are out",
+            || {
+                let done = handed_over(&assigned) == 3 && staff_offboarded(&offboarded) == 1;
+                async move { done }
+            },
+        )
+        .await;
+        let (state_store, state_admin) = (admin_store.clone(), admin.clone());
+        let state = || {
+            let mut store = state_store.clone();
+            let mut admin = state_admin.clone();
+            let conversations = conversations.clone();
+            async move {
+                let mut state = Vec::new();
+                for id in conversations {
+                    let owner = store
+                        .get_conversation(giao_proto::messagestore::GetConversationRequest {
+                            conversation_id: id.clone(),
+                        })
+                        .await
+                        .expect("conversation")
+                        .into_inner()
+                        .owner_user_id;
+                    let history = admin
+                        .get_ownership_history(giao_proto::assignment::GetOwnershipHistoryRequest {
+                            conversation_id: id.clone(),
+                            page: None,
+                        })
+                        .await
+                        .expect("history")
+                        .into_inner()
+                        .changes
+                        .len();
+                    state.push((id, owner, history));
+                }
+                state
+            }
+        };
+        let before = state().await;
+        assert!(
+            before
+                .iter()
+                .all(|(_, owner, history)| owner == &successor && *history == 2)
+        );
+
+        // Calling again changes nothing and returns the same report: the same owners and
+        // history, no new event, no new audit record.
         let again = admin
             .offboard_staff(offboard(&leaver, &successor))
             .await
             .expect("second call")
             .into_inner();
         assert_eq!(again, report);
-
-        // The handover is in the tenant's audit chain, once.
-        let auditor = giao_tests::auth_client(&company.auth, Some(&admin_token)).await;
-        giao_testkit::wait_until(
-            std::time::Duration::from_secs(10),
-            "the handover is audited",
-            || {
-                let mut auditor = auditor.clone();
-                async move {
-                    auditor
-                        .list_audit(giao_proto::auth::ListAuditRequest {
-                            action: "staff.handover".into(),
-                            ..Default::default()
-                        })
-                        .await
-                        .is_ok_and(|audit| audit.into_inner().records.len() == 1)
-                }
-            },
+        assert_eq!(state().await, before);
+        super::caught_up(
+            &company.backend.bus,
+            &assigned,
+            super::Payload::ConversationAssigned(giao_proto::events::ConversationAssigned {
+                conversation_id: "marker".into(),
+                ..Default::default()
+            }),
         )
         .await;
+        super::caught_up(
+            &company.backend.bus,
+            &offboarded,
+            super::Payload::StaffOffboarded(giao_proto::events::StaffOffboarded {
+                user_id: "marker".into(),
+                ..Default::default()
+            }),
+        )
+        .await;
+        assert_eq!(handed_over(&assigned), 3);
+        assert_eq!(staff_offboarded(&offboarded), 1);
+        assert_eq!(audited().await, 1);
     }
 
     /// Starts a second assignment replica on its own runtime, so that dropping the runtime
@@ -853,6 +1163,22 @@ mod offboarding {
             conversations.extend(ids);
         }
         assert_eq!(conversations.len(), TOTAL);
+        // The leaver's call-back and shift must be completed by the second call too.
+        let leaver_token = company.login("acme", "lan@acme.vn").await;
+        call_back(
+            &mut company.assignment_with(&leaver_token).await,
+            &conversations[7],
+        )
+        .await;
+        put_shift(
+            &mut admin,
+            "lan-weekends",
+            &leaver,
+            &[6, 7],
+            ("09:00", "18:00"),
+        )
+        .await
+        .expect("shift set");
 
         let owned_by = |user: String, token: String| {
             let store = company.store.endpoint();
@@ -862,31 +1188,32 @@ mod offboarding {
                     .connect()
                     .await
                     .expect("connects");
-                let mut client = MessageStoreServiceClient::with_interceptor(
+                let client = MessageStoreServiceClient::with_interceptor(
                     channel,
                     TraceInterceptor::with_bearer(&token).expect("bearer"),
                 );
-                let mut count = 0;
-                let mut cursor = String::new();
-                loop {
-                    let page = client
-                        .list_conversations(giao_proto::messagestore::ListConversationsRequest {
-                            owner_user_id: user.clone(),
-                            page: Some(giao_proto::common::PageRequest {
-                                page_size: 500,
-                                cursor: cursor.clone(),
-                            }),
-                            ..Default::default()
-                        })
-                        .await
-                        .expect("lists")
-                        .into_inner();
-                    count += page.conversations.len();
-                    cursor = page.page.unwrap_or_default().next_cursor;
-                    if cursor.is_empty() {
-                        return count;
+                counted(|page| {
+                    let mut client = client.clone();
+                    let user = user.clone();
+                    async move {
+                        let listed = client
+                            .list_conversations(
+                                giao_proto::messagestore::ListConversationsRequest {
+                                    owner_user_id: user,
+                                    page: Some(page),
+                                    ..Default::default()
+                                },
+                            )
+                            .await
+                            .expect("lists")
+                            .into_inner();
+                        (
+                            listed.conversations.len(),
+                            listed.page.unwrap_or_default().next_cursor,
+                        )
                     }
-                }
+                })
+                .await
             }
         };
 
@@ -927,12 +1254,58 @@ mod offboarding {
             .expect("resumes")
             .into_inner();
         assert_eq!(report.conversations_moved, TOTAL as u64);
+        assert_eq!(report.contacts_moved, TOTAL as u64, "one customer each");
+        assert_eq!((report.reminders_moved, report.shifts_moved), (1, 1));
         assert!(!report.export_id.is_empty());
         assert_eq!(owned_by(leaver.clone(), admin_token.clone()).await, 0);
         assert_eq!(
             owned_by(successor.clone(), admin_token.clone()).await,
             TOTAL
         );
+        // Every customer is the successor's in message-store.
+        let customers = counted(|page| {
+            let mut store = admin_store.clone();
+            let successor = successor.clone();
+            async move {
+                let listed = store
+                    .list_contacts(giao_proto::messagestore::ListContactsRequest {
+                        owner_user_id: successor,
+                        page: Some(page),
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("lists contacts")
+                    .into_inner();
+                (
+                    listed.contacts.len(),
+                    listed.page.unwrap_or_default().next_cursor,
+                )
+            }
+        })
+        .await;
+        assert_eq!(customers, TOTAL);
+        let reminders = admin
+            .list_reminders(giao_proto::assignment::ListRemindersRequest {
+                user_id: successor.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("lists")
+            .into_inner()
+            .reminders;
+        assert_eq!(reminders.len(), 1);
+        assert_eq!(reminders[0].conversation_id, conversations[7]);
+        let shifts = admin
+            .list_shifts(giao_proto::assignment::ListShiftsRequest {
+                user_id: successor.clone(),
+                page: None,
+            })
+            .await
+            .expect("lists")
+            .into_inner()
+            .shifts;
+        assert_eq!(shifts.len(), 1);
+        assert_eq!(shifts[0].shift_id, "lan-weekends");
         let again = admin
             .offboard_staff(offboard(&leaver, &successor))
             .await
@@ -946,6 +1319,8 @@ mod offboarding {
 /// message-store (ConversationOpened, ownership) and assignment, on both backends.
 mod routing {
     use std::time::Duration;
+
+    use super::{Seen, assignments, collect, eventually, put_shift};
 
     use giao_proto::{
         assignment::{
@@ -1547,44 +1922,6 @@ mod routing {
         assert!(other.policies.is_empty());
     }
 
-    type Seen = std::sync::Arc<std::sync::Mutex<Vec<giao_proto::events::envelope::Payload>>>;
-
-    /// Every event of `event_type` on this test's bus, as it arrives.
-    fn collect(bus: &giao_bus::BusConfig, event_type: &'static str) -> Seen {
-        let seen: Seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let collected = seen.clone();
-        let bus = bus.clone();
-        tokio::spawn(async move {
-            let bus = giao_bus::connect(&bus).await.expect("bus");
-            let spec = giao_bus::ConsumerSpec {
-                durable_name: format!("test-{event_type}"),
-                filter_subjects: vec![giao_bus::envelope::subject_filter(event_type)],
-                ack_wait: Duration::from_secs(5),
-                max_deliver: None,
-                inactive_threshold: None,
-            };
-            let _ = giao_bus::run_consumer(
-                bus,
-                spec,
-                tokio_util::sync::CancellationToken::new(),
-                move |delivery: &giao_bus::Delivery| {
-                    let collected = collected.clone();
-                    let decoded = giao_bus::envelope::decode(delivery);
-                    async move {
-                        if let Ok((envelope, _)) = decoded
-                            && let Some(payload) = envelope.payload
-                        {
-                            collected.lock().expect("lock").push(payload);
-                        }
-                        giao_bus::HandlerOutcome::Done
-                    }
-                },
-            )
-            .await;
-        });
-        seen
-    }
-
     fn breaches(seen: &Seen) -> Vec<giao_proto::events::SlaBreached> {
         seen.lock()
             .expect("lock")
@@ -1645,16 +1982,11 @@ mod routing {
 
         let (conversation, _) = floor.message("w1", "w1").await;
         assert_eq!(floor.routed(&conversation).await, agent);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while breaches(&seen).is_empty() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the breach never fired"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        // Many scheduler passes of both replicas later, still one.
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        eventually("the breach fires", || {
+            let fired = !breaches(&seen).is_empty();
+            async move { fired.then_some(()) }
+        })
+        .await;
         let seen = breaches(&seen);
         assert_eq!(seen.len(), 1, "{seen:?}");
         let breach = &seen[0];
@@ -1666,17 +1998,49 @@ mod routing {
             breach.escalated_to_user_id, supervisor,
             "escalated to the team's supervisor"
         );
-        let unattended = floor
-            .admin()
+        // The breach is recorded just after it is published.
+        eventually("the breach is recorded", || async {
+            let unattended = floor
+                .admin()
+                .await
+                .list_unattended(ListUnattendedRequest::default())
+                .await
+                .expect("lists")
+                .into_inner()
+                .conversations;
+            assert_eq!(unattended.len(), 1);
+            (unattended[0].sla_state == SlaState::Breached as i32).then_some(())
+        })
+        .await;
+        // Recorded as breached, the clock is claimable no more: one fire of both replicas
+        // is final (the bus would hide a second publish under the same id; this would not).
+        let database = giao_storage::Database::connect(&floor.config.database)
             .await
-            .list_unattended(ListUnattendedRequest::default())
+            .expect("database");
+        let fires = giao_assignment::store::fires(&database, TENANT)
             .await
-            .expect("lists")
-            .into_inner()
-            .conversations;
-        assert_eq!(unattended.len(), 1);
-        assert_eq!(unattended[0].sla_state, SlaState::Breached as i32);
+            .expect("fires");
+        assert_eq!(fires.len(), 1, "{fires:?}");
         second.stop().await.expect("second replica stops");
+    }
+
+    /// Starts the clock of conversation `conv-<n>`: a customer waiting since `past + n`,
+    /// due a microsecond later.
+    async fn due_clock(database: &giao_storage::Database, n: i64, past: i64) {
+        giao_assignment::store::sla::customer_wrote(
+            database,
+            TENANT,
+            &format!("conv-{n:03}"),
+            "oa-1",
+            "u-an",
+            "sales",
+            past + n,
+            Some(past + n + 1),
+            None,
+            None,
+        )
+        .await
+        .expect("clock started");
     }
 
     pub(super) async fn two_schedulers_never_claim_the_same_clock(kind: BackendKind) {
@@ -1690,20 +2054,7 @@ mod routing {
             .expect("migrated");
         let past = chrono::Utc::now().timestamp_micros() - 60_000_000;
         for n in 0..300 {
-            giao_assignment::store::sla::customer_wrote(
-                &database,
-                TENANT,
-                &format!("conv-{n:03}"),
-                "oa-1",
-                "u-an",
-                "sales",
-                past + n,
-                Some(past + n + 1),
-                None,
-                None,
-            )
-            .await
-            .expect("clock started");
+            due_clock(&database, n, past).await;
         }
         let claim = |replica: &'static str| {
             let database = database.clone();
@@ -2585,5 +2936,591 @@ mod routing {
             .await;
         let owner = floor.next("c9").await;
         assert_eq!(owner, team[0], "routed to the only online teammate");
+    }
+
+    /// Sets a shift as the admin and returns the refusal, if any.
+    async fn try_shift(
+        floor: &Floor,
+        shift_id: &str,
+        user_id: &str,
+        weekdays: &[u32],
+        starts_at: &str,
+        ends_at: &str,
+    ) -> Result<(), tonic::Status> {
+        put_shift(
+            &mut floor.admin().await,
+            shift_id,
+            user_id,
+            weekdays,
+            (starts_at, ends_at),
+        )
+        .await
+    }
+
+    pub(super) async fn overlapping_shifts_of_one_person_are_refused(kind: BackendKind) {
+        let floor = Floor::start(kind).await;
+        let weekdays = [1, 2, 3, 4, 5];
+        try_shift(&floor, "day", "u-an", &weekdays, "08:00", "17:00")
+            .await
+            .expect("a day shift");
+        try_shift(&floor, "friday-night", "u-an", &[5], "22:00", "06:00")
+            .await
+            .expect("a night shift after the day one");
+        try_shift(&floor, "evening", "u-an", &[1], "17:00", "22:00")
+            .await
+            .expect("back to back is no overlap");
+        for (shift_id, days, starts_at, ends_at, conflict) in [
+            ("late", &[3][..], "16:00", "20:00", "day"),
+            // Past midnight: Friday's night shift runs into Saturday morning.
+            ("saturday-early", &[6][..], "05:00", "09:00", "friday-night"),
+            // Sunday night runs into Monday's day shift.
+            ("sunday-night", &[7][..], "23:00", "08:30", "day"),
+            ("all-day-monday", &[1][..], "00:00", "00:00", "day"),
+        ] {
+            let status = try_shift(&floor, shift_id, "u-an", days, starts_at, ends_at)
+                .await
+                .expect_err("overlap refused");
+            assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+            assert!(
+                status.message().contains("shift.starts_at")
+                    && status.message().contains(&format!("\"{conflict}\"")),
+                "{shift_id}: {status:?}"
+            );
+        }
+        // Moving the day shift so that it would overlap the evening is refused too; moving
+        // it within itself is not an overlap.
+        let status = try_shift(&floor, "day", "u-an", &weekdays, "08:00", "18:00")
+            .await
+            .expect_err("overlaps the evening");
+        assert!(status.message().contains("\"evening\""), "{status:?}");
+        try_shift(&floor, "day", "u-an", &weekdays, "09:00", "17:00")
+            .await
+            .expect("a shift does not overlap itself");
+        // Someone else may work at the same time.
+        try_shift(&floor, "late", "u-binh", &[3], "16:00", "20:00")
+            .await
+            .expect("another person");
+
+        let floor = &floor;
+        let listed = |user: &'static str| async move {
+            let mut listed: Vec<(String, String, String)> = floor
+                .admin()
+                .await
+                .list_shifts(giao_proto::assignment::ListShiftsRequest {
+                    user_id: user.into(),
+                    page: None,
+                })
+                .await
+                .expect("lists")
+                .into_inner()
+                .shifts
+                .into_iter()
+                .map(|shift| (shift.shift_id, shift.starts_at, shift.ends_at))
+                .collect();
+            listed.sort();
+            listed
+        };
+        let hm = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+        assert_eq!(
+            listed("u-an").await,
+            [
+                hm("day", "09:00", "17:00"),
+                hm("evening", "17:00", "22:00"),
+                hm("friday-night", "22:00", "06:00"),
+            ],
+            "nothing refused was stored"
+        );
+        assert_eq!(listed("u-binh").await, [hm("late", "16:00", "20:00")]);
+    }
+
+    pub(super) async fn bad_sla_policies_are_refused_and_store_nothing(kind: BackendKind) {
+        let floor = Floor::start(kind).await;
+        let good = SlaPolicy {
+            first_response_secs: 600,
+            next_response_secs: 1_800,
+            business_hours: Some(giao_proto::assignment::BusinessHours {
+                weekdays: vec![1, 2, 3, 4, 5],
+                opens_at: "08:00".into(),
+                closes_at: "17:00".into(),
+            }),
+            holidays: vec!["2027-02-06".into()],
+            ..Default::default()
+        };
+        let hours = |opens_at: &str, closes_at: &str, weekdays: Vec<u32>| {
+            Some(giao_proto::assignment::BusinessHours {
+                weekdays,
+                opens_at: opens_at.into(),
+                closes_at: closes_at.into(),
+            })
+        };
+        let cases: Vec<(SlaPolicy, &str, &str)> = vec![
+            (
+                SlaPolicy {
+                    time_zone: "Mars/Olympus".into(),
+                    ..good.clone()
+                },
+                "policy.time_zone",
+                "IANA",
+            ),
+            (
+                SlaPolicy {
+                    business_hours: hours("17:00", "08:00", vec![1]),
+                    ..good.clone()
+                },
+                "policy.business_hours.closes_at",
+                "after opens_at",
+            ),
+            (
+                SlaPolicy {
+                    business_hours: hours("09:00", "09:00", vec![1]),
+                    ..good.clone()
+                },
+                "policy.business_hours.closes_at",
+                "after opens_at",
+            ),
+            (
+                SlaPolicy {
+                    business_hours: hours("8h", "17:00", vec![1]),
+                    ..good.clone()
+                },
+                "policy.business_hours.opens_at",
+                "HH:MM",
+            ),
+            (
+                SlaPolicy {
+                    business_hours: hours("08:00", "17:00", vec![0, 8]),
+                    ..good.clone()
+                },
+                "policy.business_hours.weekdays",
+                "1 (Monday) to 7 (Sunday)",
+            ),
+            (
+                SlaPolicy {
+                    holidays: vec!["2027-01-01".into(), "2027-02-30".into()],
+                    ..good.clone()
+                },
+                "policy.holidays[1]",
+                "YYYY-MM-DD",
+            ),
+            (
+                SlaPolicy {
+                    holidays: vec!["Tết".into()],
+                    ..good.clone()
+                },
+                "policy.holidays[0]",
+                "YYYY-MM-DD",
+            ),
+            (
+                SlaPolicy {
+                    first_response_secs: 30 * 24 * 3_600 + 1,
+                    ..good.clone()
+                },
+                "policy.first_response_secs",
+                "0 (no target) to 2592000",
+            ),
+            (
+                SlaPolicy {
+                    next_response_secs: u32::MAX,
+                    ..good.clone()
+                },
+                "policy.next_response_secs",
+                "0 (no target) to 2592000",
+            ),
+            (
+                SlaPolicy {
+                    reassign_after_secs: 40 * 24 * 3_600,
+                    ..good.clone()
+                },
+                "policy.reassign_after_secs",
+                "0 (never) to 2592000",
+            ),
+            (
+                SlaPolicy {
+                    first_response_secs: 0,
+                    next_response_secs: 0,
+                    reassign_after_secs: 0,
+                    ..good.clone()
+                },
+                "policy.first_response_secs",
+                "",
+            ),
+        ];
+        let mut admin = floor.admin().await;
+        for (policy, field, range) in cases {
+            let status = admin
+                .set_sla_policy(SetSlaPolicyRequest {
+                    policy: Some(policy.clone()),
+                })
+                .await
+                .expect_err("refused");
+            assert_eq!(
+                status.code(),
+                Code::InvalidArgument,
+                "{policy:?}: {status:?}"
+            );
+            assert!(
+                status.message().contains(field) && status.message().contains(range),
+                "{field}: {status:?}"
+            );
+        }
+        let database = giao_storage::Database::connect(&floor.config.database)
+            .await
+            .expect("database");
+        assert_eq!(
+            giao_assignment::store::sla::policy_for(&database, TENANT, "oa-1")
+                .await
+                .expect("reads"),
+            None,
+            "nothing stored"
+        );
+        admin
+            .set_sla_policy(SetSlaPolicyRequest { policy: Some(good) })
+            .await
+            .expect("the good one is set");
+        let stored = giao_assignment::store::sla::policy_for(&database, TENANT, "oa-1")
+            .await
+            .expect("reads")
+            .expect("stored");
+        assert_eq!(
+            (stored.first_response_secs, stored.holidays.as_str()),
+            (600, "2027-02-06")
+        );
+    }
+
+    /// A message captured on `account` with its own send time: a customer's, or one the
+    /// account owner typed on the phone.
+    async fn captured(
+        floor: &Floor,
+        account: &str,
+        external_id: &str,
+        from_customer: bool,
+        sent_at: chrono::DateTime<chrono::Utc>,
+    ) -> giao_proto::messagestore::Message {
+        let (direction, sender_kind) = if from_customer {
+            (
+                giao_proto::common::Direction::Inbound,
+                giao_proto::common::SenderKind::Customer,
+            )
+        } else {
+            (
+                giao_proto::common::Direction::Outbound,
+                giao_proto::common::SenderKind::AccountOwner,
+            )
+        };
+        floor
+            .store_admin()
+            .await
+            .append_inbound(AppendInboundRequest {
+                message: Some(InboundMessage {
+                    channel_account_id: account.into(),
+                    external_message_id: external_id.into(),
+                    external_thread_id: format!("thread-{account}"),
+                    customer: Some(ChannelUser {
+                        external_user_id: format!("customer-{account}"),
+                        display_name: "Khách".into(),
+                        ..Default::default()
+                    }),
+                    direction: direction as i32,
+                    sender_kind: sender_kind as i32,
+                    content: Some(MessageContent {
+                        r#type: ContentType::Text as i32,
+                        text: external_id.into(),
+                        ..Default::default()
+                    }),
+                    sent_at: Some(prost_types::Timestamp {
+                        seconds: sent_at.timestamp(),
+                        nanos: 0,
+                    }),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect("appends")
+            .into_inner()
+            .message
+            .expect("message")
+    }
+
+    /// Local Ho Chi Minh City time (UTC+7 all year) as UTC.
+    fn hcm(date: chrono::NaiveDate, time: &str) -> chrono::DateTime<chrono::Utc> {
+        let local = date.and_time(chrono::NaiveTime::parse_from_str(time, "%H:%M").expect("time"));
+        (local - chrono::Duration::hours(7)).and_utc()
+    }
+
+    fn utc_of(at: Option<&prost_types::Timestamp>) -> chrono::DateTime<chrono::Utc> {
+        let at = at.expect("timestamp");
+        chrono::DateTime::from_timestamp(at.seconds, u32::try_from(at.nanos).unwrap_or(0))
+            .expect("in range")
+    }
+
+    /// The breaches of `kind` seen so far, waiting for at least one.
+    async fn breach_of(seen: &Seen, kind: &str) -> giao_proto::events::SlaBreached {
+        eventually(&format!("a {kind} breach fires"), || {
+            let found = breaches(seen).into_iter().find(|b| b.kind == kind);
+            async move { found }
+        })
+        .await
+    }
+
+    pub(super) async fn sla_clocks_count_business_hours_only(kind: BackendKind) {
+        let floor = Floor::start(kind).await;
+        floor.sync().await;
+        let seen = collect(&floor.backend.bus, "sla_breached");
+        // The shop opens 08:00-17:00 every day; one day is a holiday. Nobody supervises
+        // unrouted conversations, so breaches go to the policy's fallback.
+        let day = (chrono::Utc::now() + chrono::Duration::hours(7)).date_naive()
+            - chrono::Duration::days(10);
+        let holiday = day + chrono::Duration::days(1);
+        let every_day = |weekdays: Vec<u32>| {
+            Some(giao_proto::assignment::BusinessHours {
+                weekdays,
+                opens_at: "08:00".into(),
+                closes_at: "17:00".into(),
+            })
+        };
+        sla(
+            &floor,
+            SlaPolicy {
+                channel_account_id: "oa-1".into(),
+                first_response_secs: 3_600,
+                next_response_secs: 1_800,
+                business_hours: every_day((1..=7).collect()),
+                holidays: vec![holiday.format("%Y-%m-%d").to_string()],
+                escalate_to_user_id: "u-duty".into(),
+                ..Default::default()
+            },
+        )
+        .await;
+
+        // A customer writes at 20:00, after closing; the next day is a holiday. The hour
+        // runs from opening the day after: due 09:00 then, not 21:00 the same evening.
+        let first = captured(&floor, "oa-1", "q1", true, hcm(day, "20:00")).await;
+        let breach = breach_of(&seen, "first_response").await;
+        assert_eq!(breach.conversation_id, first.conversation_id);
+        assert_eq!(
+            utc_of(breach.due_at.as_ref()),
+            hcm(day + chrono::Duration::days(2), "09:00")
+        );
+        assert_eq!(breach.escalated_to_user_id, "u-duty", "the fallback");
+        assert!(utc_of(breach.breached_at.as_ref()) >= utc_of(breach.due_at.as_ref()));
+
+        // The owner answers from the phone at 10:00, and the customer writes again at
+        // 16:45: 15 minutes before closing, the other 15 the next morning.
+        let answered = day + chrono::Duration::days(2);
+        captured(&floor, "oa-1", "a1", false, hcm(answered, "10:00")).await;
+        captured(&floor, "oa-1", "q2", true, hcm(answered, "16:45")).await;
+        let next = breach_of(&seen, "next_response").await;
+        assert_eq!(next.conversation_id, first.conversation_id);
+        assert_eq!(
+            utc_of(next.due_at.as_ref()),
+            hcm(answered + chrono::Duration::days(1), "08:15")
+        );
+        assert_eq!(next.escalated_to_user_id, "u-duty");
+
+        // Now, on an account open only tomorrow: the clock has not started, so the wait
+        // is not breached although its target is a minute.
+        let now = chrono::Utc::now();
+        let tomorrow = (now + chrono::Duration::hours(7)).date_naive() + chrono::Duration::days(1);
+        sla(
+            &floor,
+            SlaPolicy {
+                channel_account_id: "oa-2".into(),
+                first_response_secs: 60,
+                business_hours: every_day(vec![
+                    chrono::Datelike::weekday(&tomorrow).number_from_monday(),
+                ]),
+                ..Default::default()
+            },
+        )
+        .await;
+        let waiting = captured(&floor, "oa-2", "q3", true, now).await;
+        let entry = eventually("the customer is waiting", || async {
+            floor
+                .admin()
+                .await
+                .list_unattended(ListUnattendedRequest::default())
+                .await
+                .expect("lists")
+                .into_inner()
+                .conversations
+                .into_iter()
+                .find(|entry| entry.conversation_id == waiting.conversation_id)
+        })
+        .await;
+        assert_eq!(
+            utc_of(entry.sla_due_at.as_ref()),
+            hcm(tomorrow, "08:01"),
+            "a minute after opening"
+        );
+        assert_ne!(entry.sla_state, SlaState::Breached as i32);
+    }
+
+    pub(super) async fn two_scheduler_replicas_fire_each_timer_once(kind: BackendKind) {
+        const TIMERS: usize = 150;
+        let floor = Floor::start(kind).await;
+        let second = giao_tests::start_assignment(floor.config.clone()).await;
+        let database = giao_storage::Database::connect(&floor.config.database)
+            .await
+            .expect("database");
+        // Both replicas' schedulers are running; many clocks and reminders fall due at once.
+        let past = chrono::Utc::now().timestamp_micros() - 60_000_000;
+        for n in 0..TIMERS {
+            let offset = i64::try_from(n).expect("small");
+            due_clock(&database, offset, past).await;
+            giao_assignment::store::reminders::create(
+                &database,
+                TENANT,
+                &giao_assignment::store::reminders::NewReminder {
+                    reminder_id: format!("reminder-{n:03}"),
+                    user_id: "u-an".into(),
+                    conversation_id: format!("conv-{n:03}"),
+                    contact_id: String::new(),
+                    text: "gọi lại".into(),
+                    due_at_us: past + offset,
+                    source: "manual".into(),
+                    quiet_secs: 0,
+                    created_by: "u-an".into(),
+                    idempotency_key: String::new(),
+                },
+            )
+            .await
+            .expect("reminder created");
+        }
+        // Done when every clock is recorded breached and every reminder fired: nothing is
+        // claimable after that, so the fire counts are final.
+        eventually("every clock and reminder fired", || async {
+            let clocks = giao_assignment::store::sla::unattended(
+                &database,
+                TENANT,
+                &giao_assignment::store::sla::Scope::Tenant,
+                "",
+                None,
+                1_000,
+            )
+            .await
+            .expect("clocks");
+            let reminders =
+                giao_assignment::store::reminders::list(&database, TENANT, "u-an", None, 1_000)
+                    .await
+                    .expect("reminders");
+            let breached = clocks.iter().filter(|clock| clock.breached_at_us.is_some());
+            let fired = reminders
+                .iter()
+                .filter(|reminder| reminder.fired_at_us.is_some());
+            (breached.count() == TIMERS && fired.count() == TIMERS).then_some(())
+        })
+        .await;
+        let fires = giao_assignment::store::fires(&database, TENANT)
+            .await
+            .expect("fires");
+        let mut per_timer = std::collections::BTreeMap::<&str, usize>::new();
+        for (event_id, _) in &fires {
+            *per_timer.entry(event_id.as_str()).or_default() += 1;
+        }
+        let twice: Vec<_> = per_timer.iter().filter(|(_, count)| **count > 1).collect();
+        assert!(twice.is_empty(), "fired more than once: {twice:?}");
+        let breaches = per_timer
+            .keys()
+            .filter(|id| id.starts_with("sla-breached-"))
+            .count();
+        let reminders = per_timer
+            .keys()
+            .filter(|id| id.starts_with("reminder-due-"))
+            .count();
+        assert_eq!((breaches, reminders), (TIMERS, TIMERS));
+        let replicas: std::collections::BTreeSet<&str> =
+            fires.iter().map(|(_, replica)| replica.as_str()).collect();
+        assert_eq!(replicas.len(), 2, "both replicas fired: {replicas:?}");
+        second.stop().await.expect("second replica stops");
+    }
+
+    pub(super) async fn every_move_publishes_conversation_assigned(kind: BackendKind) {
+        let floor = Floor::start(kind).await;
+        let mut agents = [
+            floor.online_agent("an", &["sales"]).await,
+            floor.online_agent("binh", &["sales"]).await,
+        ];
+        agents.sort();
+        floor.sync().await;
+        floor
+            .policy(policy(RoutingStrategy::LeastOpen, "sales"))
+            .await;
+        let seen = collect(&floor.backend.bus, "conversation_assigned");
+        let event = |conversation: String, owner: String, previous: String| {
+            let seen = seen.clone();
+            async move {
+                let what =
+                    format!("ConversationAssigned of {conversation} from {previous:?} to {owner}");
+                eventually(&what, || {
+                    let found = assignments(&seen).into_iter().find(|event| {
+                        event.conversation_id == conversation
+                            && event.owner_user_id == owner
+                            && event.previous_owner_user_id == previous
+                    });
+                    async move { found }
+                })
+                .await
+            }
+        };
+
+        // Routing.
+        let (first, _) = floor.message("e1", "e1").await;
+        let routed_to = floor.routed(&first).await;
+        let routed = event(first.clone(), routed_to.clone(), String::new()).await;
+        assert_eq!(
+            (routed.actor.as_str(), routed.team_id.as_str()),
+            ("routing", "sales")
+        );
+        let other = agents
+            .iter()
+            .find(|agent| **agent != routed_to)
+            .expect("two agents")
+            .clone();
+
+        // Assign, Transfer with its note, BulkReassign.
+        let mut admin = floor.admin().await;
+        admin
+            .assign(AssignRequest {
+                conversation_id: first.clone(),
+                owner_user_id: other.clone(),
+                reason: "khách quen".into(),
+            })
+            .await
+            .expect("assigns");
+        let assigned = event(first.clone(), other.clone(), routed_to.clone()).await;
+        assert_eq!(
+            (assigned.actor.as_str(), assigned.reason.as_str()),
+            ("u-admin", "khách quen")
+        );
+        admin
+            .transfer(giao_proto::assignment::TransferRequest {
+                conversation_id: first.clone(),
+                to_user_id: routed_to.clone(),
+                note: "anh ấy đã báo giá".into(),
+            })
+            .await
+            .expect("transfers");
+        let transferred = event(first.clone(), routed_to.clone(), other.clone()).await;
+        assert_eq!(transferred.reason, "anh ấy đã báo giá");
+        let (second, _) = floor.message("e2", "e2").await;
+        let second_owner = floor.routed(&second).await;
+        // Not online, so routing never chose them.
+        let chi = floor
+            .user("chi", giao_proto::common::Role::Agent, &["sales"])
+            .await;
+        floor.sync().await;
+        admin
+            .bulk_reassign(giao_proto::assignment::BulkReassignRequest {
+                conversation_ids: vec![first.clone(), second.clone()],
+                to_user_id: chi.clone(),
+                reason: "chia lại".into(),
+                idempotency_key: String::new(),
+            })
+            .await
+            .expect("bulk reassigns");
+        for (conversation, previous) in [(first, routed_to), (second, second_owner)] {
+            let moved = event(conversation, chi.clone(), previous).await;
+            assert_eq!(moved.reason, "chia lại");
+        }
     }
 }

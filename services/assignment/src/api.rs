@@ -58,6 +58,7 @@ use crate::{
     store::{
         self, OwnershipChange,
         routing::Load,
+        shifts::ShiftsHandedOver,
         sla::{Scope, SlaPolicyRow},
     },
 };
@@ -465,6 +466,22 @@ impl Api {
         })
     }
 
+    /// Hands the leaver's shifts over under the tenant's routing lock (as SetShift checks
+    /// overlaps), so a shift set meanwhile cannot make the heir work two at once.
+    async fn hand_over_shifts(
+        &self,
+        tenant_id: &str,
+        leaver: &str,
+        heir: &str,
+    ) -> Result<ShiftsHandedOver, Error> {
+        self.router
+            .locked(
+                tenant_id,
+                store::shifts::hand_over(&self.database, tenant_id, leaver, heir),
+            )
+            .await
+    }
+
     /// Validates an OffboardStaff request against auth (and, across a team, the roster)
     /// before anything moves.
     async fn offboarding_parties(
@@ -775,7 +792,7 @@ impl Api {
             (Heirs::Successor(successor), _) => (
                 store::reminders::move_pending(&self.database, tenant, user_id, &successor.user_id)
                     .await?,
-                store::shifts::move_all(&self.database, tenant, user_id, &successor.user_id)
+                self.hand_over_shifts(tenant, user_id, &successor.user_id)
                     .await?,
             ),
             (Heirs::Team(team_ids), Some(planner)) => {
@@ -794,16 +811,27 @@ impl Api {
                         &deputy,
                     )
                     .await?,
-                    store::shifts::move_all(&self.database, tenant, user_id, &deputy).await?,
+                    self.hand_over_shifts(tenant, user_id, &deputy).await?,
                 )
             }
-            (Heirs::Team(_), None) => (0, 0),
+            (Heirs::Team(_), None) => (0, ShiftsHandedOver::default()),
         };
         let reminders = i64::try_from(reminders).unwrap_or(i64::MAX);
-        let shifts = i64::try_from(shifts).unwrap_or(i64::MAX);
-        store::add_moved_extras(&self.database, tenant, user_id, reminders, shifts).await?;
+        let moved_shifts = i64::try_from(shifts.moved).unwrap_or(i64::MAX);
+        // Kept is what is left with the leaver, not a sum: a resumed run finds the same ones.
+        let kept_shifts = i64::try_from(shifts.kept).unwrap_or(i64::MAX);
+        store::add_moved_extras(
+            &self.database,
+            tenant,
+            user_id,
+            reminders,
+            moved_shifts,
+            kept_shifts,
+        )
+        .await?;
         job.reminders_moved += reminders;
-        job.shifts_moved += shifts;
+        job.shifts_moved += moved_shifts;
+        job.shifts_kept = kept_shifts;
         // The handover is in the tenant's audit chain before the job counts as done, so a
         // failed publish is retried by the next call rather than lost.
         let now = Utc::now();
@@ -820,6 +848,8 @@ impl Api {
                         "redistribute_across_team": matches!(heirs, Heirs::Team(_)),
                         "conversations_moved": job.conversations_moved,
                         "contacts_moved": job.contacts_moved,
+                        "shifts_moved": job.shifts_moved,
+                        "shifts_kept": job.shifts_kept,
                         "export_id": job.export_id,
                         "export_sha256": job.export_sha256,
                     })
@@ -909,6 +939,7 @@ fn report(job: &store::OffboardingJob) -> OffboardStaffResponse {
         conversations_moved: u64::try_from(job.conversations_moved).unwrap_or(0),
         reminders_moved: u64::try_from(job.reminders_moved).unwrap_or(0),
         shifts_moved: u64::try_from(job.shifts_moved).unwrap_or(0),
+        shifts_kept: u64::try_from(job.shifts_kept).unwrap_or(0),
         contacts_moved: u64::try_from(job.contacts_moved).unwrap_or(0),
         export_id: job.export_id.clone(),
         export_sha256: job.export_sha256.clone(),
@@ -1431,14 +1462,28 @@ const MAX_HOLIDAYS: usize = 400;
 fn sla_policy_from(policy: SlaPolicy) -> Result<SlaPolicyRow, Error> {
     short("policy.channel_account_id", &policy.channel_account_id)?;
     short("policy.escalate_to_user_id", &policy.escalate_to_user_id)?;
-    for (field, secs) in [
-        ("policy.first_response_secs", policy.first_response_secs),
-        ("policy.next_response_secs", policy.next_response_secs),
-        ("policy.reassign_after_secs", policy.reassign_after_secs),
+    // The fields are unsigned, so a negative target cannot arrive; the range names both ends.
+    for (field, secs, zero) in [
+        (
+            "policy.first_response_secs",
+            policy.first_response_secs,
+            "no target",
+        ),
+        (
+            "policy.next_response_secs",
+            policy.next_response_secs,
+            "no target",
+        ),
+        (
+            "policy.reassign_after_secs",
+            policy.reassign_after_secs,
+            "never",
+        ),
     ] {
         if secs > MAX_SLA_SECS {
             return Err(Error::InvalidArgument(format!(
-                "invalid {field}: at most {MAX_SLA_SECS}"
+                "invalid {field}: {secs} is out of range, 0 ({zero}) to {MAX_SLA_SECS} seconds \
+                 (30 days)"
             )));
         }
     }
@@ -2234,7 +2279,29 @@ impl AssignmentService for Api {
             .shift
             .ok_or_else(|| Error::InvalidArgument("missing shift".into()))?;
         let row = shift_from(shift)?;
-        store::shifts::put(&self.database, &caller.tenant_id, &row).await?;
+        let tenant = caller.tenant_id.as_str();
+        // Checked and stored under the tenant's routing lock, so two overlapping shifts set
+        // at once cannot both pass.
+        self.router
+            .locked(tenant, async {
+                let theirs = store::shifts::of_user(&self.database, tenant, &row.user_id).await?;
+                if let Some((conflict, day, at)) = row.first_overlap(&theirs) {
+                    return Err(Error::InvalidArgument(format!(
+                        "invalid shift.starts_at: {} to {} on weekdays {} overlaps shift \"{}\" \
+                         of the same user ({} to {} on weekdays {}) on weekday {day} at {}",
+                        row.starts_at,
+                        row.ends_at,
+                        row.weekdays,
+                        conflict.shift_id,
+                        conflict.starts_at,
+                        conflict.ends_at,
+                        conflict.weekdays,
+                        at.format("%H:%M"),
+                    )));
+                }
+                store::shifts::put(&self.database, tenant, &row).await
+            })
+            .await?;
         // A changed shift may change who is on shift now: that is a shift change.
         self.router.wake();
         Ok(Response::new(shift_to_pb(row)))

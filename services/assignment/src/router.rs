@@ -49,8 +49,7 @@ use uuid::Uuid;
 
 use crate::{
     error::Error,
-    routing::{self, Agent, Arrival, Policy, ShiftChange, ShiftWindow, Why},
-    sla::parse_time,
+    routing::{self, Agent, Arrival, Policy, ShiftChange, Why},
     store::{
         self, OwnershipChange,
         routing::{Load, Queued, RosterUser},
@@ -75,15 +74,8 @@ pub fn on_shift(
             continue;
         }
         named = true;
-        let (Some(starts_at), Some(ends_at)) =
-            (parse_time(&shift.starts_at), parse_time(&shift.ends_at))
-        else {
+        let Some(window) = shift.window() else {
             continue;
-        };
-        let window = ShiftWindow {
-            weekdays: shift.days(),
-            starts_at,
-            ends_at,
         };
         if window.covers(local) {
             on.insert(shift.user_id.clone());
@@ -235,7 +227,7 @@ impl Router {
     }
 
     /// Runs `work` holding the tenant's routing lock.
-    async fn locked<T>(
+    pub(crate) async fn locked<T>(
         &self,
         tenant_id: &str,
         work: impl Future<Output = Result<T, Error>>,

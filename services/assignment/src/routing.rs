@@ -2,7 +2,7 @@
 //! roster's state. No I/O here; the router loads the inputs under the tenant's lock and
 //! stores the outcome.
 
-use chrono::{Datelike, NaiveDateTime, NaiveTime};
+use chrono::{Datelike, NaiveDateTime, NaiveTime, Timelike};
 use serde::{Deserialize, Serialize};
 
 /// How a pool of agents shares new conversations.
@@ -114,6 +114,49 @@ impl ShiftWindow {
             (self.weekdays.contains(&day) && time >= self.starts_at)
                 || (self.weekdays.contains(&previous) && time < self.ends_at)
         }
+    }
+
+    /// The minutes of the week (Monday 00:00 is 0) the shift covers, as half-open spans; a
+    /// Sunday shift running past midnight wraps into Monday.
+    fn spans(&self) -> Vec<(u32, u32)> {
+        const DAY: u32 = 24 * 60;
+        const WEEK: u32 = 7 * DAY;
+        let minutes = |time: NaiveTime| time.hour() * 60 + time.minute();
+        let (start, end) = (minutes(self.starts_at), minutes(self.ends_at));
+        let length = if start < end {
+            end - start
+        } else {
+            DAY - start + end
+        };
+        let mut spans = Vec::new();
+        for day in &self.weekdays {
+            let from = (day - 1) * DAY + start;
+            let to = from + length;
+            if to <= WEEK {
+                spans.push((from, to));
+            } else {
+                spans.push((from, WEEK));
+                spans.push((0, to - WEEK));
+            }
+        }
+        spans
+    }
+
+    /// The first moment of the week both shifts cover, as (ISO weekday, local time).
+    pub fn overlap(&self, other: &ShiftWindow) -> Option<(u32, NaiveTime)> {
+        let theirs = other.spans();
+        let first = self
+            .spans()
+            .into_iter()
+            .flat_map(|(from, to)| {
+                theirs.iter().filter_map(move |&(other_from, other_to)| {
+                    let start = from.max(other_from);
+                    (start < to.min(other_to)).then_some(start)
+                })
+            })
+            .min()?;
+        let time = NaiveTime::from_hms_opt((first % (24 * 60)) / 60, first % 60, 0)?;
+        Some((first / (24 * 60) + 1, time))
     }
 }
 
@@ -288,6 +331,55 @@ mod tests {
             "into Monday morning"
         );
         assert!(!night.covers(at("2026-11-23", "23:00")), "not Monday night");
+    }
+
+    fn window(weekdays: &[u32], starts_at: &str, ends_at: &str) -> ShiftWindow {
+        ShiftWindow {
+            weekdays: weekdays.to_vec(),
+            starts_at: hm(starts_at),
+            ends_at: hm(ends_at),
+        }
+    }
+
+    #[test]
+    fn shifts_overlap_on_common_days_and_across_midnight() {
+        let day = window(&[1, 2, 3, 4, 5], "08:00", "17:00");
+        assert_eq!(
+            day.overlap(&window(&[3], "16:00", "20:00")),
+            Some((3, hm("16:00")))
+        );
+        assert_eq!(
+            day.overlap(&window(&[1, 2], "17:00", "22:00")),
+            None,
+            "back to back"
+        );
+        assert_eq!(
+            day.overlap(&window(&[6, 7], "08:00", "17:00")),
+            None,
+            "the weekend"
+        );
+        // Friday night into Saturday morning meets a Saturday morning shift.
+        let friday_night = window(&[5], "22:00", "06:00");
+        assert_eq!(
+            friday_night.overlap(&window(&[6], "05:00", "09:00")),
+            Some((6, hm("05:00")))
+        );
+        assert_eq!(friday_night.overlap(&window(&[6], "06:00", "09:00")), None);
+        // Sunday night wraps into Monday's early shift.
+        assert_eq!(
+            window(&[7], "23:00", "07:00").overlap(&window(&[1], "06:30", "12:00")),
+            Some((1, hm("06:30")))
+        );
+        // Equal start and end is a whole day.
+        assert_eq!(
+            window(&[2], "09:00", "09:00").overlap(&window(&[3], "08:00", "08:30")),
+            Some((3, hm("08:00")))
+        );
+        assert_eq!(
+            window(&[4], "20:00", "02:00").overlap(&window(&[4], "01:00", "03:00")),
+            None,
+            "the night shift's early hours are on Friday"
+        );
     }
 
     fn pick(policy: &Policy, agents: &[Agent], arrival: &Arrival<'_>) -> Option<String> {

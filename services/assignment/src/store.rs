@@ -213,6 +213,8 @@ pub struct OffboardingJob {
     pub reminders_moved: i64,
     pub shifts_moved: i64,
     pub contacts_moved: i64,
+    /// The leaver's shifts left with them because the heir already works at that time.
+    pub shifts_kept: i64,
 }
 
 type JobRow = (
@@ -227,10 +229,11 @@ type JobRow = (
     i64,
     i64,
     i64,
+    i64,
 );
 
 const JOB_COLUMNS: &str = "id, successor_user_id, actor, export_id, export_sha256, \
-     conversations_moved, deactivated, completed, reminders_moved, shifts_moved, contacts_moved";
+     conversations_moved, deactivated, completed, reminders_moved, shifts_moved, contacts_moved, shifts_kept";
 
 fn job_of(row: JobRow) -> OffboardingJob {
     let (
@@ -245,9 +248,11 @@ fn job_of(row: JobRow) -> OffboardingJob {
         reminders_moved,
         shifts_moved,
         contacts_moved,
+        shifts_kept,
     ) = row;
     OffboardingJob {
         contacts_moved,
+        shifts_kept,
         reminders_moved,
         shifts_moved,
         id,
@@ -348,22 +353,25 @@ pub async fn add_moved(
 }
 
 /// Adds the leaver's reminders and shifts handed over by this run (a resumed run moves
-/// only what the crashed one had not).
+/// only what the crashed one had not) and records how many shifts stay with the leaver.
 pub async fn add_moved_extras(
     database: &Database,
     tenant_id: &str,
     user_id: &str,
     reminders: i64,
     shifts: i64,
+    shifts_kept: i64,
 ) -> Result<(), Error> {
     execute!(
         database,
         "UPDATE offboarding_jobs SET reminders_moved = reminders_moved + $3, \
-         shifts_moved = shifts_moved + $4 WHERE tenant_id = $1 AND user_id = $2",
+         shifts_moved = shifts_moved + $4, shifts_kept = $5 \
+         WHERE tenant_id = $1 AND user_id = $2",
         tenant_id,
         user_id,
         reminders,
         shifts,
+        shifts_kept,
     )?;
     Ok(())
 }
@@ -666,6 +674,36 @@ pub async fn record_handover_batch(
         }
     }
     Ok(())
+}
+
+/// Notes that this replica is firing the timer published as `event_id`, just before it
+/// publishes: the bus drops a repeated event id, so this is where a double fire shows.
+pub async fn record_fire(
+    database: &Database,
+    tenant_id: &str,
+    event_id: &str,
+    replica: &str,
+) -> Result<(), Error> {
+    execute!(
+        database,
+        "INSERT INTO timer_fires (tenant_id, event_id, replica, fired_at_us) VALUES ($1, $2, $3, $4)",
+        tenant_id,
+        event_id,
+        replica,
+        Utc::now().timestamp_micros(),
+    )?;
+    Ok(())
+}
+
+/// Every fire of the tenant's timers: (event id, replica), by event id.
+pub async fn fires(database: &Database, tenant_id: &str) -> Result<Vec<(String, String)>, Error> {
+    Ok(fetch_all!(
+        database,
+        (String, String),
+        "SELECT event_id, replica FROM timer_fires WHERE tenant_id = $1 \
+         ORDER BY event_id, fired_at_us",
+        tenant_id,
+    )?)
 }
 
 /// Records an agent's availability (`online`, `away`, `offline`).

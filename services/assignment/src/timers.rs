@@ -262,14 +262,22 @@ impl Timers {
         .await?;
         let mut fired = 0;
         for reminder in claimed {
+            let event_id = format!(
+                "reminder-due-{}-{}",
+                reminder.reminder_id, reminder.due_at_us
+            );
+            store::record_fire(
+                &self.database,
+                &reminder.tenant_id,
+                &event_id,
+                &self.replica,
+            )
+            .await?;
             let published = self
                 .publisher
                 .publish(
                     &reminder.tenant_id,
-                    format!(
-                        "reminder-due-{}-{}",
-                        reminder.reminder_id, reminder.due_at_us
-                    ),
+                    event_id,
                     Payload::ReminderDue(ReminderDue {
                         reminder_id: reminder.reminder_id.clone(),
                         user_id: reminder.user_id.clone(),
@@ -374,13 +382,15 @@ impl Timers {
                 .unwrap_or_default(),
             };
         let breached_at = micros(Utc::now());
+        let event_id = format!(
+            "sla-breached-{}-{}-{}",
+            clock.conversation_id, clock.kind, clock.waiting_since_us
+        );
+        store::record_fire(&self.database, &clock.tenant_id, &event_id, &self.replica).await?;
         self.publisher
             .publish(
                 &clock.tenant_id,
-                format!(
-                    "sla-breached-{}-{}-{}",
-                    clock.conversation_id, clock.kind, clock.waiting_since_us
-                ),
+                event_id,
                 Payload::SlaBreached(SlaBreached {
                     conversation_id: clock.conversation_id.clone(),
                     owner_user_id: clock.owner_user_id.clone(),

@@ -1,9 +1,10 @@
 //! Shifts and the last seen on-shift set per account, on both backends. Every query filters
 //! by tenant, except the list of tenants that have shifts.
 
+use chrono::NaiveTime;
 use giao_storage::Database;
 
-use crate::error::Error;
+use crate::{error::Error, routing::ShiftWindow, sla::parse_time};
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ShiftRow {
@@ -31,6 +32,32 @@ impl ShiftRow {
             .split(',')
             .filter_map(|day| day.parse().ok())
             .collect()
+    }
+
+    /// Its days and times (`None` for a stored time that does not parse).
+    pub fn window(&self) -> Option<ShiftWindow> {
+        Some(ShiftWindow {
+            weekdays: self.days(),
+            starts_at: parse_time(&self.starts_at)?,
+            ends_at: parse_time(&self.ends_at)?,
+        })
+    }
+
+    /// The first of `others` (another shift id) that this shift overlaps, with the first
+    /// moment they share (ISO weekday, local time). Times are compared as written: a
+    /// person's shifts are in one local time.
+    pub fn first_overlap<'a>(
+        &self,
+        others: &'a [ShiftRow],
+    ) -> Option<(&'a ShiftRow, u32, NaiveTime)> {
+        let window = self.window()?;
+        others
+            .iter()
+            .filter(|other| other.shift_id != self.shift_id)
+            .find_map(|other| {
+                let (day, at) = window.overlap(&other.window()?)?;
+                Some((other, day, at))
+            })
     }
 }
 
@@ -105,20 +132,67 @@ pub async fn get(
     .next())
 }
 
-/// Hands a leaver's shifts to their successor; returns how many moved.
-pub async fn move_all(
+/// A user's shifts, all of them (a rota's worth: small).
+pub async fn of_user(
+    database: &Database,
+    tenant_id: &str,
+    user_id: &str,
+) -> Result<Vec<ShiftRow>, Error> {
+    Ok(fetch_all!(
+        database,
+        ShiftRow,
+        format!(
+            "SELECT {COLUMNS} FROM shifts WHERE tenant_id = $1 AND user_id = $2 ORDER BY shift_id"
+        ),
+        tenant_id,
+        user_id,
+    )?)
+}
+
+/// What a handover did with a leaver's shifts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShiftsHandedOver {
+    pub moved: u64,
+    /// Left with the leaver because the heir already works at that time.
+    pub kept: u64,
+}
+
+/// Hands a leaver's shifts to `to_user_id`, oldest id first, except each that overlaps a
+/// shift the heir already has (or was just given): one person cannot work two shifts at
+/// once, so that one stays with the leaver for a supervisor to re-plan. Run under the
+/// tenant's routing lock, like SetShift, so the check and the move are not raced.
+pub async fn hand_over(
     database: &Database,
     tenant_id: &str,
     from_user_id: &str,
     to_user_id: &str,
-) -> Result<u64, Error> {
-    Ok(execute!(
-        database,
-        "UPDATE shifts SET user_id = $3 WHERE tenant_id = $1 AND user_id = $2",
-        tenant_id,
-        from_user_id,
-        to_user_id,
-    )?)
+) -> Result<ShiftsHandedOver, Error> {
+    let mut theirs = of_user(database, tenant_id, to_user_id).await?;
+    let mut outcome = ShiftsHandedOver::default();
+    for mut shift in of_user(database, tenant_id, from_user_id).await? {
+        if let Some((conflict, _, _)) = shift.first_overlap(&theirs) {
+            tracing::info!(
+                shift_id = %shift.shift_id,
+                conflicting_shift_id = %conflict.shift_id,
+                "a leaver's shift overlaps one of the heir's and stays to be re-planned"
+            );
+            outcome.kept += 1;
+            continue;
+        }
+        outcome.moved += execute!(
+            database,
+            "UPDATE shifts SET user_id = $4, updated_at_us = $5 \
+             WHERE tenant_id = $1 AND shift_id = $2 AND user_id = $3",
+            tenant_id,
+            &shift.shift_id,
+            from_user_id,
+            to_user_id,
+            chrono::Utc::now().timestamp_micros(),
+        )?;
+        shift.user_id = to_user_id.to_string();
+        theirs.push(shift);
+    }
+    Ok(outcome)
 }
 
 pub async fn tenants(database: &Database) -> Result<Vec<String>, Error> {
