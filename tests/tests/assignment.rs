@@ -433,11 +433,13 @@ giao_tests::on_both_backends!(
     sla_clocks_count_business_hours_only,
     two_scheduler_replicas_fire_each_timer_once,
     every_move_publishes_conversation_assigned,
+    a_returning_customer_skips_an_owner_off_shift_or_gone,
 );
 
 use routing::{
     a_disconnected_account_with_open_work_alerts_its_supervisors,
     a_leavers_work_is_shared_across_their_team, a_returning_customer_goes_back_to_their_owner,
+    a_returning_customer_skips_an_owner_off_shift_or_gone,
     a_shift_change_follows_the_tenants_policy,
     an_sla_breach_fires_once_with_two_scheduler_replicas,
     an_unanswered_customer_goes_to_another_agent_once,
@@ -1723,18 +1725,24 @@ mod routing {
         assert!(!owners.contains(&offline) && !owners.contains(&vip));
     }
 
-    pub(super) async fn a_returning_customer_goes_back_to_their_owner(kind: BackendKind) {
+    /// Two online agents of `sales` (ids in order) under round robin with sticky owner.
+    async fn sticky_floor(kind: BackendKind) -> (Floor, String, String) {
         let floor = Floor::start(kind).await;
         let mut agents = [
             floor.online_agent("an", &["sales"]).await,
             floor.online_agent("binh", &["sales"]).await,
         ];
         agents.sort();
-        let (low, high) = (agents[0].clone(), agents[1].clone());
         floor.sync().await;
         let mut sticky = policy(RoutingStrategy::RoundRobin, "sales");
         sticky.sticky_owner = true;
         floor.policy(sticky).await;
+        let [low, high] = agents;
+        (floor, low, high)
+    }
+
+    pub(super) async fn a_returning_customer_goes_back_to_their_owner(kind: BackendKind) {
+        let (floor, low, high) = sticky_floor(kind).await;
 
         let (first, _) = floor.message("k1", "k1-a").await;
         assert_eq!(floor.routed(&first).await, low);
@@ -1755,6 +1763,50 @@ mod routing {
             .expect("away");
         let (third, _) = floor.message("k1", "k1-c").await;
         assert_eq!(floor.routed(&third).await, high);
+    }
+
+    pub(super) async fn a_returning_customer_skips_an_owner_off_shift_or_gone(kind: BackendKind) {
+        let (floor, low, high) = sticky_floor(kind).await;
+        let (first, _) = floor.message("k1", "k1-a").await;
+        assert_eq!(floor.routed(&first).await, low);
+        assert_eq!(
+            floor.next("k0").await,
+            high,
+            "round robin turns to `low` next"
+        );
+
+        // Their owner's shift on this account is later today: the customer goes to whoever
+        // is on shift now, although sticky owner and round robin both name `low`.
+        shift(&floor, "low-later", &low, false).await;
+        shift(&floor, "high-now", &high, true).await;
+        let (second, _) = floor.message("k1", "k1-b").await;
+        assert_eq!(floor.routed(&second).await, high);
+
+        // Both on shift, and the sticky owner of k2 leaves the company: someone else.
+        let (third, _) = floor.message("k2", "k2-a").await;
+        assert_eq!(floor.routed(&third).await, high, "the only one on shift");
+        shift(&floor, "low-later", &low, true).await;
+        assert_eq!(
+            floor.next("k3").await,
+            low,
+            "round robin turns to `high` next"
+        );
+        giao_tests::auth_client(&floor.auth, Some(&floor.admin_token))
+            .await
+            .set_user_status(SetUserStatusRequest {
+                user_id: high.clone(),
+                status: UserStatus::Suspended as i32,
+                reason: "left".into(),
+            })
+            .await
+            .expect("suspended");
+        floor.sync().await;
+        let (fourth, _) = floor.message("k2", "k2-b").await;
+        assert_eq!(
+            floor.routed(&fourth).await,
+            low,
+            "sticky owner and round robin both named `high`, who is gone"
+        );
     }
 
     pub(super) async fn the_queue_hands_out_oldest_first_as_capacity_frees(kind: BackendKind) {
