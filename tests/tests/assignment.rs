@@ -3483,6 +3483,11 @@ mod routing {
         let replicas: std::collections::BTreeSet<&str> =
             fires.iter().map(|(_, replica)| replica.as_str()).collect();
         assert_eq!(replicas.len(), 2, "both replicas fired: {replicas:?}");
+        // The log forgets what is older than the cut-off only.
+        let prune = |before_us: i64| giao_assignment::store::prune_fires(&database, before_us);
+        assert_eq!(prune(past).await.expect("prunes"), 0);
+        let now = chrono::Utc::now().timestamp_micros() + 1;
+        assert_eq!(prune(now).await.expect("prunes"), fires.len() as u64);
         second.stop().await.expect("second replica stops");
     }
 

@@ -695,6 +695,15 @@ pub async fn record_fire(
     Ok(())
 }
 
+/// Forgets fires before `before_us`; returns how many.
+pub async fn prune_fires(database: &Database, before_us: i64) -> Result<u64, Error> {
+    Ok(execute!(
+        database,
+        "DELETE FROM timer_fires WHERE fired_at_us < $1",
+        before_us,
+    )?)
+}
+
 /// Every fire of the tenant's timers: (event id, replica), by event id.
 pub async fn fires(database: &Database, tenant_id: &str) -> Result<Vec<(String, String)>, Error> {
     Ok(fetch_all!(

@@ -36,6 +36,9 @@ const SLA_CONSUMER: &str = "assignment-sla";
 const FOLLOW_UP_CONSUMER: &str = "assignment-follow-up";
 /// Clocks claimed per scheduler pass.
 const CLAIM_BATCH: i64 = 100;
+/// How long the log of timer fires keeps a fire, and how often it is pruned.
+const FIRES_KEPT_DAYS: i64 = 30;
+const FIRES_PRUNE_EVERY: Duration = Duration::from_secs(3_600);
 
 /// The calendar of a stored policy (a bad stored value falls back to the default).
 pub fn calendar_of(policy: &SlaPolicyRow) -> Calendar {
@@ -408,7 +411,17 @@ impl Timers {
 
     /// Fires due clocks every tick until `shutdown`.
     pub async fn run_scheduler(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut pruned_at: Option<std::time::Instant> = None;
         loop {
+            // The fire log only has to outlive any lease by far: a month is kept, pruned
+            // hourly by every replica (the deletes are idempotent).
+            if pruned_at.is_none_or(|at| at.elapsed() >= FIRES_PRUNE_EVERY) {
+                let before = Utc::now() - chrono::Duration::days(FIRES_KEPT_DAYS);
+                match store::prune_fires(&self.database, micros(before)).await {
+                    Ok(_) => pruned_at = Some(std::time::Instant::now()),
+                    Err(error) => tracing::warn!(%error, "cannot prune the timer fire log"),
+                }
+            }
             if let Err(error) = self.fire_due().await {
                 tracing::warn!(%error, "sla scheduler pass failed");
             }
