@@ -1271,10 +1271,21 @@ async fn an_ended_listener_starts_again_after_restart_after_ms() {
         sim.ws_attempts(OWNER).len() == before + retries
     })
     .await;
-    assert_eq!(
-        status(&connector, &account).await.0,
-        AccountStatus::Disconnected as i32
-    );
+    // Still disconnected, and the reason now says the listener gave up rather than the
+    // "reconnecting" of its first attempt.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (now, reason) = status(&connector, &account).await;
+        assert_eq!(now, AccountStatus::Disconnected as i32, "{reason}");
+        if reason.contains("cannot reconnect") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "reason stays {reason:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let attempts = sim.ws_attempts(OWNER);
     let gave_up_at = attempts[attempts.len() - 1];
     sim.refuse_sockets(OWNER, false);

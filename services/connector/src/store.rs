@@ -380,6 +380,17 @@ impl AccountStore {
             return Ok(None);
         };
         if before.status == status && before.disabled == disable {
+            // Same status: nothing to announce, but keep the reason current so an operator
+            // reads why the account is in it now, not why it first got there.
+            if before.status_reason != reason {
+                let sql = "UPDATE channel_accounts SET status_reason = $4 \
+                           WHERE tenant_id = $1 AND id = $2 AND status = $3";
+                on_pool!(&self.database, sql, |q| q
+                    .bind(tenant_id)
+                    .bind(id)
+                    .bind(status as i16)
+                    .bind(reason))?;
+            }
             return Ok(None);
         }
         let sql = "UPDATE channel_accounts SET status = $3, status_reason = $4, \
