@@ -2181,7 +2181,16 @@ fn keys(current: &str, keys: &[(&str, &str)]) -> giao_connector::CredentialsConf
             .iter()
             .map(|(id, key)| (id.to_string(), key.to_string()))
             .collect(),
+        retired_key_ids: Vec::new(),
     }
+}
+
+fn retiring(
+    mut config: giao_connector::CredentialsConfig,
+    retired: &str,
+) -> giao_connector::CredentialsConfig {
+    config.retired_key_ids = vec![retired.into()];
+    config
 }
 
 /// Every account answers a signed webhook, which needs its sealed OA secret key opened.
@@ -2200,8 +2209,9 @@ async fn webhooks_accepted(connector: &Running, accounts: &[String], round: &str
     }
 }
 
-/// Key rotation: accounts sealed under key A keep working when B becomes current, are
-/// re-sealed under B in the background, and A can then be removed.
+/// Key rotation: accounts sealed under key A keep working when B becomes current; their rows
+/// stay under A (replicas not yet on B can still open them) until A is listed as retired,
+/// then move to B in the background, and A can be removed.
 async fn credential_keys_rotate(backend: BackendKind) {
     let mut backend = Backend::new(backend).await;
     let mut config = connector_config(&mut backend).await;
@@ -2233,8 +2243,28 @@ async fn credential_keys_rotate(backend: BackendKind) {
     let before = sealed(store.clone(), accounts.clone()).await;
     assert!(before.iter().all(|row| row.key_id == "a"));
 
-    // B is current, A still configured: the accounts work, and their rows move to B.
+    // B is current, A still configured but not retired: the accounts work, and nothing is
+    // re-sealed (a replica still on A alone must keep opening them).
     config.credentials = keys("b", &[("a", KEY_A), ("b", KEY_B)]);
+    let connector = start_connector_with_http(config.clone()).await;
+    webhooks_accepted(&connector, &accounts, "b-current").await;
+    let seals = giao_connector::store::SealStore::new(
+        Database::connect(&config.database).await.expect("connects"),
+    );
+    let sealer =
+        giao_connector::credentials::Sealer::from_config(&config.credentials).expect("keys");
+    assert_eq!(
+        giao_connector::credentials::reseal_stale(&seals, &sealer, 200)
+            .await
+            .expect("re-seal pass"),
+        giao_connector::credentials::Resealed::default()
+    );
+    let unmoved = sealed(store.clone(), accounts.clone()).await;
+    assert!(unmoved.iter().all(|row| row.key_id == "a"));
+    connector.stop().await.expect("connector stops");
+
+    // A retired: the rows move to B.
+    config.credentials = retiring(keys("b", &[("a", KEY_A), ("b", KEY_B)]), "a");
     let connector = start_connector_with_http(config.clone()).await;
     webhooks_accepted(&connector, &accounts, "rotating").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -2274,6 +2304,110 @@ async fn credential_keys_rotate(backend: BackendKind) {
     connector.stop().await.expect("connector stops");
 }
 
+/// The customer writes to the OA through a signed webhook; returns the conversation.
+async fn customer_writes(
+    connector: &Running,
+    sim: &giao_connector::zalo::sim::OaSimulator,
+    store: &Running,
+    account: &str,
+    user: &str,
+    msg_id: &str,
+) -> String {
+    let webhook = format!(
+        "http://{}/webhooks/zalo-oa/{TENANT}/{account}",
+        connector.metrics_addr.expect("HTTP listener")
+    );
+    let hello = sim.user_event(
+        "user_send_text",
+        user,
+        json!({"msg_id": msg_id, "text": "Shop ơi"}),
+    );
+    assert_eq!(sim.push(&webhook, &hello, 0).await.expect("push"), 200);
+    first_conversation(store).await
+}
+
+/// During a rolling deploy a replica that does not know the new key yet meets a row another
+/// replica sealed under it: the message is retried (never refused as "not connected") and the
+/// account stays connected; once the replica knows the key, replies go out.
+async fn old_replica_retries_rows_under_a_new_key(backend: BackendKind) {
+    use giao_connector::{
+        credentials::Sealer,
+        store::{AccountStore, SealStore, SealedCredentials, StaleSeal},
+    };
+    use giao_proto::common::DeliveryStatus;
+
+    let mut backend = Backend::new(backend).await;
+    let (sim, stop_sim) = start_oa_sim().await;
+    let store = start_message_store(message_store_config(&mut backend).await).await;
+    let mut config = oa_connector_config(connector_config(&mut backend).await, &sim);
+    config.credentials = keys("a", &[("a", KEY_A)]);
+    config.outbound_max_deliver = 2;
+    let connector = start_connector_with_http(config.clone()).await;
+    let account = connect_oa(&connector, &sim).await;
+    let conversation = customer_writes(&connector, &sim, &store, &account, "zu-7", "in-rot").await;
+
+    // A replica already on B (current) re-seals the account's row under B.
+    let database = Database::connect(&config.database).await.expect("connects");
+    let row = AccountStore::new(database.clone())
+        .credentials(TENANT, &account)
+        .await
+        .expect("reads")
+        .expect("sealed");
+    let newer = Sealer::from_config(&keys("b", &[("a", KEY_A), ("b", KEY_B)])).expect("keys");
+    let plain = newer
+        .open(TENANT, &account, &row.key_id, &row.sealed)
+        .expect("opens under a");
+    let (key_id, sealed) = newer.seal(TENANT, &account, &plain);
+    let stale = StaleSeal {
+        tenant_id: TENANT.into(),
+        account_id: account.clone(),
+        credentials: row,
+    };
+    assert!(
+        SealStore::new(database)
+            .replace(&stale, &SealedCredentials { key_id, sealed })
+            .await
+            .expect("re-sealed")
+    );
+
+    // This replica knows A only: every delivery is retried, none refuses the message.
+    let attempts = sim.send_attempts();
+    let reply = record_reply(&store, &conversation, "rot-1", "Dạ shop chào bạn").await;
+    let settled = wait_for_message(&store, &reply.message_id, "retries ran out", |m| {
+        m.delivery_status == DeliveryStatus::Failed as i32
+    })
+    .await;
+    assert!(
+        settled.failure_reason.contains("not sent after 2 attempts")
+            && settled.failure_reason.contains("unknown to this replica"),
+        "{}",
+        settled.failure_reason
+    );
+    assert_eq!(sim.send_attempts(), attempts);
+    assert_eq!(
+        account_status(&connector, &account).await,
+        AccountStatus::Connected as i32
+    );
+    connector.stop().await.expect("connector stops");
+
+    // Step one of the rotation reaches this replica (B known, A still current): it sends.
+    config.credentials = keys("a", &[("a", KEY_A), ("b", KEY_B)]);
+    let connector = start_connector_with_http(config).await;
+    let reply = record_reply(&store, &conversation, "rot-2", "Shop gửi bạn").await;
+    wait_for_message(&store, &reply.message_id, "sent", |m| {
+        m.delivery_status == DeliveryStatus::Sent as i32
+    })
+    .await;
+    assert_eq!(
+        account_status(&connector, &account).await,
+        AccountStatus::Connected as i32
+    );
+
+    connector.stop().await.expect("connector stops");
+    store.stop().await.expect("message-store stops");
+    stop_sim.cancel();
+}
+
 /// Through the simulator, end to end: HTTP 5xx is retried and sent once; Zalo's permanent
 /// refusals fail at once with the sender's reason; -223/-224 put the account in
 /// needs_login, and connecting the same OA again revives that account (no duplicate);
@@ -2288,17 +2422,7 @@ async fn oa_errors_and_reconnect(backend: BackendKind) {
     config.outbound_max_deliver = 3;
     let connector = start_connector_with_http(config).await;
     let account = connect_oa(&connector, &sim).await;
-    let webhook = format!(
-        "http://{}/webhooks/zalo-oa/{TENANT}/{account}",
-        connector.metrics_addr.expect("HTTP listener")
-    );
-    let hello = sim.user_event(
-        "user_send_text",
-        "zu-42",
-        json!({"msg_id": "in-1", "text": "Shop ơi"}),
-    );
-    assert_eq!(sim.push(&webhook, &hello, 0).await.expect("push"), 200);
-    let conversation = first_conversation(&store).await;
+    let conversation = customer_writes(&connector, &sim, &store, &account, "zu-42", "in-1").await;
     let is = |status: DeliveryStatus| move |m: &Message| m.delivery_status == status as i32;
 
     // Zalo answers HTTP 500 twice: retried, then sent exactly once.
@@ -2421,5 +2545,6 @@ giao_tests::on_both_backends!(
     oa_refresh_race_between_replicas,
     simulator_channel_replies,
     credential_keys_rotate,
+    old_replica_retries_rows_under_a_new_key,
     oa_errors_and_reconnect
 );

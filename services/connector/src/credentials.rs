@@ -1,7 +1,10 @@
 //! Channel credentials sealed at rest with ChaCha20-Poly1305. Each ciphertext is stored with
 //! the id of the key that sealed it, so a new key can be introduced (`key_id`) while older
-//! rows still open with the retired keys kept in `keys`. The associated data binds a
-//! ciphertext to its tenant, account and key id: a sealed blob copied to another row fails.
+//! rows still open with the other keys kept in `keys`. Rows move to the current key only
+//! from the keys listed in `retired_key_ids`: during a rolling deploy replicas may disagree
+//! on the current key, and re-sealing away from "whatever is not mine" would lock out the
+//! replicas that do not know the new key yet. The associated data binds a ciphertext to its
+//! tenant, account and key id: a sealed blob copied to another row fails.
 
 use std::collections::BTreeMap;
 
@@ -25,6 +28,8 @@ pub struct CredentialsConfig {
     pub key_id: String,
     /// Every key that may still open stored credentials: id → base64 of 32 bytes.
     pub keys: BTreeMap<String, String>,
+    /// Keys whose rows are re-sealed under `key_id`; each must still be in `keys`.
+    pub retired_key_ids: Vec<String>,
 }
 
 // The keys never reach a log line.
@@ -33,6 +38,7 @@ impl std::fmt::Debug for CredentialsConfig {
         f.debug_struct("CredentialsConfig")
             .field("key_id", &self.key_id)
             .field("keys", &self.keys.keys().collect::<Vec<_>>())
+            .field("retired_key_ids", &self.retired_key_ids)
             .finish()
     }
 }
@@ -42,6 +48,7 @@ impl Default for CredentialsConfig {
         Self {
             key_id: DEV_KEY_ID.into(),
             keys: BTreeMap::from([(DEV_KEY_ID.to_string(), DEV_KEY.to_string())]),
+            retired_key_ids: Vec::new(),
         }
     }
 }
@@ -50,19 +57,23 @@ impl Default for CredentialsConfig {
 pub struct Sealer {
     key_id: String,
     keys: BTreeMap<String, [u8; 32]>,
+    retired: Vec<String>,
 }
 
 impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sealer")
             .field("key_id", &self.key_id)
+            .field("retired", &self.retired)
             .finish_non_exhaustive()
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
-    #[error("credentials sealed with unknown key {0}: add it to credentials.keys")]
+    /// Not this row's fault: another replica (already on a newer config) sealed it. The
+    /// caller retries later rather than give up on the account.
+    #[error("credentials sealed with key {0}, unknown to this replica: add it to credentials.keys")]
     UnknownKey(String),
     #[error("credentials cannot be opened: wrong key or tampered row")]
     Corrupt,
@@ -86,9 +97,22 @@ impl Sealer {
                 config.key_id
             ));
         }
+        for retired in &config.retired_key_ids {
+            if retired == &config.key_id {
+                return Err(format!(
+                    "credentials.retired_key_ids names the current key_id {retired}"
+                ));
+            }
+            if !keys.contains_key(retired) {
+                return Err(format!(
+                    "credentials.retired_key_ids names {retired}, which is not among credentials.keys: its rows could not be opened"
+                ));
+            }
+        }
         Ok(Self {
             key_id: config.key_id.clone(),
             keys,
+            retired: config.retired_key_ids.clone(),
         })
     }
 
@@ -147,10 +171,14 @@ impl Sealer {
             .map_err(|_| SealError::Corrupt)
     }
 
-    /// The id of the key that seals new credentials; rows under any other are re-sealed
-    /// by [`reseal_stale`].
+    /// The id of the key that seals new credentials.
     pub fn key_id(&self) -> &str {
         &self.key_id
+    }
+
+    /// The keys whose rows [`reseal_stale`] moves to the current key.
+    pub fn retired(&self) -> &[String] {
+        &self.retired
     }
 }
 
@@ -164,8 +192,7 @@ pub struct Resealed {
     pub unreadable: u64,
 }
 
-/// Re-seals, in batches of `batch`, every row sealed under another key than the current
-/// one. Idempotent: a row written meanwhile (a refresh, a new connect) is left alone, since
+/// Re-seals, in batches of `batch`, every row sealed under a retired key. Idempotent: a row written meanwhile (a refresh, a new connect) is left alone, since
 /// that write sealed it under the current key already; a second pass finds nothing to do.
 pub async fn reseal_stale(
     seals: &crate::store::SealStore,
@@ -173,13 +200,26 @@ pub async fn reseal_stale(
     batch: u32,
 ) -> Result<Resealed, sqlx::Error> {
     let mut done = Resealed::default();
+    for retired in &sealer.retired {
+        reseal_key(seals, sealer, retired, batch, &mut done).await?;
+    }
+    Ok(done)
+}
+
+async fn reseal_key(
+    seals: &crate::store::SealStore,
+    sealer: &Sealer,
+    retired: &str,
+    batch: u32,
+    done: &mut Resealed,
+) -> Result<(), sqlx::Error> {
     let mut after = (String::new(), String::new());
     loop {
         let rows = seals
-            .stale(&sealer.key_id, (&after.0, &after.1), batch.max(1))
+            .sealed_under(retired, (&after.0, &after.1), batch.max(1))
             .await?;
         let Some(last) = rows.last() else {
-            return Ok(done);
+            return Ok(());
         };
         after = (last.tenant_id.clone(), last.account_id.clone());
         for row in &rows {
@@ -244,5 +284,12 @@ mod tests {
             only_new.open("t1", "a1", &kid, &sealed),
             Err(SealError::UnknownKey(_))
         ));
+        // A retired key must still open its rows, and cannot be the current one.
+        config.retired_key_ids = vec![DEV_KEY_ID.into()];
+        let refused = Sealer::from_config(&config).expect_err("retired key missing");
+        assert!(refused.contains("retired_key_ids"), "{refused}");
+        config.retired_key_ids = vec!["k2".into()];
+        let refused = Sealer::from_config(&config).expect_err("current key retired");
+        assert!(refused.contains("current key_id"), "{refused}");
     }
 }

@@ -330,9 +330,9 @@ impl Connector {
     }
 }
 
-/// After a key rotation, re-seals the rows still sealed under a retired key: at start, then
-/// every ten minutes (a replica still on the old configuration during a rolling restart may
-/// write some). Once a pass finds none, the retired key can be removed from the config.
+/// Re-seals the rows still under a key listed in `credentials.retired_key_ids`: at start,
+/// then every ten minutes (a replica still on the old configuration during a rolling restart
+/// may write some). Once no row names a retired key, it can be removed from the config.
 async fn reseal_retired_keys(
     seals: store::SealStore,
     sealer: credentials::Sealer,

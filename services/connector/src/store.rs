@@ -600,7 +600,7 @@ impl AccountStore {
 /// The claim a refused refresh leaves (random claims are hex, so never this).
 const REFRESH_REFUSED: &str = "refused";
 
-/// A row whose credentials are sealed under a key other than the current one.
+/// A row whose credentials are sealed under a retired key.
 #[derive(Debug, Clone)]
 pub struct StaleSeal {
     pub tenant_id: String,
@@ -620,16 +620,16 @@ impl SealStore {
         Self { database }
     }
 
-    /// Up to `limit` rows sealed under another key than `current`, after (tenant, account)
-    /// `after` in key order.
-    pub async fn stale(
+    /// Up to `limit` rows sealed under the key `retired`, after (tenant, account) `after`
+    /// in key order.
+    pub async fn sealed_under(
         &self,
-        current: &str,
+        retired: &str,
         after: (&str, &str),
         limit: u32,
     ) -> Result<Vec<StaleSeal>, sqlx::Error> {
         let sql = "SELECT tenant_id, id, credentials_kid, credentials FROM channel_accounts \
-                   WHERE credentials IS NOT NULL AND credentials_kid <> $1 \
+                   WHERE credentials IS NOT NULL AND credentials_kid = $1 \
                    AND (tenant_id > $2 OR (tenant_id = $2 AND id > $3)) \
                    ORDER BY tenant_id, id LIMIT $4";
         let rows: Vec<(String, String, String, Vec<u8>)> = on_pool!(
@@ -637,7 +637,7 @@ impl SealStore {
             sql,
             sqlx::query_as,
             |q| q
-                .bind(current)
+                .bind(retired)
                 .bind(after.0)
                 .bind(after.1)
                 .bind(i64::from(limit)),

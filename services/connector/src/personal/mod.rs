@@ -30,7 +30,7 @@ use zalo_personal::client::{Client, ClientError, Credentials, Endpoints, Listene
 
 use crate::{
     api::publish_status,
-    credentials::Sealer,
+    credentials::{SealError, Sealer},
     store::{AccountStore, SealedCredentials},
     zalo::{RawEvents, media::Objects, outbound::Ledger},
 };
@@ -243,26 +243,33 @@ impl PersonalRuntime {
         &self.inner.accounts
     }
 
-    /// The account's credentials, opened; `Err` says why in words for the status reason.
+    /// The account's credentials, opened; `Err` says why in words.
     pub(crate) async fn credentials(
         &self,
         tenant: &str,
         account: &str,
-    ) -> Result<Credentials, String> {
+    ) -> Result<Credentials, Unopened> {
         let sealed = self
             .inner
             .accounts
             .credentials(tenant, account)
             .await
-            .map_err(|error| format!("credentials not readable now: {error}"))?
-            .ok_or_else(|| "no credentials: log in by QR code".to_string())?;
+            .map_err(|error| Unopened::NotNow(format!("credentials not readable now: {error}")))?
+            .ok_or_else(|| Unopened::NeedsLogin("no credentials: log in by QR code".into()))?;
         let plain = self
             .inner
             .sealer
             .open(tenant, account, &sealed.key_id, &sealed.sealed)
-            .map_err(|error| error.to_string())?;
-        serde_json::from_slice(&plain)
-            .map_err(|_| "stored credentials are not a personal session: log in by QR".into())
+            .map_err(|error| match error {
+                // Sealed by a replica already on a newer key: this one tries again later.
+                SealError::UnknownKey(_) => Unopened::NotNow(error.to_string()),
+                SealError::Corrupt => Unopened::NeedsLogin(error.to_string()),
+            })?;
+        serde_json::from_slice(&plain).map_err(|_| {
+            Unopened::NeedsLogin(
+                "stored credentials are not a personal session: log in by QR".into(),
+            )
+        })
     }
 
     /// Seals and stores `credentials` on the account.
@@ -381,4 +388,13 @@ impl PersonalRuntime {
     pub fn retry_soon(&self, tenant: &str, account: &str) {
         self.inner.running.forget_ended(tenant, account);
     }
+}
+
+/// Why an account's credentials could not be opened.
+#[derive(Debug)]
+pub(crate) enum Unopened {
+    /// Only a new QR login helps.
+    NeedsLogin(String),
+    /// Passing (the database, or a key this replica does not know yet): try again later.
+    NotNow(String),
 }

@@ -283,9 +283,14 @@ impl PersonalRuntime {
     ) {
         let credentials = match self.credentials(&tenant, &account).await {
             Ok(credentials) => credentials,
-            Err(reason) => {
+            Err(super::Unopened::NeedsLogin(reason)) => {
                 self.set_status(&tenant, &account, AccountStatus::NeedsLogin, &reason)
                     .await;
+                return;
+            }
+            Err(super::Unopened::NotNow(reason)) => {
+                // Started again after `restart_after_ms`; the session itself is still good.
+                tracing::warn!(account = %account, %reason, "personal credentials not opened now");
                 return;
             }
         };

@@ -33,7 +33,7 @@ use super::{
 };
 use crate::{
     api::publish_status,
-    credentials::Sealer,
+    credentials::{SealError, Sealer},
     store::{AccountStore, SealedCredentials},
 };
 
@@ -47,6 +47,9 @@ pub enum OaError {
     Call(#[from] CallError),
     #[error("another replica is refreshing the OA token")]
     RefreshBusy,
+    /// Sealed by a replica already on a newer key: retried once this one knows the key.
+    #[error("{0}")]
+    KeyUnavailable(String),
 }
 
 /// Per-account token buckets: `rate` messages per minute, bursts up to a tenth of it.
@@ -266,7 +269,10 @@ impl OaRuntime {
         let plain = self
             .sealer
             .open(tenant, account, &sealed.key_id, &sealed.sealed)
-            .map_err(|_| OaError::NoCredentials)?;
+            .map_err(|error| match error {
+                SealError::UnknownKey(_) => OaError::KeyUnavailable(error.to_string()),
+                SealError::Corrupt => OaError::NoCredentials,
+            })?;
         serde_json::from_slice(&plain).map_err(|_| OaError::NoCredentials)
     }
 
