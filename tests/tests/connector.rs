@@ -1979,30 +1979,18 @@ async fn race_refreshes(
     results
 }
 
-/// Two replicas need a fresh OA token at the same moment (the session holder's refresher
-/// and another replica's send): Zalo sees the single-use refresh token once, both replicas
-/// end up with the same working token, and the account stays connected.
-async fn oa_refresh_race_between_replicas(backend: BackendKind) {
+/// `count` OA runtimes, each with its own connections, as separate processes have.
+async fn oa_replicas(
+    config: &giao_connector::Config,
+    backend: &Backend,
+    count: usize,
+) -> Vec<giao_connector::zalo::outbound::OaRuntime> {
     use giao_connector::{
-        credentials::Sealer,
-        store::AccountStore,
-        zalo::{
-            client::OaClient,
-            media::Objects,
-            outbound::{OaError, OaRuntime},
-        },
+        credentials::Sealer, store::AccountStore, zalo::media::Objects, zalo::outbound::OaRuntime,
     };
-
-    let mut backend = Backend::new(backend).await;
-    let (sim, stop_sim) = start_oa_sim().await;
-    let config = oa_connector_config(connector_config(&mut backend).await, &sim);
-    let connector = start_connector_with_http(config.clone()).await;
-    let account = connect_oa(&connector, &sim).await;
-
     let bus = giao_bus::connect(&backend.bus).await.expect("bus");
     let mut replicas = Vec::new();
-    for _ in 0..2 {
-        // Each with its own connections, as two processes have.
+    for _ in 0..count {
         let database = Database::connect(&config.database).await.expect("connects");
         replicas.push(OaRuntime::new(
             AccountStore::new(database),
@@ -2012,6 +2000,131 @@ async fn oa_refresh_race_between_replicas(backend: BackendKind) {
             Objects::local(&backend.files.path().display().to_string()),
         ));
     }
+    replicas
+}
+
+/// A claim held by a replica gone silent keeps the others from presenting the refresh token,
+/// and they give up for now within about a request timeout (the message is retried) rather
+/// than wait the claim out; a refresh that goes through leaves the account connected. Only
+/// a refused refresh token needs a new connect: a rate limit or a system error answered by
+/// the token endpoint is retried with the same token.
+async fn oa_refresh_claims_and_refusals(backend: BackendKind) {
+    use giao_connector::{
+        store::AccountStore,
+        zalo::{client::CallError, outbound::OaError},
+    };
+
+    let mut backend = Backend::new(backend).await;
+    let (sim, stop_sim) = start_oa_sim().await;
+    let config = oa_connector_config(connector_config(&mut backend).await, &sim);
+    let connector = start_connector_with_http(config.clone()).await;
+    let account = connect_oa(&connector, &sim).await;
+    let replica = oa_replicas(&config, &backend, 1).await.remove(0);
+    let accounts = AccountStore::new(Database::connect(&config.database).await.expect("connects"));
+
+    let (_, version) = accounts
+        .versioned_credentials(TENANT, &account)
+        .await
+        .expect("reads")
+        .expect("credentials");
+    assert!(
+        accounts
+            .claim_refresh(
+                TENANT,
+                &account,
+                version,
+                "silent",
+                Duration::from_secs(300)
+            )
+            .await
+            .expect("claims")
+    );
+    let asked = tokio::time::Instant::now();
+    let busy = replica.access_token(TENANT, &account, true).await;
+    assert!(matches!(busy, Err(OaError::RefreshBusy)), "{busy:?}");
+    // The request timeout is 1.5 s here; the claim would hold for minutes.
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "waited {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(sim.refresh_attempts(), 0);
+
+    // The claim ends. A replica that had presented a spent token put the account in
+    // needs_login meanwhile; the refresh that goes through shows it connected.
+    accounts
+        .release_refresh(TENANT, &account, "silent")
+        .await
+        .expect("releases");
+    accounts
+        .set_status(
+            TENANT,
+            &account,
+            AccountStatus::NeedsLogin as i32,
+            "the OA must be connected again",
+            false,
+        )
+        .await
+        .expect("status");
+    replica
+        .access_token(TENANT, &account, true)
+        .await
+        .expect("refreshes");
+    assert_eq!(
+        account_status(&connector, &account).await,
+        AccountStatus::Connected as i32
+    );
+    assert_eq!((sim.refresh_attempts(), sim.refreshes()), (1, 1));
+
+    // Zalo's rate limit, a system error: the refresh fails now and works on the next try.
+    for code in [-32, -1] {
+        sim.fail_next_refreshes(&[code]);
+        let failed = replica.access_token(TENANT, &account, true).await;
+        assert!(
+            matches!(&failed, Err(OaError::Call(CallError::Zalo { code: answered, .. })) if *answered == code),
+            "{failed:?}"
+        );
+        assert_eq!(
+            account_status(&connector, &account).await,
+            AccountStatus::Connected as i32,
+            "{code}"
+        );
+        replica
+            .access_token(TENANT, &account, true)
+            .await
+            .expect("refreshes on the next try");
+    }
+    assert_eq!((sim.refresh_attempts(), sim.refreshes()), (5, 3));
+
+    // A refresh token Zalo refuses (the simulator answers -14014) is written off.
+    sim.revoke_refresh_tokens();
+    let refused = replica.access_token(TENANT, &account, true).await;
+    assert!(
+        matches!(refused, Err(OaError::NoCredentials)),
+        "{refused:?}"
+    );
+    assert_eq!(
+        account_status(&connector, &account).await,
+        AccountStatus::NeedsLogin as i32
+    );
+
+    connector.stop().await.expect("connector stops");
+    stop_sim.cancel();
+}
+
+/// Two replicas need a fresh OA token at the same moment (the session holder's refresher
+/// and another replica's send): Zalo sees the single-use refresh token once, both replicas
+/// end up with the same working token, and the account stays connected.
+async fn oa_refresh_race_between_replicas(backend: BackendKind) {
+    use giao_connector::zalo::{client::OaClient, outbound::OaError};
+
+    let mut backend = Backend::new(backend).await;
+    let (sim, stop_sim) = start_oa_sim().await;
+    let config = oa_connector_config(connector_config(&mut backend).await, &sim);
+    let connector = start_connector_with_http(config.clone()).await;
+    let account = connect_oa(&connector, &sim).await;
+
+    let replicas = oa_replicas(&config, &backend, 2).await;
     // Zalo takes its time answering, so each replica asks while the other's call is open.
     sim.set_token_delay(Duration::from_millis(400));
     let tokens: Vec<String> = race_refreshes(&replicas, &account)
@@ -2543,6 +2656,7 @@ giao_tests::on_both_backends!(
     oa_connect_reply_and_refresh,
     oa_media_profiles_and_rate_limits,
     oa_refresh_race_between_replicas,
+    oa_refresh_claims_and_refusals,
     simulator_channel_replies,
     credential_keys_rotate,
     old_replica_retries_rows_under_a_new_key,

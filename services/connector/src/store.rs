@@ -476,18 +476,20 @@ impl AccountStore {
         })
     }
 
-    /// Claims the right to refresh the token of credentials at `version` until `until`
-    /// (microseconds): true for exactly one of several replicas asking at once, and only
-    /// while nobody else holds an unexpired claim.
+    /// Claims the right to refresh the token of credentials at `version` for `ttl`: true for
+    /// exactly one of several replicas asking at once, and only while nobody else holds an
+    /// unexpired claim. The expiry is set and compared on the database's clock, so replicas
+    /// whose clocks disagree still agree on when a claim ran out.
     pub async fn claim_refresh(
         &self,
         tenant_id: &str,
         id: &str,
         version: i64,
         claim: &str,
-        now: i64,
-        until: i64,
+        ttl: std::time::Duration,
     ) -> Result<bool, sqlx::Error> {
+        let now = self.clock_micros().await?;
+        let until = now.saturating_add(i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX));
         let sql = "UPDATE channel_accounts SET refresh_claim = $4, refresh_claim_until = $6 \
                    WHERE tenant_id = $1 AND id = $2 AND credentials_version = $3 \
                    AND (refresh_claim = '' OR refresh_claim_until <= $5)";
@@ -499,6 +501,22 @@ impl AccountStore {
             .bind(now)
             .bind(until))?;
         Ok(done == 1)
+    }
+
+    /// Microseconds since the epoch by the database's clock (PostgreSQL is shared by every
+    /// replica). A SQLite file is only shared by processes on one host: its clock is theirs.
+    async fn clock_micros(&self) -> Result<i64, sqlx::Error> {
+        match &self.database {
+            Database::Postgres(pool) => {
+                let (now,): (i64,) = sqlx::query_as(
+                    "SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::BIGINT",
+                )
+                .fetch_one(pool)
+                .await?;
+                Ok(now)
+            }
+            Database::Sqlite(_) => Ok(chrono::Utc::now().timestamp_micros()),
+        }
     }
 
     /// Stores refreshed credentials if they are still at `version` (nothing else wrote them

@@ -42,6 +42,14 @@ const fn outcome(
     }
 }
 
+/// Whether the token endpoint's `code` says the refresh token itself is no good (invalid,
+/// spent, expired or revoked), so only a new connect helps. -14014 is what Zalo (and the
+/// simulator) answer for such a token; any other code (rate limit, system errors) says
+/// nothing about the token, and the refresh is tried again.
+pub fn refresh_token_refused(code: i64) -> bool {
+    code == -14014
+}
+
 /// Classifies a non-zero Zalo `error` code. Unknown codes are treated as permanent so a
 /// message is never retried forever on something nobody understands.
 pub fn classify(code: i64) -> Outcome {

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     OaCredentials,
     client::{Answer, CallError, OaClient, RateLimit, UploadKind, UserProfile, ZaloOaConfig},
-    errors::{Retry, classify},
+    errors::{Retry, classify, refresh_token_refused},
     http::HttpError,
     media::{self, ObjectError, Objects, Plan},
     profiles::{Cached, Profiles},
@@ -97,6 +97,15 @@ pub struct OaRuntime {
 
 /// Near the rate limit a send waits in place at most this long; longer, it is retried later.
 const MAX_IN_PLACE_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a refresh claim holds. Far longer than any refresh call (connect, TLS and answer
+/// each bounded by the request timeout), so the claim never runs out while its holder may
+/// still be handed Zalo's answer and another replica presents the spent token. Every path
+/// that ends a refresh releases the claim; only a crashed holder's claim waits this out.
+const REFRESH_CLAIM_TTL: Duration = Duration::from_secs(300);
+
+/// The longest a replica waits for another's refresh before retrying later.
+const MAX_REFRESH_WAIT: Duration = Duration::from_secs(5);
 
 fn now_micros() -> i64 {
     Utc::now().timestamp_micros()
@@ -305,8 +314,7 @@ impl OaRuntime {
         account: &str,
         force: bool,
     ) -> Result<String, OaError> {
-        let claim_ttl = self.claim_ttl();
-        let deadline = Instant::now() + claim_ttl + Duration::from_secs(1);
+        let deadline = Instant::now() + self.refresh_wait();
         // The version at which this call decided a refresh was needed.
         let mut due_at: Option<i64> = None;
         loop {
@@ -336,11 +344,9 @@ impl OaRuntime {
                 return Err(OaError::NoCredentials);
             }
             let claim = hex::encode(rand::random::<[u8; 12]>());
-            let now_micros = now_micros();
-            let until = now_micros + claim_ttl.as_micros() as i64;
             if self
                 .accounts
-                .claim_refresh(tenant, account, version, &claim, now_micros, until)
+                .claim_refresh(tenant, account, version, &claim, REFRESH_CLAIM_TTL)
                 .await?
             {
                 match self
@@ -361,16 +367,19 @@ impl OaRuntime {
                 return Err(OaError::NoCredentials);
             }
             if Instant::now() > deadline {
+                // Retried later (the message is redelivered), not held here for the whole
+                // claim: a crashed holder's claim only runs out after REFRESH_CLAIM_TTL.
                 return Err(OaError::RefreshBusy);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    /// A claim outlives the refresh call it covers (bounded by the request timeout), so
-    /// nobody else presents the same refresh token while the call may still succeed.
-    fn claim_ttl(&self) -> Duration {
-        Duration::from_millis(self.config.request_timeout_ms) * 2 + Duration::from_secs(2)
+    /// How long a replica waits for another's refresh before it gives up for now: about one
+    /// refresh call, at most a few seconds, so a send waiting here plus its own call stays
+    /// well within the bus's ack wait.
+    fn refresh_wait(&self) -> Duration {
+        Duration::from_millis(self.config.request_timeout_ms.max(1)).min(MAX_REFRESH_WAIT)
     }
 
     /// Refreshes under a claim on `version`. `None`: the credentials changed meanwhile.
@@ -392,7 +401,7 @@ impl OaRuntime {
             .await;
         let tokens = match refreshed {
             Ok(tokens) => tokens,
-            Err(CallError::Zalo { code, .. }) => {
+            Err(CallError::Zalo { code, .. }) if refresh_token_refused(code) => {
                 // Kept as refused, so the replicas waiting for this refresh do not present
                 // the spent token again; a new connect clears it.
                 self.accounts.refuse_refresh(tenant, account, claim).await?;
@@ -407,7 +416,11 @@ impl OaRuntime {
                 return Err(OaError::NoCredentials);
             }
             Err(error) => {
-                // No answer: the token may or may not be spent; the next try finds out.
+                // No answer, or one about something else than the token (a rate limit, a
+                // system error): the next try finds out whether it still works.
+                if let CallError::Zalo { code: -32, .. } = error {
+                    self.limited(&credentials.app_id);
+                }
                 self.accounts
                     .release_refresh(tenant, account, claim)
                     .await?;
@@ -434,6 +447,15 @@ impl OaRuntime {
             return Ok(None);
         }
         tracing::info!(account = %account, "OA access token refreshed");
+        // Zalo accepted the refresh token: whatever said otherwise (a replica that presented
+        // a spent token) is over. A rate limit is not about the token and stays.
+        if let Ok(Some(current)) = self.accounts.get(tenant, account).await
+            && current.status != AccountStatus::Connected as i32
+            && current.status != AccountStatus::RateLimited as i32
+        {
+            self.set_status(tenant, account, AccountStatus::Connected, "")
+                .await;
+        }
         Ok(Some(credentials.access_token))
     }
 

@@ -73,6 +73,9 @@ struct Faults {
     expire_uploads: u32,
     /// The token endpoint answers this late (a slow refresh overlaps others).
     token_delay: Duration,
+    /// Error codes the next refresh grants answer with, in order; the refresh token stays
+    /// valid (a rate limit or a system error says nothing about it).
+    token_errors: VecDeque<i64>,
 }
 
 /// A file the OA uploaded for a later send.
@@ -343,6 +346,11 @@ impl OaSimulator {
         self.with(|state| state.faults.token_delay = delay);
     }
 
+    /// The next refresh grants fail with these Zalo error codes, the token left unspent.
+    pub fn fail_next_refreshes(&self, codes: &[i64]) {
+        self.with(|state| state.faults.token_errors.extend(codes));
+    }
+
     /// The next sends fail with these Zalo error codes.
     pub fn fail_next(&self, codes: &[i64]) {
         self.with(|state| state.faults.next_errors.extend(codes));
@@ -540,14 +548,23 @@ async fn access_token(State(sim): State<OaSimulator>, headers: HeaderMap, body: 
                 None => return zalo_error(-14004, "invalid or used code"),
             }
         }
-        "refresh_token" => sim.with(|state| {
-            state.refresh_attempts += 1;
-            let valid = state.refresh.remove(&field("refresh_token"));
-            if valid {
-                state.refreshes += 1;
+        "refresh_token" => {
+            let answer = sim.with(|state| {
+                state.refresh_attempts += 1;
+                if let Some(code) = state.faults.token_errors.pop_front() {
+                    return Err(code);
+                }
+                let valid = state.refresh.remove(&field("refresh_token"));
+                if valid {
+                    state.refreshes += 1;
+                }
+                Ok(valid)
+            });
+            match answer {
+                Ok(valid) => valid,
+                Err(code) => return zalo_error(code, "simulated error"),
             }
-            valid
-        }),
+        }
         _ => return zalo_error(-14001, "unsupported grant_type"),
     };
     if !ok {
@@ -823,8 +840,8 @@ fn token_short() -> String {
 }
 
 /// `POST /sim/faults` `{"next_errors":[-230],"fail_http":1,"delay_ms":0,"rate_per_minute":0,
-/// "rate_window_ms":60000,"expire_uploads":0,"expire_tokens":false,"token_delay_ms":0}`; every
-/// field optional.
+/// "rate_window_ms":60000,"expire_uploads":0,"expire_tokens":false,"token_delay_ms":0,
+/// "token_errors":[-32]}`; every field optional.
 async fn set_faults(State(sim): State<OaSimulator>, body: Bytes) -> Response {
     let Ok(faults) = serde_json::from_slice::<Value>(&body) else {
         return (StatusCode::BAD_REQUEST, "body must be JSON").into_response();
@@ -848,6 +865,10 @@ async fn set_faults(State(sim): State<OaSimulator>, body: Bytes) -> Response {
     }
     if let Some(times) = faults["expire_uploads"].as_u64() {
         sim.expire_uploads(times.min(u64::from(u32::MAX)) as u32);
+    }
+    if let Some(codes) = faults["token_errors"].as_array() {
+        let codes: Vec<i64> = codes.iter().filter_map(Value::as_i64).collect();
+        sim.fail_next_refreshes(&codes);
     }
     if let Some(delay) = faults["token_delay_ms"].as_u64() {
         sim.set_token_delay(Duration::from_millis(delay));
