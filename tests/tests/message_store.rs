@@ -3386,17 +3386,18 @@ fn collect_events(
 
 /// A recall the channel reports is stored, then announced by message-store with the giao
 /// message id and the stored recall, once per message however often it is reported; the
-/// announcement does not come back to message-store as a new recall.
+/// announcement does not come back to message-store as a new recall (a recall published as
+/// message-store's own, under an event id nothing else used, is not applied).
 async fn stored_recalls_are_announced_once(kind: BackendKind) {
     use giao_bus::envelope::EventPublisher;
     use giao_proto::events::{self, envelope::Payload};
     let (backend, store, mut admin) = start(kind).await;
     let (collected, stop) = collect_events(&backend, "test-recalls", "message_recalled");
     let mut ids = Vec::new();
-    for id in ["m1", "m2"] {
+    for (id, user) in [("m1", "u-1"), ("m2", "u-1"), ("m3", "u-2"), ("m4", "u-2")] {
         ids.push(
             admin
-                .append_inbound(inbound("oa-1", "u-1", "Khoa", id, "Em gửi nhầm"))
+                .append_inbound(inbound("oa-1", user, "Khoa", id, "Em gửi nhầm"))
                 .await
                 .expect("stored")
                 .into_inner()
@@ -3405,7 +3406,7 @@ async fn stored_recalls_are_announced_once(kind: BackendKind) {
         );
     }
     let bus = giao_bus::connect(&backend.bus).await.expect("bus");
-    let connector = EventPublisher::new(bus, "connector");
+    let connector = EventPublisher::new(bus.clone(), "connector");
     let recall = |external_id: &str, by: &str| {
         Payload::MessageRecalled(events::MessageRecalled {
             channel_account_id: "oa-1".into(),
@@ -3463,6 +3464,56 @@ async fn stored_recalls_are_announced_once(kind: BackendKind) {
     assert_eq!(first[0].channel_account_id, "oa-1");
     assert_eq!(first[0].external_message_id, "m1");
     assert_eq!(first[0].recalled_at, Some(minute(5)));
+
+    // A recall in message-store's name, under a fresh event id (so the bus cannot dedupe
+    // it), of m3, which nobody recalled; then the channel's recall of m4, whose
+    // announcement proves the consumer is past the first.
+    let mut own = recall("m3", "u-2");
+    if let Payload::MessageRecalled(recall) = &mut own {
+        recall.message_id = ids[2].message_id.clone();
+    }
+    EventPublisher::new(bus, "message-store")
+        .publish(TENANT, "own-announcement-m3".into(), own)
+        .await
+        .expect("published");
+    connector
+        .publish(TENANT, "recall-4".into(), recall("m4", "u-2"))
+        .await
+        .expect("published");
+    giao_testkit::wait_until(
+        std::time::Duration::from_secs(20),
+        "the recall of m4 announced",
+        || {
+            let done = !announced(&ids[3].message_id).is_empty();
+            async move { done }
+        },
+    )
+    .await;
+    assert_eq!(
+        announced(&ids[2].message_id).len(),
+        1,
+        "only the published one: m3 was not announced by the store"
+    );
+    let history = admin
+        .get_history(GetHistoryRequest {
+            conversation_id: ids[2].conversation_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("history")
+        .into_inner()
+        .messages;
+    let m3 = history
+        .iter()
+        .find(|message| message.message_id == ids[2].message_id)
+        .expect("m3 in its history");
+    assert!(!m3.recalled, "{m3:?}");
+    assert!(
+        history
+            .iter()
+            .any(|message| message.message_id == ids[3].message_id && message.recalled)
+    );
+
     let history = admin
         .get_history(GetHistoryRequest {
             conversation_id: ids[0].conversation_id.clone(),
