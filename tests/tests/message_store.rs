@@ -3442,15 +3442,14 @@ async fn stored_recalls_are_announced_once(kind: BackendKind) {
             })
             .collect::<Vec<_>>()
     };
-    giao_testkit::wait_until(
-        std::time::Duration::from_secs(20),
-        "the second recall announced",
-        || {
-            let done = !announced(&ids[1].message_id).is_empty();
+    let announcement = |message_id: &str, what: &'static str| {
+        let message_id = message_id.to_string();
+        giao_testkit::wait_until(std::time::Duration::from_secs(20), what, move || {
+            let done = !announced(&message_id).is_empty();
             async move { done }
-        },
-    )
-    .await;
+        })
+    };
+    announcement(&ids[1].message_id, "the second recall announced").await;
     let first = announced(&ids[0].message_id);
     assert_eq!(
         first.len(),
@@ -3480,15 +3479,7 @@ async fn stored_recalls_are_announced_once(kind: BackendKind) {
         .publish(TENANT, "recall-4".into(), recall("m4", "u-2"))
         .await
         .expect("published");
-    giao_testkit::wait_until(
-        std::time::Duration::from_secs(20),
-        "the recall of m4 announced",
-        || {
-            let done = !announced(&ids[3].message_id).is_empty();
-            async move { done }
-        },
-    )
-    .await;
+    announcement(&ids[3].message_id, "the recall of m4 announced").await;
     assert_eq!(
         announced(&ids[2].message_id).len(),
         1,
