@@ -686,7 +686,8 @@ pub async fn record_fire(
 ) -> Result<(), Error> {
     execute!(
         database,
-        "INSERT INTO timer_fires (tenant_id, event_id, replica, fired_at_us) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO timer_fires (tenant_id, event_id, replica, fired_at_us) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (tenant_id, event_id, replica) DO NOTHING",
         tenant_id,
         event_id,
         replica,

@@ -10,6 +10,7 @@
 use std::{str::FromStr, sync::Arc, time::Duration};
 
 use chrono::{DateTime, NaiveDate, Utc};
+use futures::FutureExt;
 use giao_bus::{
     ConsumerSpec, Delivery, EventBus, HandlerOutcome,
     envelope::{self, EventPublisher},
@@ -269,13 +270,7 @@ impl Timers {
                 "reminder-due-{}-{}",
                 reminder.reminder_id, reminder.due_at_us
             );
-            store::record_fire(
-                &self.database,
-                &reminder.tenant_id,
-                &event_id,
-                &self.replica,
-            )
-            .await?;
+            self.record_fire(&reminder.tenant_id, &event_id).await;
             let published = self
                 .publisher
                 .publish(
@@ -389,7 +384,7 @@ impl Timers {
             "sla-breached-{}-{}-{}",
             clock.conversation_id, clock.kind, clock.waiting_since_us
         );
-        store::record_fire(&self.database, &clock.tenant_id, &event_id, &self.replica).await?;
+        self.record_fire(&clock.tenant_id, &event_id).await;
         self.publisher
             .publish(
                 &clock.tenant_id,
@@ -409,6 +404,16 @@ impl Timers {
         store::sla::mark_breached(&self.database, clock, &self.replica, breached_at).await
     }
 
+    /// Notes a fire in the log. The log is for diagnosis only: when it cannot be written
+    /// the timer still fires, or the rest of the claimed batch would wait for the lease.
+    async fn record_fire(&self, tenant_id: &str, event_id: &str) {
+        if let Err(error) =
+            store::record_fire(&self.database, tenant_id, event_id, &self.replica).await
+        {
+            tracing::warn!(%event_id, %error, "cannot record a timer fire");
+        }
+    }
+
     /// Fires due clocks every tick until `shutdown`.
     pub async fn run_scheduler(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut pruned_at: Option<std::time::Instant> = None;
@@ -422,14 +427,23 @@ impl Timers {
                     Err(error) => tracing::warn!(%error, "cannot prune the timer fire log"),
                 }
             }
-            if let Err(error) = self.fire_due().await {
-                tracing::warn!(%error, "sla scheduler pass failed");
-            }
-            if let Err(error) = self.fire_due_reminders().await {
-                tracing::warn!(%error, "reminder scheduler pass failed");
-            }
-            if let Err(error) = self.fire_reassignments().await {
-                tracing::warn!(%error, "re-assignment pass failed");
+            // A pass never outlives its claims: past the lease another replica may take them
+            // over, and a stuck call (a database or bus that stopped answering) must not stop
+            // the scheduler for good.
+            let passes = [
+                ("sla scheduler pass", self.fire_due().boxed()),
+                ("reminder scheduler pass", self.fire_due_reminders().boxed()),
+                ("re-assignment pass", self.fire_reassignments().boxed()),
+            ];
+            for (pass, run) in passes {
+                match tokio::time::timeout(self.lease, run).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(error)) => tracing::warn!(%error, "{pass} failed"),
+                    Err(_) => tracing::warn!(
+                        lease_secs = self.lease.as_secs(),
+                        "{pass} did not finish within the lease"
+                    ),
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
