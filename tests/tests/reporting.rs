@@ -129,14 +129,7 @@ impl Suite {
         payload: Payload,
     ) {
         let subject = format!("events.{}.{tenant}", event_type(&payload));
-        let envelope = Envelope {
-            event_id: event_id.into(),
-            tenant_id: tenant.into(),
-            occurred_at: Some(timestamp(at)),
-            producer: "test".into(),
-            payload: Some(payload),
-            ..Default::default()
-        };
+        let envelope = envelope(tenant, event_id, at, payload);
         self.bus
             .publish(OutgoingMessage {
                 subject,
@@ -264,21 +257,24 @@ impl Suite {
     }
 }
 
+/// A customer's question on `conv` of `owner` in team north.
+fn customer_wrote(id: &str, conv: &str, owner: &str, at: i64) -> Payload {
+    stored(
+        id,
+        conv,
+        owner,
+        "north",
+        Direction::Inbound,
+        SenderKind::Customer,
+        "",
+        at,
+        "cho em hỏi giá",
+    )
+}
+
 /// The hand-built day described at the top of this file, as (event id, time, payload).
 fn day() -> Vec<(&'static str, i64, Payload)> {
-    let customer = |id: &str, conv: &str, owner: &str, at: i64| {
-        stored(
-            id,
-            conv,
-            owner,
-            "north",
-            Direction::Inbound,
-            SenderKind::Customer,
-            "",
-            at,
-            "cho em hỏi giá",
-        )
-    };
+    let customer = customer_wrote;
     let reply = |id: &str, conv: &str, owner: &str, sender: &str, at: i64, text: &str| {
         stored(
             id,
@@ -1190,18 +1186,7 @@ async fn long_silences_count_from_the_customers_first_message(kind: BackendKind)
     // (event id, local time on the 8th, payload)
     let customer = |id: &'static str, conversation: &str, owner: &str, (hour, minute)| {
         let at = local(8, hour, minute);
-        let payload = stored(
-            id,
-            conversation,
-            owner,
-            "north",
-            Direction::Inbound,
-            SenderKind::Customer,
-            "",
-            at,
-            "alo",
-        );
-        (id, at, payload)
+        (id, at, customer_wrote(id, conversation, owner, at))
     };
     let transfer = |id: &'static str, conversation: &str, to: &str, from: &str, (hour, minute)| {
         (id, local(8, hour, minute), assigned(conversation, to, from))
@@ -1754,14 +1739,7 @@ async fn batch_fold_matches_one_by_one(kind: BackendKind) {
     let batched = store(backend.database().await).await;
     let envelopes: Vec<Envelope> = day()
         .into_iter()
-        .map(|(id, at, payload)| Envelope {
-            event_id: id.into(),
-            tenant_id: TENANT.into(),
-            occurred_at: Some(timestamp(at)),
-            producer: "test".into(),
-            payload: Some(payload),
-            ..Default::default()
-        })
+        .map(|(id, at, payload)| envelope(TENANT, id, at, payload))
         .collect();
     for envelope in &envelopes {
         assert!(
@@ -1893,13 +1871,12 @@ async fn sla_compliance_splits_by_policy(kind: BackendKind) {
     assert_eq!((ann.sla_met, ann.sla_breached), (1, 2));
 }
 
-/// Two replicas folding the first events of a brand-new conversation at the same moment:
-/// neither event may be lost (the second waits for the first's row instead of starting
-/// from an empty clock and overwriting it).
-async fn concurrent_first_events_of_a_new_conversation_are_both_kept(kind: BackendKind) {
-    let mut backend = Backend::new(kind).await;
+/// The config of a reporting replica on a fresh, migrated database of `backend`, and a store
+/// on it.
+async fn migrated_store(
+    backend: &mut Backend,
+) -> (giao_reporting::Config, giao_reporting::store::Store) {
     let config = reporting_config(backend.database().await, backend.bus.clone());
-    let settings = config.settings().expect("settings");
     let database = giao_storage::Database::connect(&config.database)
         .await
         .expect("database");
@@ -1907,13 +1884,53 @@ async fn concurrent_first_events_of_a_new_conversation_are_both_kept(kind: Backe
         .migrate(&giao_reporting::MIGRATIONS)
         .await
         .expect("migrated");
-    // Two stores on separate pools, as two replicas would have.
-    let first = giao_reporting::store::Store::new(database);
-    let second = giao_reporting::store::Store::new(
+    (config, giao_reporting::store::Store::new(database))
+}
+
+/// A second store on its own pool, as a second replica has.
+async fn second_replica(config: &giao_reporting::Config) -> giao_reporting::store::Store {
+    giao_reporting::store::Store::new(
         giao_storage::Database::connect(&config.database)
             .await
             .expect("second pool"),
-    );
+    )
+}
+
+/// An event of `tenant`, as the bus hands it to a replica.
+fn envelope(tenant: &str, id: &str, at: i64, payload: Payload) -> Envelope {
+    Envelope {
+        event_id: id.into(),
+        tenant_id: tenant.into(),
+        occurred_at: Some(timestamp(at)),
+        producer: "test".into(),
+        payload: Some(payload),
+        ..Default::default()
+    }
+}
+
+/// Runs one raw statement (to put rows in a state the service never writes).
+async fn execute(database: &giao_storage::Database, statement: &str) {
+    let statement = sqlx::AssertSqlSafe(statement.to_string());
+    match database {
+        giao_storage::Database::Postgres(pool) => {
+            sqlx::query(statement).execute(pool).await.map(|_| ())
+        }
+        giao_storage::Database::Sqlite(pool) => {
+            sqlx::query(statement).execute(pool).await.map(|_| ())
+        }
+    }
+    .expect("statement runs");
+}
+
+/// Two replicas folding the first events of a brand-new conversation at the same moment:
+/// neither event may be lost (the second waits for the first's row instead of starting
+/// from an empty clock and overwriting it).
+async fn concurrent_first_events_of_a_new_conversation_are_both_kept(kind: BackendKind) {
+    let mut backend = Backend::new(kind).await;
+    let (config, first) = migrated_store(&mut backend).await;
+    let settings = config.settings().expect("settings");
+    // Two stores on separate pools, as two replicas would have.
+    let second = second_replica(&config).await;
     let event = |id: String, conversation: &str, at: i64| Envelope {
         event_id: id.clone(),
         tenant_id: TENANT.into(),
@@ -1971,13 +1988,8 @@ async fn concurrent_first_events_of_a_new_conversation_are_both_kept(kind: Backe
     assert_eq!(waits, conversations.len());
 
     // The same for an account whose first two status changes race: one outage, not two.
-    let status = |id: &str, status: AccountStatus, at: i64| Envelope {
-        event_id: id.into(),
-        tenant_id: TENANT.into(),
-        occurred_at: Some(timestamp(at)),
-        producer: "test".into(),
-        payload: Some(account("oa-9", status, at)),
-        ..Default::default()
+    let status = |id: &str, status: AccountStatus, at: i64| {
+        envelope(TENANT, id, at, account("oa-9", status, at))
     };
     let (down, login) = (
         status("oa-9-down", AccountStatus::Disconnected, at),
@@ -2006,6 +2018,186 @@ async fn concurrent_first_events_of_a_new_conversation_are_both_kept(kind: Backe
         disconnected == 30 * MINUTE || disconnected == 29 * MINUTE,
         "{disconnected}"
     );
+}
+
+/// Two replicas folding opposite transfers at the same moment (ann's customer to bob while
+/// bob's goes to ann) touch the same aggregate rows; they must take them in the same order,
+/// or PostgreSQL aborts one of them as a deadlock.
+async fn opposite_transfers_folded_at_once_both_land(kind: BackendKind) {
+    let mut backend = Backend::new(kind).await;
+    let (config, first) = migrated_store(&mut backend).await;
+    let settings = config.settings().expect("settings");
+    let second = second_replica(&config).await;
+    let event = |id: String, at: i64, payload: Payload| envelope(TENANT, &id, at, payload);
+    let at = local(5, 9, 0);
+    const PAIRS: usize = 25;
+    for index in 0..PAIRS {
+        for (conversation, owner) in [
+            (format!("x-ann-{index:02}"), "ann"),
+            (format!("x-bob-{index:02}"), "bob"),
+        ] {
+            let id = format!("{conversation}-in");
+            let customer = customer_wrote(&id, &conversation, owner, at);
+            assert!(
+                first
+                    .apply(&event(id, at, customer), &settings.apply)
+                    .await
+                    .expect("customer wrote")
+            );
+        }
+    }
+    // Each pair moves both customers while they wait, in the same hour and day rows.
+    for index in 0..PAIRS {
+        let (to_bob, to_ann) = (format!("x-ann-{index:02}"), format!("x-bob-{index:02}"));
+        let moved = at + 10 * MINUTE;
+        let (a, b) = (
+            event(
+                format!("{to_bob}-moved"),
+                moved,
+                assigned(&to_bob, "bob", "ann"),
+            ),
+            event(
+                format!("{to_ann}-moved"),
+                moved,
+                assigned(&to_ann, "ann", "bob"),
+            ),
+        );
+        let (left, right) = tokio::join!(
+            first.apply(&a, &settings.apply),
+            second.apply(&b, &settings.apply)
+        );
+        left.expect("first replica's transfer");
+        right.expect("second replica's transfer");
+    }
+    let counts = first
+        .snapshot()
+        .await
+        .expect("snapshot")
+        .into_iter()
+        .filter(|line| line.starts_with("waits|") && line.contains("|transferred|"))
+        .count();
+    assert_eq!(counts, 2 * PAIRS, "every transfer ended its owner's wait");
+}
+
+/// Migration 0005 gives an open share opened by a transfer its customer's whole wait (kept
+/// on the conversation); a closed share, whose customer's wait is gone, keeps its own start.
+async fn customer_since_of_existing_waits_is_backfilled(kind: BackendKind) {
+    let mut backend = Backend::new(kind).await;
+    let database = giao_storage::Database::connect(&backend.database().await)
+        .await
+        .expect("database");
+    let at = local(5, 9, 0);
+    let statements = [
+        // c-1: the customer wrote at 9:00, transferred at 9:10 and still waits.
+        format!(
+            "INSERT INTO conversations (tenant_id, conversation_id, customer_waiting_since) VALUES ('{TENANT}', 'c-1', {at})"
+        ),
+        format!(
+            "INSERT INTO waits VALUES ('{TENANT}', 'c-1', {at}, 'ann', 'north', 'oa-1', '', 1, {}, 'transferred')",
+            at + 10 * MINUTE
+        ),
+        format!(
+            "INSERT INTO waits VALUES ('{TENANT}', 'c-1', {}, 'bob', 'north', 'oa-1', '', 1, NULL, '')",
+            at + 10 * MINUTE
+        ),
+        // c-2: answered; its closed share cannot know more.
+        format!(
+            "INSERT INTO conversations (tenant_id, conversation_id) VALUES ('{TENANT}', 'c-2')"
+        ),
+        format!(
+            "INSERT INTO waits VALUES ('{TENANT}', 'c-2', {}, 'bob', 'north', 'oa-1', '', 1, {}, 'answered')",
+            at + 20 * MINUTE,
+            at + 30 * MINUTE
+        ),
+        // c-3: the same conversation id in another tenant waits since later.
+        format!(
+            "INSERT INTO conversations (tenant_id, conversation_id, customer_waiting_since) VALUES ('other', 'c-1', {})",
+            at + 40 * MINUTE
+        ),
+        format!(
+            "INSERT INTO waits VALUES ('other', 'c-1', {}, 'cam', 'south', 'oa-2', '', 1, NULL, '')",
+            at + 40 * MINUTE
+        ),
+    ];
+    match &database {
+        giao_storage::Database::Postgres(pool) => {
+            giao_reporting::MIGRATIONS.postgres.run_to(4, pool).await
+        }
+        giao_storage::Database::Sqlite(pool) => {
+            giao_reporting::MIGRATIONS.sqlite.run_to(4, pool).await
+        }
+    }
+    .expect("migrated to 0004");
+    for statement in &statements {
+        execute(&database, statement).await;
+    }
+    database
+        .migrate(&giao_reporting::MIGRATIONS)
+        .await
+        .expect("migrated");
+    let store = giao_reporting::store::Store::new(database);
+    let waits: Vec<String> = store
+        .snapshot()
+        .await
+        .expect("snapshot")
+        .into_iter()
+        .filter(|line| line.starts_with("waits|"))
+        .map(|line| {
+            let fields: Vec<&str> = line.split('|').collect();
+            // tenant, conversation, started at, owner, customer since
+            format!(
+                "{} {} {} {} {}",
+                fields[1],
+                fields[2],
+                fields[3],
+                fields[4],
+                fields[fields.len() - 1]
+            )
+        })
+        .collect();
+    let mut expected = vec![
+        format!("{TENANT} c-1 {at} ann {at}"),
+        format!("{TENANT} c-1 {} bob {at}", at + 10 * MINUTE),
+        format!("{TENANT} c-2 {0} bob {0}", at + 20 * MINUTE),
+        format!("other c-1 {0} cam {0}", at + 40 * MINUTE),
+    ];
+    expected.sort();
+    let mut waits = waits;
+    waits.sort();
+    assert_eq!(waits, expected);
+}
+
+/// `giao-reporting rollup` repairs daily roll-ups that fell behind the hourly tables (a
+/// replica older than the roll-ups folding during a rolling upgrade).
+async fn rollup_makes_the_daily_figures_those_of_the_hours(kind: BackendKind) {
+    let mut backend = Backend::new(kind).await;
+    let (config, store) = migrated_store(&mut backend).await;
+    let settings = config.settings().expect("settings");
+    for (id, at, payload) in day() {
+        let envelope = envelope(TENANT, id, at, payload);
+        assert!(
+            store
+                .apply(&envelope, &settings.apply)
+                .await
+                .expect("applied")
+        );
+    }
+    let expected = store.snapshot().await.expect("snapshot");
+    assert!(expected.iter().any(|line| line.starts_with("daily|")));
+    // Days missing, counted short and counted twice.
+    for statement in [
+        "DELETE FROM daily_facts",
+        "DELETE FROM daily WHERE user_id = 'ann'",
+        "UPDATE daily SET messages_in = messages_in + 3",
+        "UPDATE daily_hist SET count = count * 2",
+    ] {
+        execute(store.database(), statement).await;
+    }
+    assert_ne!(store.snapshot().await.expect("snapshot"), expected);
+    giao_reporting::rollup(config.clone(), tokio_util::sync::CancellationToken::new())
+        .await
+        .expect("rolled up");
+    assert_eq!(store.snapshot().await.expect("snapshot"), expected);
 }
 
 /// `rebuild --from message-store`: conversations, histories and contacts read through
@@ -2340,4 +2532,7 @@ on_both_backends!(
     long_silences_count_from_the_customers_first_message,
     account_activity_and_funnel_follow_visibility,
     each_tenant_keeps_its_own_time_zone,
+    opposite_transfers_folded_at_once_both_land,
+    rollup_makes_the_daily_figures_those_of_the_hours,
+    customer_since_of_existing_waits_is_backfilled,
 );

@@ -365,6 +365,23 @@ pub async fn rebuild(
     Ok(())
 }
 
+/// `giao-reporting rollup`: recomputes the daily roll-ups from the hourly tables, for once
+/// the last replica older than the roll-ups has stopped (see docs/operations.md).
+pub async fn rollup(config: Config, _shutdown: CancellationToken) -> anyhow::Result<()> {
+    let database = Database::connect(&config.database).await?;
+    database
+        .migrate(&MIGRATIONS)
+        .await
+        .context("cannot migrate the reporting database")?;
+    store::Store::new(database)
+        .rollup()
+        .await
+        .context("cannot recompute the daily roll-ups")?;
+    tracing::info!("daily roll-ups recomputed from the hourly tables");
+    println!("daily roll-ups recomputed from the hourly tables");
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -71,6 +71,65 @@ impl Store {
         &self.database
     }
 
+    /// Recomputes the daily roll-ups from the hourly tables, in one transaction: repairs
+    /// days that a replica older than the roll-ups folded into the hourly tables only.
+    pub async fn rollup(&self) -> Result<(), crate::error::Error> {
+        const DAY: &str = "hour - hour % 86400000000";
+        let statements = [
+            "DELETE FROM daily".to_string(),
+            "DELETE FROM daily_hist".to_string(),
+            "DELETE FROM daily_facts".to_string(),
+            format!(
+                "INSERT INTO daily SELECT tenant_id, {DAY}, user_id, team_id, channel_account_id, \
+                 lead_source, SUM(messages_in), SUM(messages_out), SUM(conversations_opened), \
+                 SUM(conversations_assigned), SUM(conversations_closed), SUM(first_responses), \
+                 SUM(responses), SUM(sla_met), SUM(sla_breached), SUM(new_contacts), \
+                 SUM(conversions), SUM(transferred_waiting), SUM(flagged_messages) FROM hourly \
+                 GROUP BY tenant_id, {DAY}, user_id, team_id, channel_account_id, lead_source"
+            ),
+            format!(
+                "INSERT INTO daily_hist SELECT tenant_id, {DAY}, user_id, team_id, \
+                 channel_account_id, lead_source, kind, bucket, SUM(count) FROM hourly_hist \
+                 GROUP BY tenant_id, {DAY}, user_id, team_id, channel_account_id, lead_source, \
+                 kind, bucket"
+            ),
+            format!(
+                "INSERT INTO daily_facts SELECT DISTINCT tenant_id, metric, user_id, {DAY}, \
+                 conversation_id, team_id, channel_account_id, lead_source FROM facts"
+            ),
+        ];
+        match &self.database {
+            Database::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                // Events folded meanwhile wait for the repair rather than land in rows it
+                // is about to replace.
+                sqlx::query(
+                    "LOCK TABLE hourly, hourly_hist, facts, daily, daily_hist, daily_facts \
+                     IN SHARE ROW EXCLUSIVE MODE",
+                )
+                .execute(&mut *tx)
+                .await?;
+                for statement in &statements {
+                    sqlx::query(sqlx::AssertSqlSafe(statement.as_str()))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+            }
+            Database::Sqlite(pool) => {
+                // One writer at a time: the repair sees no fold half-way.
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                for statement in &statements {
+                    sqlx::query(sqlx::AssertSqlSafe(statement.as_str()))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+            }
+        }
+        Ok(())
+    }
+
     /// The tenant's own time zone, when it set one.
     pub async fn tenant_zone(&self, tenant: &str) -> Result<Option<String>, crate::error::Error> {
         let mut sql = Sql::default();
