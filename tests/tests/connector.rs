@@ -2444,8 +2444,8 @@ async fn customer_writes(
 /// account stays connected; once the replica knows the key, replies go out.
 async fn old_replica_retries_rows_under_a_new_key(backend: BackendKind) {
     use giao_connector::{
-        credentials::Sealer,
-        store::{AccountStore, SealStore, SealedCredentials, StaleSeal},
+        credentials::{Sealer, reseal_account},
+        store::SealStore,
     };
     use giao_proto::common::DeliveryStatus;
 
@@ -2461,27 +2461,9 @@ async fn old_replica_retries_rows_under_a_new_key(backend: BackendKind) {
 
     // A replica already on B (current) re-seals the account's row under B.
     let database = Database::connect(&config.database).await.expect("connects");
-    let row = AccountStore::new(database.clone())
-        .credentials(TENANT, &account)
-        .await
-        .expect("reads")
-        .expect("sealed");
     let newer = Sealer::from_config(&keys("b", &[("a", KEY_A), ("b", KEY_B)])).expect("keys");
-    let plain = newer
-        .open(TENANT, &account, &row.key_id, &row.sealed)
-        .expect("opens under a");
-    let (key_id, sealed) = newer.seal(TENANT, &account, &plain);
-    let stale = StaleSeal {
-        tenant_id: TENANT.into(),
-        account_id: account.clone(),
-        credentials: row,
-    };
-    assert!(
-        SealStore::new(database)
-            .replace(&stale, &SealedCredentials { key_id, sealed })
-            .await
-            .expect("re-sealed")
-    );
+    let resealed = reseal_account(&SealStore::new(database), &newer, TENANT, &account).await;
+    assert!(matches!(resealed.expect("written"), Some(Ok(true))));
 
     // This replica knows A only: every delivery is retried, none refuses the message.
     let attempts = sim.send_attempts();

@@ -1227,6 +1227,67 @@ async fn create_account_seals_credentials(backend: BackendKind) {
     connector.stop().await.expect("connector stops");
 }
 
+/// During a rolling deploy a replica meets a session another replica sealed under a key it
+/// does not know yet: the account shows disconnected and why, never needs_login, and
+/// listens again once the replica knows the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_unknown_to_this_replica_is_waited_out() {
+    use giao_connector::{
+        credentials::{Sealer, reseal_account},
+        store::SealStore,
+    };
+    // Base64 of 32 bytes each.
+    let key = |id: &str| {
+        let value = match id {
+            "a" => "Z2lhby10ZXN0LWtleS1hLTMyLWJ5dGVzLWxvbmchISE=",
+            _ => "Z2lhby10ZXN0LWtleS1iLTMyLWJ5dGVzLWxvbmchISE=",
+        };
+        (id.to_string(), value.to_string())
+    };
+    let mut backend = Backend::new(BackendKind::Sqlite).await;
+    let sim = simulator().await;
+    let mut config = personal_config(connector_config(&mut backend).await, &sim);
+    config.credentials = giao_connector::CredentialsConfig {
+        key_id: "a".into(),
+        keys: [key("a")].into_iter().collect(),
+        retired_key_ids: Vec::new(),
+    };
+    let connector = start_connector(config.clone()).await;
+    let account = create_personal(&connector, &sim, OWNER, "Shop Lan").await;
+    wait_status(&connector, &account, AccountStatus::Connected).await;
+    connector.stop().await.expect("connector stops");
+
+    // A replica already on key b (current) re-sealed the session.
+    let database = giao_storage::Database::connect(&config.database)
+        .await
+        .expect("connects");
+    let mut newer = config.credentials.clone();
+    newer.keys.extend([key("b")]);
+    newer.key_id = "b".into();
+    let newer = Sealer::from_config(&newer).expect("keys");
+    let resealed = reseal_account(&SealStore::new(database), &newer, TENANT, &account).await;
+    assert!(matches!(resealed.expect("written"), Some(Ok(true))));
+
+    let connector = start_connector(config.clone()).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (now, reason) = status(&connector, &account).await;
+        if reason.contains("unknown to this replica") {
+            assert_eq!(now, AccountStatus::Disconnected as i32, "{reason}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{now}: {reason}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    connector.stop().await.expect("connector stops");
+
+    // The replica now knows key b (still sealing with a): the account listens again.
+    config.credentials.keys.extend([key("b")]);
+    let connector = start_connector(config).await;
+    wait_status(&connector, &account, AccountStatus::Connected).await;
+    connector.stop().await.expect("connector stops");
+}
+
 /// A listener that ended by itself (Zalo closed with a code it does not list as
 /// retryable, or the server's retries ran out) leaves the account disconnected and starts
 /// again after `restart_after_ms`, not at once.

@@ -223,29 +223,54 @@ async fn reseal_key(
         };
         after = (last.tenant_id.clone(), last.account_id.clone());
         for row in &rows {
-            let opened = sealer.open(
-                &row.tenant_id,
-                &row.account_id,
-                &row.credentials.key_id,
-                &row.credentials.sealed,
-            );
-            let plain = match opened {
-                Ok(plain) => plain,
+            match reseal(seals, sealer, row).await? {
+                Ok(true) => done.resealed += 1,
+                Ok(false) => {}
                 Err(error) => {
                     tracing::error!(account = %row.account_id, %error, "credentials not re-sealed");
                     done.unreadable += 1;
-                    continue;
                 }
-            };
-            let (key_id, sealed) = sealer.seal(&row.tenant_id, &row.account_id, &plain);
-            if seals
-                .replace(row, &crate::store::SealedCredentials { key_id, sealed })
-                .await?
-            {
-                done.resealed += 1;
             }
         }
     }
+}
+
+/// Re-seals one account's credentials under the current key, whatever key they are under;
+/// `None` when it has none.
+pub async fn reseal_account(
+    seals: &crate::store::SealStore,
+    sealer: &Sealer,
+    tenant_id: &str,
+    account_id: &str,
+) -> Result<Option<Result<bool, SealError>>, sqlx::Error> {
+    match seals.sealed(tenant_id, account_id).await? {
+        Some(row) => reseal(seals, sealer, &row).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Re-seals one row under the current key: `Ok(true)` when replaced, `Ok(false)` when the
+/// row changed since it was read (that write sealed it under the current key already).
+pub async fn reseal(
+    seals: &crate::store::SealStore,
+    sealer: &Sealer,
+    row: &crate::store::StaleSeal,
+) -> Result<Result<bool, SealError>, sqlx::Error> {
+    let opened = sealer.open(
+        &row.tenant_id,
+        &row.account_id,
+        &row.credentials.key_id,
+        &row.credentials.sealed,
+    );
+    let plain = match opened {
+        Ok(plain) => plain,
+        Err(error) => return Ok(Err(error)),
+    };
+    let (key_id, sealed) = sealer.seal(&row.tenant_id, &row.account_id, &plain);
+    seals
+        .replace(row, &crate::store::SealedCredentials { key_id, sealed })
+        .await
+        .map(Ok)
 }
 
 #[cfg(test)]

@@ -638,6 +638,23 @@ impl SealStore {
         Self { database }
     }
 
+    /// One account's sealed credentials, as [`Self::replace`] takes them.
+    pub async fn sealed(
+        &self,
+        tenant_id: &str,
+        account_id: &str,
+    ) -> Result<Option<StaleSeal>, sqlx::Error> {
+        let accounts = AccountStore::new(self.database.clone());
+        Ok(accounts
+            .credentials(tenant_id, account_id)
+            .await?
+            .map(|credentials| StaleSeal {
+                tenant_id: tenant_id.to_string(),
+                account_id: account_id.to_string(),
+                credentials,
+            }))
+    }
+
     /// Up to `limit` rows sealed under the key `retired`, after (tenant, account) `after`
     /// in key order.
     pub async fn sealed_under(

@@ -290,7 +290,9 @@ impl PersonalRuntime {
             }
             Err(super::Unopened::NotNow(reason)) => {
                 // Started again after `restart_after_ms`; the session itself is still good.
-                tracing::warn!(account = %account, %reason, "personal credentials not opened now");
+                let reason = format!("{reason}; trying again");
+                self.set_status(&tenant, &account, AccountStatus::Disconnected, &reason)
+                    .await;
                 return;
             }
         };
