@@ -2632,6 +2632,135 @@ async fn oa_errors_and_reconnect(backend: BackendKind) {
     stop_sim.cancel();
 }
 
+/// Two connector replicas share one database and bus, and either may pull any of an OA's
+/// replies: the account's send rate (30 a minute, bursts of 3) holds for both together,
+/// as Zalo sees the sends, and every reply goes out exactly once.
+async fn oa_pacing_holds_across_replicas(backend: BackendKind) {
+    use futures::StreamExt;
+    use giao_proto::{
+        common::{DeliveryStatus, MessageContent},
+        events::{OutboundRequested, envelope::Payload},
+    };
+
+    const REPLIES: usize = 8;
+    const BURST: usize = 3;
+    const INTERVAL: Duration = Duration::from_secs(2);
+
+    let mut backend = Backend::new(backend).await;
+    let (sim, stop_sim) = start_oa_sim().await;
+    let mut base = oa_connector_config(connector_config(&mut backend).await, &sim);
+    base.zalo_oa.default_send_rate_per_minute = 30;
+    // Waits in place of up to 3 s; a slot further out is retried through the bus.
+    base.outbound_ack_wait_secs = 6;
+    let replica = |name: &str| {
+        let mut config = base.clone();
+        config.sessions.replica_id = name.into();
+        config
+    };
+    let r1 = start_connector_with_http(replica("r1")).await;
+    let r2 = start_connector_with_http(replica("r2")).await;
+    let account = connect_oa(&r1, &sim).await;
+
+    let bus = giao_bus::connect(&backend.bus).await.expect("bus");
+    let mut deliveries = bus
+        .subscribe(giao_bus::ConsumerSpec {
+            durable_name: "test-pacing-deliveries".into(),
+            filter_subjects: vec![giao_bus::envelope::subject_filter("delivery_updated")],
+            ack_wait: Duration::from_secs(30),
+            max_deliver: None,
+            inactive_threshold: None,
+        })
+        .await
+        .expect("subscribes");
+    let publisher = giao_bus::envelope::EventPublisher::new(bus.clone(), "test");
+    let texts: Vec<String> = (0..REPLIES).map(|n| format!("Tin nhắn số {n}")).collect();
+    for (n, text) in texts.iter().enumerate() {
+        publisher
+            .publish(
+                TENANT,
+                format!("outbound-requested-pace-{n}"),
+                Payload::OutboundRequested(OutboundRequested {
+                    message_id: format!("pace-{n}"),
+                    conversation_id: "conv-pace".into(),
+                    channel_account_id: account.clone(),
+                    external_thread_id: "zu-pace".into(),
+                    content: Some(MessageContent {
+                        r#type: ContentType::Text as i32,
+                        text: text.clone(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .expect("publishes the reply");
+    }
+
+    // Every reply is reported sent (none failed on the way).
+    let mut sent = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while sent.len() < REPLIES {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "sent so far: {sent:?}"
+        );
+        let Ok(Some(Ok(delivery))) =
+            tokio::time::timeout(Duration::from_millis(500), deliveries.next()).await
+        else {
+            continue;
+        };
+        let (envelope, _) = giao_bus::envelope::decode(&delivery).expect("decodes");
+        if let Some(Payload::DeliveryUpdated(update)) = envelope.payload
+            && update.channel_account_id == account
+        {
+            assert_eq!(
+                update.status,
+                DeliveryStatus::Sent as i32,
+                "{}: {}",
+                update.message_id,
+                update.failure_reason
+            );
+            sent.insert(update.message_id);
+        }
+        delivery.ack().await.expect("acks");
+    }
+
+    // Zalo got each reply once.
+    let received = sim.sent();
+    let mut got: Vec<String> = received
+        .iter()
+        .map(|m| m.message["text"].as_str().unwrap_or_default().to_string())
+        .collect();
+    got.sort();
+    let mut expected = texts.clone();
+    expected.sort();
+    assert_eq!(got, expected);
+
+    // However the replicas shared the replies, no stretch of time saw more than the burst
+    // plus one reply per interval. The tolerance (half an interval) absorbs how long each
+    // call took after its slot; two replicas pacing on their own would send twice the burst
+    // at once.
+    let mut at: Vec<std::time::Instant> = received.iter().map(|m| m.at).collect();
+    at.sort();
+    let tolerance = INTERVAL / 2;
+    for first in 0..at.len() {
+        for last in first..at.len() {
+            let span = at[last] - at[first] + tolerance;
+            let allowed = BURST + (span.as_micros() / INTERVAL.as_micros()) as usize;
+            assert!(
+                last - first < allowed,
+                "{} replies within {:?}, at most {allowed} allowed: {at:?}",
+                last - first + 1,
+                at[last] - at[first]
+            );
+        }
+    }
+
+    r1.stop().await.expect("r1 stops");
+    r2.stop().await.expect("r2 stops");
+    stop_sim.cancel();
+}
+
 giao_tests::on_both_backends!(
     accounts,
     webhook_inbound,
@@ -2642,5 +2771,6 @@ giao_tests::on_both_backends!(
     simulator_channel_replies,
     credential_keys_rotate,
     old_replica_retries_rows_under_a_new_key,
-    oa_errors_and_reconnect
+    oa_errors_and_reconnect,
+    oa_pacing_holds_across_replicas
 );

@@ -613,6 +613,56 @@ impl AccountStore {
         )?;
         Ok(row.map(from_row))
     }
+
+    /// Takes the account's next send slot (GCRA: `pacing_tat_us` is the theoretical arrival
+    /// time): the slot is `max(tat, now) + interval_us`, taken only if it lies at most
+    /// `horizon_us` after now. One conditional UPDATE, so replicas sending for one account
+    /// at once each get their own slot. Returns the slot and `now`, both by the database's
+    /// clock; `None` when it lies further out (nothing is taken) or the account is gone.
+    pub async fn take_send_slot(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        interval_us: i64,
+        horizon_us: i64,
+    ) -> Result<Option<(i64, i64)>, sqlx::Error> {
+        match &self.database {
+            Database::Postgres(pool) => {
+                // One reading of the clock for the whole statement.
+                let sql = "WITH clock AS (SELECT \
+                           (EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::BIGINT AS now) \
+                           UPDATE channel_accounts \
+                           SET pacing_tat_us = GREATEST(pacing_tat_us, clock.now) + $3 \
+                           FROM clock WHERE tenant_id = $1 AND id = $2 \
+                           AND GREATEST(pacing_tat_us, clock.now) + $3 - clock.now <= $4 \
+                           RETURNING pacing_tat_us, clock.now";
+                sqlx::query_as(sql)
+                    .bind(tenant_id)
+                    .bind(id)
+                    .bind(interval_us)
+                    .bind(horizon_us)
+                    .fetch_optional(pool)
+                    .await
+            }
+            Database::Sqlite(pool) => {
+                // A SQLite file is shared only on one host: its clock is the replicas'.
+                let now = Utc::now().timestamp_micros();
+                let sql = "UPDATE channel_accounts \
+                           SET pacing_tat_us = MAX(pacing_tat_us, ?5) + ?3 \
+                           WHERE tenant_id = ?1 AND id = ?2 \
+                           AND MAX(pacing_tat_us, ?5) + ?3 - ?5 <= ?4 \
+                           RETURNING pacing_tat_us, ?5";
+                sqlx::query_as(sql)
+                    .bind(tenant_id)
+                    .bind(id)
+                    .bind(interval_us)
+                    .bind(horizon_us)
+                    .bind(now)
+                    .fetch_optional(pool)
+                    .await
+            }
+        }
+    }
 }
 
 /// The claim a refused refresh leaves (random claims are hex, so never this).

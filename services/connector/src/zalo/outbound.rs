@@ -5,7 +5,6 @@
 //! single-use refresh token stored in the same statement as the new access token.
 
 use std::{
-    collections::HashMap,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -52,30 +51,38 @@ pub enum OaError {
     KeyUnavailable(String),
 }
 
-/// Per-account token buckets: `rate` messages per minute, bursts up to a tenth of it.
-#[derive(Debug, Default)]
-struct Buckets {
-    buckets: HashMap<String, (f64, Instant)>,
+/// One account's send pacing, shared by every replica through the account's row: GCRA, a
+/// token bucket kept as one timestamp, the theoretical arrival time (TAT). `rate` sends a
+/// minute, bursts of a tenth of that (at least one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pace {
+    /// Microseconds between sends at the steady rate (T).
+    interval_us: i64,
+    /// How far ahead of now the TAT may run with a send still going at once (B·T).
+    burst_us: i64,
 }
 
-impl Buckets {
-    /// How long to wait before the next send on `account` may go (and takes the token).
-    fn reserve(&mut self, account: &str, per_minute: u32) -> Duration {
-        let rate = f64::from(per_minute.max(1)) / 60.0;
-        let burst = (f64::from(per_minute) / 10.0).max(1.0);
-        let now = Instant::now();
-        let (tokens, last) = self
-            .buckets
-            .entry(account.to_string())
-            .or_insert((burst, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(burst);
-        *last = now;
-        *tokens -= 1.0;
-        if *tokens >= 0.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(-*tokens / rate)
+impl Pace {
+    fn per_minute(rate: u32) -> Self {
+        let interval_us = 60_000_000 / i64::from(rate.max(1));
+        // B·T = (rate / 10) · (60 s / rate) = 6 s whatever the rate; a burst of at least
+        // one send makes it at least T.
+        Self {
+            interval_us,
+            burst_us: interval_us.max(6_000_000),
         }
+    }
+
+    /// The furthest ahead of now a send may take its slot: the burst plus the longest wait
+    /// in place. A slot further out is not taken at all.
+    fn horizon(self, max_wait: Duration) -> i64 {
+        let max_wait = i64::try_from(max_wait.as_micros()).unwrap_or(i64::MAX);
+        self.burst_us.saturating_add(max_wait)
+    }
+
+    /// How long a send that took the slot ending at `tat` at `now` waits before it goes.
+    fn wait(self, tat: i64, now: i64) -> Duration {
+        Duration::from_micros(u64::try_from(tat - self.burst_us - now).unwrap_or(0))
     }
 }
 
@@ -87,7 +94,8 @@ pub struct OaRuntime {
     config: ZaloOaConfig,
     publisher: EventPublisher,
     ledger: Ledger,
-    buckets: Arc<Mutex<Buckets>>,
+    /// The longest a send waits in place for its pacing slot; longer, it is retried later.
+    pacing_wait: Duration,
     /// Sends of `zalo_personal` accounts, when that adapter runs.
     personal: Option<crate::personal::PersonalRuntime>,
     objects: Objects,
@@ -128,7 +136,7 @@ impl OaRuntime {
             config,
             publisher,
             ledger,
-            buckets: Arc::default(),
+            pacing_wait: MAX_IN_PLACE_WAIT,
             personal: None,
             objects,
             throttle: Arc::new(Mutex::new(Throttle::new(window))),
@@ -480,13 +488,16 @@ impl OaRuntime {
     /// Consumes OutboundRequested until `stop`; a request is delivered at most
     /// `max_deliver` times.
     pub async fn consume(
-        self,
+        mut self,
         bus: Arc<dyn EventBus>,
         ack_wait: Duration,
         max_deliver: u32,
         stop: CancellationToken,
     ) -> anyhow::Result<()> {
         let max_deliver = max_deliver.max(1);
+        // A send still waiting for its slot when the ack wait ends would be handed to another
+        // replica meanwhile; half leaves the other half for the call itself.
+        self.pacing_wait = MAX_IN_PLACE_WAIT.min(ack_wait / 2);
         let spec = ConsumerSpec {
             durable_name: "connector-outbound".into(),
             filter_subjects: vec![envelope::subject_filter("outbound_requested")],
@@ -689,11 +700,26 @@ impl OaRuntime {
             0 => self.config.default_send_rate_per_minute,
             n => n,
         };
-        let wait = self
-            .buckets
-            .lock()
-            .map(|mut buckets| buckets.reserve(account_id, per_minute))
-            .unwrap_or_default();
+        // The slot is taken in the database, so the rate holds for the account whichever
+        // replicas pull its messages.
+        let pace = Pace::per_minute(per_minute);
+        let Some((slot, now)) = self
+            .accounts
+            .take_send_slot(
+                tenant,
+                account_id,
+                pace.interval_us,
+                pace.horizon(self.pacing_wait),
+            )
+            .await?
+        else {
+            // Further out than a wait in place may last: nothing was taken, so no capacity
+            // is held for a message that is not being sent now.
+            return Ok(HandlerOutcome::Retry(
+                "pacing under the account's send rate".into(),
+            ));
+        };
+        let wait = pace.wait(slot, now);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
@@ -789,7 +815,18 @@ impl OaRuntime {
                 }
             };
             let message = media::message(&plan, uploaded.as_deref(), &request.quote_external_id);
-            self.mark(tenant, &request.message_id, "sending").await?;
+            if !self
+                .ledger
+                .claim_sending(tenant, &request.message_id)
+                .await?
+            {
+                // Another delivery of this request is sending it: one that a replica pulled
+                // while this one waited for its slot past the ack wait. Never a second copy;
+                // the next look finds how that send ended.
+                return Ok(HandlerOutcome::Retry(
+                    "another delivery of the message is sending it".into(),
+                ));
+            }
             let result = self
                 .client
                 .send_cs(&token, &request.external_thread_id, message)
@@ -1122,6 +1159,21 @@ impl Ledger {
         })
     }
 
+    /// Moves a pending message to `sending` just before its call; false when it is not
+    /// pending any more (another delivery of it got there first), so only one call is made.
+    pub async fn claim_sending(&self, tenant: &str, message_id: &str) -> Result<bool, sqlx::Error> {
+        let outcome = Outcome {
+            state: "sending",
+            external_id: "",
+            code: "",
+            reason: "",
+        };
+        let moved = self
+            .update(tenant, message_id, &outcome, Some("pending"))
+            .await?;
+        Ok(moved == 1)
+    }
+
     pub async fn mark(
         &self,
         tenant: &str,
@@ -1140,37 +1192,64 @@ impl Ledger {
         code: &str,
         reason: &str,
     ) -> Result<(), sqlx::Error> {
-        let sql = "UPDATE outbound_messages SET state = $3, external_message_id = $4, \
-                   failure_code = $5, failure_reason = $6, updated_at = $7 \
-                   WHERE tenant_id = $1 AND message_id = $2";
-        match &self.database {
-            Database::Postgres(pool) => {
-                sqlx::query(sql)
-                    .bind(tenant)
-                    .bind(message_id)
-                    .bind(state)
-                    .bind(external_id)
-                    .bind(code)
-                    .bind(reason)
-                    .bind(now_micros())
-                    .execute(pool)
-                    .await?;
-            }
-            Database::Sqlite(pool) => {
-                sqlx::query(sqlx::AssertSqlSafe(sql.replace('$', "?")))
-                    .bind(tenant)
-                    .bind(message_id)
-                    .bind(state)
-                    .bind(external_id)
-                    .bind(code)
-                    .bind(reason)
-                    .bind(now_micros())
-                    .execute(pool)
-                    .await?;
-            }
-        }
+        let outcome = Outcome {
+            state,
+            external_id,
+            code,
+            reason,
+        };
+        self.update(tenant, message_id, &outcome, None).await?;
         Ok(())
     }
+
+    /// Writes the row's state (only while it is in state `from`, when given): rows changed.
+    async fn update(
+        &self,
+        tenant: &str,
+        message_id: &str,
+        outcome: &Outcome<'_>,
+        from: Option<&str>,
+    ) -> Result<u64, sqlx::Error> {
+        let sql = "UPDATE outbound_messages SET state = $3, external_message_id = $4, \
+                   failure_code = $5, failure_reason = $6, updated_at = $7 \
+                   WHERE tenant_id = $1 AND message_id = $2 AND ($8 = '' OR state = $8)";
+        let from = from.unwrap_or_default();
+        let changed = match &self.database {
+            Database::Postgres(pool) => sqlx::query(sql)
+                .bind(tenant)
+                .bind(message_id)
+                .bind(outcome.state)
+                .bind(outcome.external_id)
+                .bind(outcome.code)
+                .bind(outcome.reason)
+                .bind(now_micros())
+                .bind(from)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+            Database::Sqlite(pool) => sqlx::query(sqlx::AssertSqlSafe(sql.replace('$', "?")))
+                .bind(tenant)
+                .bind(message_id)
+                .bind(outcome.state)
+                .bind(outcome.external_id)
+                .bind(outcome.code)
+                .bind(outcome.reason)
+                .bind(now_micros())
+                .bind(from)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+        };
+        Ok(changed)
+    }
+}
+
+/// What an outbound row is set to.
+struct Outcome<'a> {
+    state: &'a str,
+    external_id: &'a str,
+    code: &'a str,
+    reason: &'a str,
 }
 
 /// After a failed call: go round the loop again, or settle the delivery.
@@ -1192,19 +1271,94 @@ pub struct OutboundRecord {
 mod tests {
     use super::*;
 
-    #[test]
-    fn bucket_allows_a_burst_then_paces() {
-        let mut buckets = Buckets::default();
-        // 60/min: a burst of 6, then one per second.
-        for _ in 0..6 {
-            assert_eq!(buckets.reserve("a", 60), Duration::ZERO);
+    /// What `AccountStore::take_send_slot` does in SQL: the slot a send at `now` takes
+    /// after `tat` if it is within the horizon, and its wait.
+    fn take(pace: Pace, tat: &mut i64, now: i64, max_wait: Duration) -> Option<Duration> {
+        let slot = (*tat).max(now) + pace.interval_us;
+        if slot - now > pace.horizon(max_wait) {
+            return None;
         }
-        let wait = buckets.reserve("a", 60);
-        assert!(
-            wait > Duration::from_millis(900) && wait <= Duration::from_secs(1),
-            "{wait:?}"
+        *tat = slot;
+        Some(pace.wait(slot, now))
+    }
+
+    const SECOND: i64 = 1_000_000;
+
+    /// Sends at `now` until one has to wait: how many went at once, and that one's wait.
+    fn burst(pace: Pace, tat: &mut i64, now: i64) -> (usize, Option<Duration>) {
+        let mut immediate = 0;
+        loop {
+            match take(pace, tat, now, MAX_IN_PLACE_WAIT) {
+                Some(Duration::ZERO) => immediate += 1,
+                wait => return (immediate, wait),
+            }
+        }
+    }
+
+    #[test]
+    fn pace_allows_a_burst_then_paces() {
+        // 60/min: a burst of 6, then one a second.
+        let pace = Pace::per_minute(60);
+        assert_eq!(pace.interval_us, SECOND);
+        let (mut tat, now) = (0, 1_000 * SECOND);
+        assert_eq!(
+            burst(pace, &mut tat, now),
+            (6, Some(Duration::from_secs(1)))
         );
-        // Accounts do not share a bucket.
-        assert_eq!(buckets.reserve("b", 60), Duration::ZERO);
+        assert_eq!(
+            take(pace, &mut tat, now, MAX_IN_PLACE_WAIT),
+            Some(Duration::from_secs(2))
+        );
+        // Half a second later the next slot is half a second nearer.
+        assert_eq!(
+            take(pace, &mut tat, now + SECOND / 2, MAX_IN_PLACE_WAIT),
+            Some(Duration::from_millis(2_500))
+        );
+        // After a quiet minute the whole burst is back, and no more than it.
+        assert_eq!(
+            burst(pace, &mut tat, now + 60 * SECOND),
+            (6, Some(Duration::from_secs(1)))
+        );
+    }
+
+    #[test]
+    fn pace_takes_no_slot_beyond_the_wait_in_place() {
+        // 30/min: a burst of 3, a slot every 2 s; waits of up to 3 s are taken.
+        let pace = Pace::per_minute(30);
+        let max_wait = Duration::from_secs(3);
+        let (mut tat, now) = (0, 1_000 * SECOND);
+        for _ in 0..3 {
+            assert_eq!(take(pace, &mut tat, now, max_wait), Some(Duration::ZERO));
+        }
+        assert_eq!(
+            take(pace, &mut tat, now, max_wait),
+            Some(Duration::from_secs(2))
+        );
+        let taken = tat;
+        // The next would wait 4 s: refused, and refusing again and again holds nothing.
+        for _ in 0..10 {
+            assert_eq!(take(pace, &mut tat, now, max_wait), None);
+        }
+        assert_eq!(tat, taken);
+        // Once time has moved on it gets the very next slot.
+        assert_eq!(
+            take(pace, &mut tat, now + SECOND, max_wait),
+            Some(Duration::from_secs(3))
+        );
+    }
+
+    #[test]
+    fn pace_bursts_are_a_tenth_of_the_rate_and_at_least_one() {
+        for (rate, burst) in [(600, 60), (60, 6), (30, 3), (10, 1), (5, 1), (1, 1)] {
+            let pace = Pace::per_minute(rate);
+            let (mut tat, now) = (0, 1_000 * SECOND);
+            let mut immediate = 0;
+            while take(pace, &mut tat, now, Duration::ZERO) == Some(Duration::ZERO) {
+                immediate += 1;
+            }
+            assert_eq!(immediate, burst, "{rate}/min");
+        }
+        // A rate of 0 (unset) never divides by zero: one a minute.
+        assert_eq!(Pace::per_minute(0), Pace::per_minute(1));
     }
 }

@@ -56,6 +56,8 @@ pub struct SentMessage {
     pub message_id: String,
     pub user_id: String,
     pub message: Value,
+    /// When the simulator took it: tests read the pacing of sends from it.
+    pub at: std::time::Instant,
 }
 
 #[derive(Debug, Default)]
@@ -623,6 +625,7 @@ async fn send(State(sim): State<OaSimulator>, headers: HeaderMap, body: Bytes) -
             message_id: message_id.clone(),
             user_id: user_id.clone(),
             message: request["message"].clone(),
+            at: std::time::Instant::now(),
         });
         Ok((message_id, limit, remain))
     });
