@@ -96,8 +96,8 @@ impl PostgresStore {
         }
 
         let contacts = self.resolve_contacts(&mut tx, messages, now).await?;
-        let created_threads = self
-            .create_conversations(&mut tx, messages, now, &contacts)
+        let (created_threads, conversation_ids) = self
+            .ensure_conversations(&mut tx, messages, now, &contacts)
             .await?;
 
         // Claim the dedupe keys; the ones that already existed are not new.
@@ -152,9 +152,7 @@ impl PostgresStore {
         // insert and its index maintenance.
         let mut stored: HashMap<usize, StoredMessage> = HashMap::new();
         if !fresh.is_empty() {
-            let threads: Vec<ThreadKey> = changes.iter().map(|(key, _)| key.clone()).collect();
-            let ids = conversation_ids(&mut tx, tenant_id, &threads).await?;
-            stored = insert_messages(&mut tx, messages, &fresh, &ids, now).await?;
+            stored = insert_messages(&mut tx, messages, &fresh, &conversation_ids, now).await?;
         }
         let mut conversations: HashMap<ThreadKey, ConversationRecord> =
             update_conversations(&mut tx, tenant_id, &changes).await?;
@@ -429,22 +427,39 @@ impl PostgresStore {
         Ok(resolved)
     }
 
-    /// Creates the conversations the batch is the first to see; returns their thread keys.
-    async fn create_conversations(
+    /// Ids of every conversation of the batch, creating the ones the batch is the first to
+    /// see; also returns the thread keys it created.
+    async fn ensure_conversations(
         &self,
         tx: &mut Transaction<'_, Postgres>,
         messages: &[NewInbound],
         now: DateTime<Utc>,
         contacts: &HashMap<(String, String), (Uuid, bool)>,
-    ) -> Result<HashSet<ThreadKey>, Error> {
+    ) -> Result<(HashSet<ThreadKey>, HashMap<ThreadKey, Uuid>), Error> {
+        let tenant_id = messages[0].tenant_id.as_str();
         let mut seen = HashSet::new();
+        let threads: Vec<ThreadKey> = messages
+            .iter()
+            .map(thread_key)
+            .filter(|key| seen.insert(key.clone()))
+            .collect();
+        // Known conversations are only read: an INSERT ... ON CONFLICT on an existing row
+        // waits for whichever concurrent batch is updating that row to commit, which would
+        // queue this whole batch behind it before any of its own work.
+        let mut ids = conversation_ids(tx, tenant_id, &threads).await?;
         let mut firsts: Vec<&NewInbound> = messages
             .iter()
-            .filter(|message| seen.insert(thread_key(message)))
+            .filter(|message| {
+                let key = thread_key(message);
+                !ids.contains_key(&key) && seen.remove(&key)
+            })
             .collect();
+        if firsts.is_empty() {
+            return Ok((HashSet::new(), ids));
+        }
         // Concurrent batches touch conversations in one global order, so they never deadlock.
         firsts.sort_by_key(|message| thread_key(message));
-        let created = sqlx::query_as::<_, (String, String)>(
+        let created = sqlx::query_as::<_, (String, String, Uuid)>(
             "INSERT INTO conversations (id, tenant_id, channel_account_id, channel_kind, external_thread_id, \
              thread_kind, customer_external_id, title, status, last_activity_at, created_at, contact_id) \
              SELECT u.id, $1, u.account, u.kind, u.thread, u.thread_kind, u.customer, u.title, 1, u.at, $2, u.contact \
@@ -452,9 +467,9 @@ impl PostgresStore {
                          $10::timestamptz[], $11::uuid[]) \
                   AS u(id, account, kind, thread, thread_kind, customer, title, at, contact) \
              ON CONFLICT ON CONSTRAINT conversations_thread_key DO NOTHING \
-             RETURNING channel_account_id, external_thread_id",
+             RETURNING channel_account_id, external_thread_id, id",
         )
-        .bind(&messages[0].tenant_id)
+        .bind(tenant_id)
         .bind(now)
         .bind(firsts.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
         .bind(firsts.iter().map(|m| m.channel_account_id.clone()).collect::<Vec<_>>())
@@ -487,7 +502,21 @@ impl PostgresStore {
         )
         .fetch_all(&mut **tx)
         .await?;
-        Ok(created.into_iter().collect())
+        let mut created_threads = HashSet::with_capacity(created.len());
+        for (account, thread, id) in created {
+            ids.insert((account.clone(), thread.clone()), id);
+            created_threads.insert((account, thread));
+        }
+        // Conversations a concurrent batch created first (the insert waited for it to commit).
+        let lost: Vec<ThreadKey> = firsts
+            .iter()
+            .map(|message| thread_key(message))
+            .filter(|key| !ids.contains_key(key))
+            .collect();
+        if !lost.is_empty() {
+            ids.extend(conversation_ids(tx, tenant_id, &lost).await?);
+        }
+        Ok((created_threads, ids))
     }
 
     /// Stored messages of the given batch positions, by (channel account, external id).
@@ -579,20 +608,22 @@ async fn update_conversations(
     }
     let accounts: Vec<String> = changes.iter().map(|((a, _), _)| a.clone()).collect();
     let threads: Vec<String> = changes.iter().map(|((_, t), _)| t.clone()).collect();
-    // Row locks in key order first: an UPDATE ... FROM locks in whatever order its join
-    // produces, which could deadlock against a concurrent batch.
-    sqlx::query(
-        "SELECT 1 FROM conversations WHERE tenant_id = $1 AND (channel_account_id, external_thread_id) IN \
-           (SELECT * FROM UNNEST($2::text[], $3::text[])) \
-         ORDER BY channel_account_id, external_thread_id FOR UPDATE",
-    )
-    .bind(tenant_id)
-    .bind(&accounts)
-    .bind(&threads)
-    .execute(&mut **tx)
-    .await?;
+    // One statement: the rows are locked in key order first (an UPDATE ... FROM locks in
+    // whatever order its join produces, which could deadlock against a concurrent batch),
+    // then updated by primary key. These row locks are what concurrent batches queue on, so
+    // this is the part of a batch that runs one at a time: one round trip, and no second
+    // lookup (or scan) of the conversations by thread key.
     let rows = sqlx::query_as::<_, ConversationRow>(sqlx::AssertSqlSafe(format!(
-        "UPDATE conversations c SET \
+        "WITH locked AS MATERIALIZED ( \
+           SELECT c.id, u.latest_at, u.latest_in, u.latest_out, u.reset, u.added, u.preview, u.contact \
+           FROM UNNEST($2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::timestamptz[], \
+                       $7::bool[], $8::int4[], $9::text[], $10::uuid[]) \
+                AS u(account, thread, latest_at, latest_in, latest_out, reset, added, preview, contact) \
+           JOIN conversations c ON c.tenant_id = $1 AND c.channel_account_id = u.account \
+                               AND c.external_thread_id = u.thread \
+           ORDER BY c.channel_account_id, c.external_thread_id \
+           FOR UPDATE OF c) \
+         UPDATE conversations c SET \
            last_activity_at = GREATEST(c.last_activity_at, u.latest_at), \
            last_inbound_at = CASE WHEN u.latest_in IS NULL THEN c.last_inbound_at \
                                   ELSE GREATEST(COALESCE(c.last_inbound_at, u.latest_in), u.latest_in) END, \
@@ -602,10 +633,8 @@ async fn update_conversations(
            status = CASE WHEN u.latest_in IS NOT NULL AND c.status = 3 THEN 1 ELSE c.status END, \
            last_message_preview = CASE WHEN u.latest_at >= c.last_activity_at THEN u.preview ELSE c.last_message_preview END, \
            contact_id = COALESCE(c.contact_id, u.contact) \
-         FROM UNNEST($2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::timestamptz[], \
-                     $7::bool[], $8::int4[], $9::text[], $10::uuid[]) \
-              AS u(account, thread, latest_at, latest_in, latest_out, reset, added, preview, contact) \
-         WHERE c.tenant_id = $1 AND c.channel_account_id = u.account AND c.external_thread_id = u.thread \
+         FROM locked u \
+         WHERE c.tenant_id = $1 AND c.id = u.id \
          RETURNING {}",
         CONVERSATION_COLUMNS
             .split(',')
@@ -640,7 +669,7 @@ async fn update_conversations(
         .collect())
 }
 
-/// Ids of the given conversations (they exist: the batch created the missing ones).
+/// Ids of those of the given conversations that exist.
 async fn conversation_ids(
     tx: &mut Transaction<'_, Postgres>,
     tenant_id: &str,
