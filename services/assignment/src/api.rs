@@ -13,6 +13,7 @@ use std::{
 };
 
 use chrono::Utc;
+use futures::StreamExt;
 use giao_authz::{Permission, Principal, principal};
 use giao_bus::envelope::EventPublisher;
 use giao_platform::grpc::TraceInterceptor;
@@ -321,17 +322,19 @@ impl Api {
     /// history (deduplicated), routing's view of owner and customer, the job's progress.
     /// A crash after this loses nothing: the resumed job moves the same conversations to
     /// the same people.
-    #[allow(clippy::too_many_arguments)]
     async fn prepare_handover_batch(
         &self,
-        caller: &Principal,
-        credential: &Credential,
-        leaver: &str,
-        reason: &str,
-        heirs: &Heirs,
+        handover: &Handover<'_>,
         planner: &mut Option<TeamPlanner>,
         cursor: String,
     ) -> Result<HandoverBatch, Status> {
+        let Handover {
+            caller,
+            credential,
+            leaver,
+            reason,
+            heirs,
+        } = *handover;
         let mut timings = Timings::default();
         let step = Instant::now();
         let page = self
@@ -409,15 +412,13 @@ impl Api {
         })
     }
 
-    /// Moves a recorded handover batch in message-store, customers included, and hands its
-    /// events to the publisher.
-    async fn apply_handover_batch(
+    /// Moves a recorded handover batch in message-store, customers included; how long it
+    /// took.
+    async fn move_handover_batch(
         &self,
-        caller: &Principal,
         credential: &Credential,
         reason: &str,
         batch: &HandoverBatch,
-        publishing: &mut Publishing,
     ) -> Result<Duration, Status> {
         let step = Instant::now();
         for (recipient, moving) in &batch.groups {
@@ -428,7 +429,28 @@ impl Api {
             self.set_owners(credential, &moving, recipient, reason, true)
                 .await?;
         }
-        let elapsed = step.elapsed();
+        Ok(step.elapsed())
+    }
+
+    /// [`Self::move_handover_batch`], giving the batch back with the time it took.
+    async fn move_listed_batch(
+        &self,
+        credential: &Credential,
+        reason: &str,
+        batch: HandoverBatch,
+    ) -> Result<(HandoverBatch, Duration), Status> {
+        let moved = self.move_handover_batch(credential, reason, &batch).await?;
+        Ok((batch, moved))
+    }
+
+    /// Hands a moved batch's events to the publisher.
+    async fn publish_handover_batch(
+        &self,
+        caller: &Principal,
+        reason: &str,
+        batch: &HandoverBatch,
+        publishing: &mut Publishing,
+    ) {
         self.router.wake();
         for (recipient, moving) in &batch.groups {
             for conversation in moving {
@@ -437,7 +459,80 @@ impl Api {
                     .await;
             }
         }
-        Ok(elapsed)
+    }
+
+    /// Exports everything the leaver owns and records the export's id and digest.
+    async fn export_book(
+        &self,
+        credential: &Credential,
+        tenant: &str,
+        user_id: &str,
+        reason: &str,
+    ) -> Result<(String, String), Status> {
+        let mut stream = self
+            .store_client()?
+            .export_history(forwarded(
+                credential,
+                ExportHistoryRequest {
+                    selector: Some(Selector::OwnerUserId(user_id.to_string())),
+                    purpose: reason.to_string(),
+                    ..Default::default()
+                },
+            ))
+            .await?
+            .into_inner();
+        let mut manifest = None;
+        while let Some(chunk) = stream.message().await? {
+            if let Some(Chunk::Manifest(found)) = chunk.chunk {
+                manifest = Some(found);
+            }
+        }
+        let manifest = manifest
+            .ok_or_else(|| Status::unavailable("message-store export ended without a manifest"))?;
+        store::record_export(
+            &self.database,
+            tenant,
+            user_id,
+            &manifest.export_id,
+            &manifest.sha256,
+        )
+        .await?;
+        Ok((manifest.export_id, manifest.sha256))
+    }
+
+    /// Ends the leaver's sessions in auth (the caller's credential makes it their act in
+    /// auth's audit log) and records it.
+    async fn deactivate_leaver(
+        &self,
+        credential: &Credential,
+        tenant: &str,
+        user_id: &str,
+        heirs: &Heirs,
+    ) -> Result<(), Status> {
+        let outcome = self
+            .auth_client()?
+            .set_user_status(forwarded(
+                credential,
+                SetUserStatusRequest {
+                    user_id: user_id.to_string(),
+                    status: UserStatus::Offboarded as i32,
+                    reason: match heirs {
+                        Heirs::Successor(successor) => {
+                            format!("handover to {}", successor.user_id)
+                        }
+                        Heirs::Team(_) => "handover across the team".into(),
+                    },
+                },
+            ))
+            .await;
+        match outcome {
+            Ok(_) => {}
+            // Already offboarded (e.g. by an earlier, interrupted call).
+            Err(status) if status.code() == tonic::Code::FailedPrecondition => {}
+            Err(status) => return Err(status),
+        }
+        store::mark_deactivated(&self.database, tenant, user_id).await?;
+        Ok(())
     }
 
     async fn assign_one(
@@ -604,155 +699,108 @@ impl Api {
         let mut publishing = Publishing::for_handover(self.publisher.clone(), tenant, &job.id);
         let mut timings = Timings::default();
         let reason = format!("offboarding {user_id}");
-        if job.export_id.is_empty() {
-            let step = Instant::now();
-            // Exported before the move: the selector is "owned by the leaver".
-            let mut stream = self
-                .store_client()?
-                .export_history(forwarded(
-                    credential,
-                    ExportHistoryRequest {
-                        selector: Some(Selector::OwnerUserId(user_id.to_string())),
-                        purpose: reason.clone(),
-                        ..Default::default()
-                    },
-                ))
-                .await?
-                .into_inner();
-            let mut manifest = None;
-            while let Some(chunk) = stream.message().await? {
-                if let Some(Chunk::Manifest(found)) = chunk.chunk {
-                    manifest = Some(found);
-                }
-            }
-            let manifest = manifest.ok_or_else(|| {
-                Status::unavailable("message-store export ended without a manifest")
-            })?;
-            store::record_export(
-                &self.database,
-                tenant,
-                user_id,
-                &manifest.export_id,
-                &manifest.sha256,
-            )
-            .await?;
-            job.export_id = manifest.export_id;
-            job.export_sha256 = manifest.sha256;
-            timings.add(Step::Export, step);
-        }
-        if !job.deactivated {
-            let step = Instant::now();
-            // The leaver's sessions end here; the caller's credential makes it their act in
-            // auth's audit log.
-            let outcome = self
-                .auth_client()?
-                .set_user_status(forwarded(
-                    credential,
-                    SetUserStatusRequest {
-                        user_id: user_id.to_string(),
-                        status: UserStatus::Offboarded as i32,
-                        reason: match heirs {
-                            Heirs::Successor(successor) => {
-                                format!("handover to {}", successor.user_id)
-                            }
-                            Heirs::Team(_) => "handover across the team".into(),
-                        },
-                    },
-                ))
-                .await;
-            match outcome {
-                Ok(_) => {}
-                // Already offboarded (e.g. by an earlier, interrupted call).
-                Err(status) if status.code() == tonic::Code::FailedPrecondition => {}
-                Err(status) => return Err(status),
-            }
-            store::mark_deactivated(&self.database, tenant, user_id).await?;
-            timings.add(Step::Deactivate, step);
-        }
-        // Nothing is routed to the leaver any more, even before auth's UserDeactivated
-        // arrives (routing only hands work to active users of the mirror).
-        store::routing::deactivate_user(&self.database, tenant, user_id).await?;
         let mut planner = match heirs {
             Heirs::Successor(_) => None,
             Heirs::Team(team_ids) => {
                 Some(TeamPlanner::load(&self.database, tenant, user_id, team_ids).await?)
             }
         };
-        // Batches move in a pipeline: while one moves in message-store, the next page is
-        // listed (after the previous page's cursor) and recorded here. When the listing
-        // ends, first pages are taken until none is left, so a conversation whose new
-        // activity moved it ahead of the cursor is handed over too.
-        let mut sweeping = false;
-        let mut next = Some(
-            self.prepare_handover_batch(
-                caller,
-                credential,
-                user_id,
-                &reason,
-                heirs,
-                &mut planner,
-                String::new(),
-            )
-            .await?,
-        );
-        while let Some(batch) = next.take() {
+        // The book is listed and recorded page by page while the export runs, but nothing
+        // moves in message-store before the export is recorded: its selector is "owned by
+        // the leaver", so a conversation moved earlier would be missing from it, and a
+        // crash then would leave an export that no later call could complete. Recording
+        // first is safe: a resumed job lists what is still the leaver's and moves it to the
+        // same people.
+        let handover = Handover {
+            caller,
+            credential,
+            leaver: user_id,
+            reason: &reason,
+            heirs,
+        };
+        let (ready, mut waiting) = tokio::sync::mpsc::channel::<HandoverBatch>(PREPARED_AHEAD);
+        let listing = async {
+            let mut cursor = String::new();
+            loop {
+                let batch = self
+                    .prepare_handover_batch(&handover, &mut planner, cursor)
+                    .await?;
+                cursor = batch.next_cursor.clone();
+                // A closed queue means the moves failed; their error is the answer.
+                if ready.send(batch).await.is_err() || cursor.is_empty() {
+                    break;
+                }
+            }
+            drop(ready);
+            Ok::<_, Status>(())
+        };
+        let moving = async {
+            if job.export_id.is_empty() {
+                let step = Instant::now();
+                let (export_id, sha256) = self
+                    .export_book(credential, tenant, user_id, &reason)
+                    .await?;
+                job.export_id = export_id;
+                job.export_sha256 = sha256;
+                timings.add(Step::Export, step);
+            }
+            if !job.deactivated {
+                let step = Instant::now();
+                self.deactivate_leaver(credential, tenant, user_id, heirs)
+                    .await?;
+                job.deactivated = true;
+                timings.add(Step::Deactivate, step);
+            }
+            // Nothing is routed to the leaver any more, even before auth's UserDeactivated
+            // arrives (routing only hands work to active users of the mirror).
+            store::routing::deactivate_user(&self.database, tenant, user_id).await?;
+            // Pages move a few at a time (disjoint conversations; message-store takes the
+            // customers' locks in id order), in listing order, each one's events handed to
+            // the publisher once it has moved.
+            let mut moves = futures::stream::FuturesOrdered::new();
+            let mut listed_all = false;
+            loop {
+                tokio::select! {
+                    Some(done) = moves.next(), if !moves.is_empty() => {
+                        let (batch, moved): (HandoverBatch, Duration) = done?;
+                        timings.absorb(&batch.timings);
+                        timings.set_owner += moved;
+                        self.publish_handover_batch(caller, &reason, &batch, &mut publishing)
+                            .await;
+                    }
+                    received = waiting.recv(), if !listed_all && moves.len() < MOVES_IN_FLIGHT => {
+                        match received {
+                            Some(batch) => {
+                                moves.push_back(self.move_listed_batch(credential, &reason, batch));
+                            }
+                            None => listed_all = true,
+                        }
+                    }
+                    else => break,
+                }
+            }
+            Ok::<_, Status>(())
+        };
+        tokio::try_join!(listing, moving)?;
+        // When the listing ends, first pages are taken until none is left, so a
+        // conversation whose new activity moved it ahead of the cursor is handed over too.
+        loop {
+            let batch = self
+                .prepare_handover_batch(&handover, &mut planner, String::new())
+                .await?;
             timings.absorb(&batch.timings);
-            if sweeping && batch.listed == 0 {
+            if batch.listed == 0 {
                 break;
             }
-            let following =
-                (!sweeping && !batch.next_cursor.is_empty()).then(|| batch.next_cursor.clone());
-            let (moved, prepared) = match following {
-                Some(cursor) => {
-                    let (moved, prepared) = tokio::join!(
-                        self.apply_handover_batch(
-                            caller,
-                            credential,
-                            &reason,
-                            &batch,
-                            &mut publishing
-                        ),
-                        self.prepare_handover_batch(
-                            caller,
-                            credential,
-                            user_id,
-                            &reason,
-                            heirs,
-                            &mut planner,
-                            cursor,
-                        )
-                    );
-                    (moved?, Some(prepared?))
-                }
-                None => (
-                    self.apply_handover_batch(caller, credential, &reason, &batch, &mut publishing)
-                        .await?,
-                    None,
-                ),
-            };
-            timings.set_owner += moved;
-            if sweeping && batch.moving == 0 {
+            timings.set_owner += self
+                .move_handover_batch(credential, &reason, &batch)
+                .await?;
+            self.publish_handover_batch(caller, &reason, &batch, &mut publishing)
+                .await;
+            if batch.moving == 0 {
                 // Listed but nothing to move: never loop on it.
                 break;
             }
-            next = match prepared {
-                Some(prepared) => Some(prepared),
-                None => {
-                    sweeping = true;
-                    Some(
-                        self.prepare_handover_batch(
-                            caller,
-                            credential,
-                            user_id,
-                            &reason,
-                            heirs,
-                            &mut planner,
-                            String::new(),
-                        )
-                        .await?,
-                    )
-                }
-            };
         }
         if resumed {
             // An interrupted run may have moved a batch and died before its events were
@@ -1002,6 +1050,16 @@ fn assigned(
     })
 }
 
+/// Who hands over to whom, on whose behalf: what every page of a handover shares.
+#[derive(Clone, Copy)]
+struct Handover<'a> {
+    caller: &'a Principal,
+    credential: &'a Credential,
+    leaver: &'a str,
+    reason: &'a str,
+    heirs: &'a Heirs,
+}
+
 /// A page of a handover, recorded and ready to move.
 struct HandoverBatch {
     /// Per recipient, the conversations moving to them.
@@ -1016,6 +1074,13 @@ struct HandoverBatch {
 
 /// Most publishes waiting for the bus's acknowledgement at once.
 const PUBLISH_IN_FLIGHT: usize = 1_024;
+
+/// Pages of a handover moving in message-store at once.
+const MOVES_IN_FLIGHT: usize = 3;
+
+/// Pages a handover lists and records ahead of its moves (while the export runs): enough
+/// for a book of 200,000, and a bound on what a larger one holds in memory.
+const PREPARED_AHEAD: usize = 400;
 
 /// One step of a handover, timed for its closing log line.
 #[derive(Debug, Clone, Copy)]
