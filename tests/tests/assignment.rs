@@ -1130,7 +1130,7 @@ mod offboarding {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_handover_killed_half_way_is_completed_by_calling_again() {
-        const TOTAL: usize = 2_000;
+        const TOTAL: usize = 4_000;
         let company = Company::start().await;
         let leaver = company.agent("acme", "lan").await;
         let successor = company.agent("acme", "minh").await;

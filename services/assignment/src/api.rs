@@ -1076,7 +1076,7 @@ struct HandoverBatch {
 const PUBLISH_IN_FLIGHT: usize = 1_024;
 
 /// Pages of a handover moving in message-store at once.
-const MOVES_IN_FLIGHT: usize = 3;
+const MOVES_IN_FLIGHT: usize = 2;
 
 /// Pages a handover lists and records ahead of its moves (while the export runs): enough
 /// for a book of 200,000, and a bound on what a larger one holds in memory.
