@@ -1232,18 +1232,32 @@ mod offboarding {
             channel,
             TraceInterceptor::with_bearer(&admin_token).expect("bearer"),
         );
+        // The probe is one ready client asking for a single row, so the replica dies within
+        // a round trip of the first moved page rather than after a full count.
+        let mut probe = admin_store.clone();
         let request = offboard(&leaver, &successor);
         let call = tokio::spawn(async move { doomed.offboard_staff(request).await });
-        let mut moved_before_crash = 0;
         for _ in 0..2_000 {
-            moved_before_crash = owned_by(successor.clone(), admin_token.clone()).await;
-            if moved_before_crash > 0 {
+            let first = probe
+                .list_conversations(giao_proto::messagestore::ListConversationsRequest {
+                    owner_user_id: successor.clone(),
+                    page: Some(giao_proto::common::PageRequest {
+                        page_size: 1,
+                        cursor: String::new(),
+                    }),
+                    ..Default::default()
+                })
+                .await
+                .expect("lists")
+                .into_inner();
+            if !first.conversations.is_empty() {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         runtime.shutdown_background();
         let _ = call.await;
+        let moved_before_crash = owned_by(successor.clone(), admin_token.clone()).await;
         assert!(
             moved_before_crash > 0 && moved_before_crash < TOTAL,
             "the replica died half-way: {moved_before_crash} of {TOTAL} moved"
