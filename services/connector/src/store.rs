@@ -110,7 +110,7 @@ fn from_row(row: Row) -> Account {
 }
 
 /// SQLite numbers parameters `?N`; the statements here are written with PostgreSQL's `$N`.
-fn for_backend(database: &Database, sql: &str) -> String {
+pub(crate) fn for_backend(database: &Database, sql: &str) -> String {
     match database {
         Database::Postgres(_) => sql.to_string(),
         Database::Sqlite(_) => sql.replace('$', "?"),
@@ -120,14 +120,14 @@ fn for_backend(database: &Database, sql: &str) -> String {
 /// Runs the same statement on either pool: `$bind` receives the prepared query as `$q`.
 macro_rules! on_pool {
     ($database:expr, $sql:expr, $make:path, |$q:ident| $bind:expr, $run:ident) => {{
-        let sql = for_backend($database, $sql);
+        let sql = $crate::store::for_backend($database, $sql);
         match $database {
-            Database::Postgres(pool) => {
-                // Built only from constants in this file: no caller text reaches the SQL.
+            giao_storage::Database::Postgres(pool) => {
+                // Built only from constant statements: no caller text reaches the SQL.
                 let $q = $make(sqlx::AssertSqlSafe(sql));
                 $bind.$run(pool).await
             }
-            Database::Sqlite(pool) => {
+            giao_storage::Database::Sqlite(pool) => {
                 let $q = $make(sqlx::AssertSqlSafe(sql));
                 $bind.$run(pool).await
             }
@@ -135,19 +135,22 @@ macro_rules! on_pool {
     }};
     // `execute`: the number of rows affected (the result types differ per backend).
     ($database:expr, $sql:expr, |$q:ident| $bind:expr) => {{
-        let sql = for_backend($database, $sql);
+        let sql = $crate::store::for_backend($database, $sql);
         match $database {
-            Database::Postgres(pool) => {
+            giao_storage::Database::Postgres(pool) => {
                 let $q = sqlx::query(sqlx::AssertSqlSafe(sql));
                 $bind.execute(pool).await.map(|done| done.rows_affected())
             }
-            Database::Sqlite(pool) => {
+            giao_storage::Database::Sqlite(pool) => {
                 let $q = sqlx::query(sqlx::AssertSqlSafe(sql));
                 $bind.execute(pool).await.map(|done| done.rows_affected())
             }
         }
     }};
 }
+
+/// The connector's other stores write their statements the same way.
+pub(crate) use on_pool;
 
 impl AccountStore {
     pub fn new(database: Database) -> Self {

@@ -341,24 +341,11 @@ impl PersonalRuntime {
     ) -> Result<bool, sqlx::Error> {
         let sql = "UPDATE outbound_messages SET state = 'sending', client_message_id = $3, \
                    updated_at = $4 WHERE tenant_id = $1 AND message_id = $2 AND state = 'pending'";
-        let done = match self.inner.ledger.database() {
-            Database::Postgres(pool) => sqlx::query(sql)
-                .bind(tenant)
-                .bind(message_id)
-                .bind(client_id)
-                .bind(now_micros())
-                .execute(pool)
-                .await?
-                .rows_affected(),
-            Database::Sqlite(pool) => sqlx::query(sqlx::AssertSqlSafe(sql.replace('$', "?")))
-                .bind(tenant)
-                .bind(message_id)
-                .bind(client_id)
-                .bind(now_micros())
-                .execute(pool)
-                .await?
-                .rows_affected(),
-        };
+        let done = crate::store::on_pool!(self.inner.ledger.database(), sql, |q| q
+            .bind(tenant)
+            .bind(message_id)
+            .bind(client_id)
+            .bind(now_micros()))?;
         Ok(done == 1)
     }
 
@@ -372,26 +359,12 @@ impl PersonalRuntime {
     ) -> Result<bool, sqlx::Error> {
         let sql = "UPDATE outbound_messages SET state = $4, updated_at = $5 \
                    WHERE tenant_id = $1 AND message_id = $2 AND state = $3";
-        let done = match self.inner.ledger.database() {
-            Database::Postgres(pool) => sqlx::query(sql)
-                .bind(tenant)
-                .bind(message_id)
-                .bind(from)
-                .bind(to)
-                .bind(now_micros())
-                .execute(pool)
-                .await?
-                .rows_affected(),
-            Database::Sqlite(pool) => sqlx::query(sqlx::AssertSqlSafe(sql.replace('$', "?")))
-                .bind(tenant)
-                .bind(message_id)
-                .bind(from)
-                .bind(to)
-                .bind(now_micros())
-                .execute(pool)
-                .await?
-                .rows_affected(),
-        };
+        let done = crate::store::on_pool!(self.inner.ledger.database(), sql, |q| q
+            .bind(tenant)
+            .bind(message_id)
+            .bind(from)
+            .bind(to)
+            .bind(now_micros()))?;
         Ok(done == 1)
     }
 

@@ -1214,32 +1214,15 @@ impl Ledger {
                    failure_code = $5, failure_reason = $6, updated_at = $7 \
                    WHERE tenant_id = $1 AND message_id = $2 AND ($8 = '' OR state = $8)";
         let from = from.unwrap_or_default();
-        let changed = match &self.database {
-            Database::Postgres(pool) => sqlx::query(sql)
-                .bind(tenant)
-                .bind(message_id)
-                .bind(outcome.state)
-                .bind(outcome.external_id)
-                .bind(outcome.code)
-                .bind(outcome.reason)
-                .bind(now_micros())
-                .bind(from)
-                .execute(pool)
-                .await?
-                .rows_affected(),
-            Database::Sqlite(pool) => sqlx::query(sqlx::AssertSqlSafe(sql.replace('$', "?")))
-                .bind(tenant)
-                .bind(message_id)
-                .bind(outcome.state)
-                .bind(outcome.external_id)
-                .bind(outcome.code)
-                .bind(outcome.reason)
-                .bind(now_micros())
-                .bind(from)
-                .execute(pool)
-                .await?
-                .rows_affected(),
-        };
+        let changed = crate::store::on_pool!(&self.database, sql, |q| q
+            .bind(tenant)
+            .bind(message_id)
+            .bind(outcome.state)
+            .bind(outcome.external_id)
+            .bind(outcome.code)
+            .bind(outcome.reason)
+            .bind(now_micros())
+            .bind(from))?;
         Ok(changed)
     }
 }
