@@ -4,11 +4,11 @@
 use giao_proto::events::{AccountStatus, Envelope, envelope::Payload};
 use giao_storage::Database;
 
-use super::{ApplySettings, Store};
+use super::{ApplySettings, Store, batch::Folded, bind_all};
 use crate::{
     domain::{
         clock::{self, ConversationState, Counter, Dims, Fact, FoldSettings, Op},
-        time::{day_of, hour_of},
+        time::hour_of,
     },
     error::Error,
 };
@@ -392,85 +392,17 @@ macro_rules! backend_apply {
                     }
                 }
             }
-            // Each figure goes to its hour and to the daily roll-up of its day. Rows are
-            // written table by table, hourly before daily, each table in key order (as a
-            // batch writes them): two replicas folding events that touch the same rows in
-            // opposite orders would otherwise deadlock on PostgreSQL.
-            let placed = |hour: i64, daily: bool| if daily { day_of(hour) } else { hour };
-            let (mut counts, mut samples, mut facts, mut others) =
-                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            for op in ops {
-                match op {
-                    Op::Count { hour, dims, counter } => counts.push((hour, dims, counter.column())),
-                    Op::Sample { hour, dims, kind, bucket } => {
-                        samples.push((hour, dims, kind.name(), bucket))
-                    }
-                    Op::Fact { hour, dims, fact, conversation_id } => {
-                        facts.push((fact.name(), hour, conversation_id, dims))
-                    }
-                    other => others.push(other),
-                }
-            }
-            for (table, daily) in [("hourly", false), ("daily", true)] {
-                let mut rows: Vec<_> = counts
-                    .iter()
-                    .map(|(hour, dims, column)| (placed(*hour, daily), dims, *column))
-                    .collect();
-                rows.sort();
-                for (at, dims, column) in rows {
-                    bind_row!(sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "INSERT INTO {table} (tenant_id, hour, user_id, team_id, channel_account_id, lead_source, {column}) \
-                         VALUES ($1, $2, $3, $4, $5, $6, 1) \
-                         ON CONFLICT (tenant_id, user_id, hour, team_id, channel_account_id, lead_source) \
-                         DO UPDATE SET {column} = {table}.{column} + 1"
-                    ))), tenant, at, dims)
+            // Figures go through the batch's writer (its hours, their daily roll-ups, one
+            // lock order for every replica); the clocks' own rows follow.
+            let (figures, others): (Vec<Op>, Vec<Op>) = ops.into_iter().partition(|op| {
+                matches!(op, Op::Count { .. } | Op::Sample { .. } | Op::Fact { .. })
+            });
+            let mut folded = Folded::default();
+            folded.add(tenant, figures);
+            for sql in folded.aggregate_statements() {
+                bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.text.clone())), sql)
                     .execute(&mut *tx)
                     .await?;
-                }
-            }
-            for (table, daily) in [("hourly_hist", false), ("daily_hist", true)] {
-                let mut rows: Vec<_> = samples
-                    .iter()
-                    .map(|(hour, dims, kind, bucket)| (placed(*hour, daily), dims, *kind, *bucket))
-                    .collect();
-                rows.sort();
-                for (at, dims, kind, bucket) in rows {
-                    bind_row!(sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "INSERT INTO {table} (tenant_id, hour, user_id, team_id, channel_account_id, lead_source, kind, bucket, count) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1) \
-                         ON CONFLICT (tenant_id, user_id, kind, hour, team_id, channel_account_id, lead_source, bucket) \
-                         DO UPDATE SET count = {table}.count + 1"
-                    ))), tenant, at, dims)
-                    .bind(kind)
-                    .bind(bucket)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
-            for (table, daily) in [("facts", false), ("daily_facts", true)] {
-                let mut rows: Vec<_> = facts
-                    .iter()
-                    .map(|(metric, hour, conversation_id, dims)| {
-                        (*metric, placed(*hour, daily), conversation_id, dims)
-                    })
-                    .collect();
-                rows.sort();
-                for (metric, at, conversation_id, dims) in rows {
-                    sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "INSERT INTO {table} (tenant_id, metric, user_id, hour, conversation_id, team_id, channel_account_id, lead_source) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING"
-                    )))
-                    .bind(tenant)
-                    .bind(metric)
-                    .bind(&dims.user_id)
-                    .bind(at)
-                    .bind(conversation_id)
-                    .bind(&dims.team_id)
-                    .bind(&dims.channel_account_id)
-                    .bind(&dims.lead_source)
-                    .execute(&mut *tx)
-                    .await?;
-                }
             }
             for op in others {
                 match op {
@@ -522,19 +454,6 @@ macro_rules! backend_apply {
             tx.commit().await?;
             Ok(true)
         }
-    };
-}
-
-/// Binds the key of an hourly or daily row: tenant, hour or day, and dimensions.
-macro_rules! bind_row {
-    ($query:expr, $tenant:expr, $at:expr, $dims:expr) => {
-        $query
-            .bind($tenant)
-            .bind($at)
-            .bind(&$dims.user_id)
-            .bind(&$dims.team_id)
-            .bind(&$dims.channel_account_id)
-            .bind(&$dims.lead_source)
     };
 }
 

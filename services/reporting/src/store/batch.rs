@@ -42,7 +42,7 @@ struct Daily {
 }
 
 #[derive(Default)]
-struct Folded {
+pub(super) struct Folded {
     counters: Counters,
     samples: Samples,
     facts: Facts,
@@ -87,7 +87,104 @@ impl Folded {
         daily
     }
 
-    fn add(&mut self, tenant: &str, ops: Vec<Op>) {
+    /// The statements that add the folded figures to their hours and to the daily roll-ups
+    /// of their days: table by table, hourly before daily, each in key order, so that two
+    /// replicas writing overlapping rows take their locks in the same order (PostgreSQL
+    /// would otherwise deadlock them).
+    pub(super) fn aggregate_statements(&self) -> Vec<Sql> {
+        let mut statements = Vec::new();
+        // Each figure goes to its hour and to the daily roll-up of its day.
+        let daily = self.daily();
+        let columns: Vec<&str> = Counter::ALL
+            .iter()
+            .map(|counter| counter.column())
+            .collect();
+        for (table, rows) in [("hourly", &self.counters), ("daily", &daily.counters)] {
+            let counters: Vec<_> = rows.iter().collect();
+            for chunk in counters.chunks(ROWS) {
+                let mut sql = Sql::default();
+                sql.push(&format!(
+                    "INSERT INTO {table} (tenant_id, hour, user_id, team_id, channel_account_id, lead_source, {}) VALUES ",
+                    columns.join(", ")
+                ));
+                values(&mut sql, chunk, |sql, ((tenant, hour, key), counts)| {
+                    sql.text(tenant).push(", ").int(*hour).push(", ");
+                    dims(sql, key);
+                    for count in counts.iter() {
+                        sql.push(", ").int(*count);
+                    }
+                });
+                let updates: Vec<String> = columns
+                    .iter()
+                    .map(|column| format!("{column} = {table}.{column} + excluded.{column}"))
+                    .collect();
+                sql.push(&format!(
+                    " ON CONFLICT (tenant_id, user_id, hour, team_id, channel_account_id, lead_source) DO UPDATE SET {}",
+                    updates.join(", ")
+                ));
+                statements.push(sql);
+            }
+        }
+        for (table, rows) in [
+            ("hourly_hist", &self.samples),
+            ("daily_hist", &daily.samples),
+        ] {
+            let samples: Vec<_> = rows.iter().collect();
+            for chunk in samples.chunks(ROWS) {
+                let mut sql = Sql::default();
+                sql.push(&format!("INSERT INTO {table} (tenant_id, hour, user_id, team_id, channel_account_id, lead_source, kind, bucket, count) VALUES "));
+                values(
+                    &mut sql,
+                    chunk,
+                    |sql, ((tenant, hour, key, kind, bucket), count)| {
+                        sql.text(tenant).push(", ").int(*hour).push(", ");
+                        dims(sql, key);
+                        sql.push(", ")
+                            .text(kind)
+                            .push(", ")
+                            .int(*bucket)
+                            .push(", ")
+                            .int(**count);
+                    },
+                );
+                sql.push(&format!(" ON CONFLICT (tenant_id, user_id, kind, hour, team_id, channel_account_id, lead_source, bucket) DO UPDATE SET count = {table}.count + excluded.count"));
+                statements.push(sql);
+            }
+        }
+        for (table, rows) in [("facts", &self.facts), ("daily_facts", &daily.facts)] {
+            let facts: Vec<_> = rows.iter().collect();
+            for chunk in facts.chunks(ROWS) {
+                let mut sql = Sql::default();
+                sql.push(&format!("INSERT INTO {table} (tenant_id, metric, user_id, hour, conversation_id, team_id, channel_account_id, lead_source) VALUES "));
+                values(
+                    &mut sql,
+                    chunk,
+                    |sql, (tenant, metric, hour, conversation, key)| {
+                        sql.text(tenant)
+                            .push(", ")
+                            .text(metric)
+                            .push(", ")
+                            .text(&key.user_id)
+                            .push(", ")
+                            .int(*hour)
+                            .push(", ")
+                            .text(conversation)
+                            .push(", ")
+                            .text(&key.team_id)
+                            .push(", ")
+                            .text(&key.channel_account_id)
+                            .push(", ")
+                            .text(&key.lead_source);
+                    },
+                );
+                sql.push(" ON CONFLICT DO NOTHING");
+                statements.push(sql);
+            }
+        }
+        statements
+    }
+
+    pub(super) fn add(&mut self, tenant: &str, ops: Vec<Op>) {
         for op in ops {
             match op {
                 Op::Count {
@@ -390,80 +487,10 @@ macro_rules! backend_fold {
                 folded.add(&envelope.tenant_id, ops);
             }
 
-            // Each figure goes to its hour and to the daily roll-up of its day.
-            let daily = folded.daily();
-            let columns: Vec<&str> = Counter::ALL.iter().map(|counter| counter.column()).collect();
-            for (table, rows) in [("hourly", &folded.counters), ("daily", &daily.counters)] {
-                let counters: Vec<_> = rows.iter().collect();
-                for chunk in counters.chunks(ROWS) {
-                    let mut sql = Sql::default();
-                    sql.push(&format!(
-                        "INSERT INTO {table} (tenant_id, hour, user_id, team_id, channel_account_id, lead_source, {}) VALUES ",
-                        columns.join(", ")
-                    ));
-                    values(&mut sql, chunk, |sql, ((tenant, hour, key), counts)| {
-                        sql.text(tenant).push(", ").int(*hour).push(", ");
-                        dims(sql, key);
-                        for count in counts.iter() {
-                            sql.push(", ").int(*count);
-                        }
-                    });
-                    let updates: Vec<String> = columns
-                        .iter()
-                        .map(|column| format!("{column} = {table}.{column} + excluded.{column}"))
-                        .collect();
-                    sql.push(&format!(
-                        " ON CONFLICT (tenant_id, user_id, hour, team_id, channel_account_id, lead_source) DO UPDATE SET {}",
-                        updates.join(", ")
-                    ));
-                    bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.text.clone())), sql)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-            }
-            for (table, rows) in [("hourly_hist", &folded.samples), ("daily_hist", &daily.samples)] {
-                let samples: Vec<_> = rows.iter().collect();
-                for chunk in samples.chunks(ROWS) {
-                    let mut sql = Sql::default();
-                    sql.push(&format!("INSERT INTO {table} (tenant_id, hour, user_id, team_id, channel_account_id, lead_source, kind, bucket, count) VALUES "));
-                    values(&mut sql, chunk, |sql, ((tenant, hour, key, kind, bucket), count)| {
-                        sql.text(tenant).push(", ").int(*hour).push(", ");
-                        dims(sql, key);
-                        sql.push(", ").text(kind).push(", ").int(*bucket).push(", ").int(**count);
-                    });
-                    sql.push(&format!(" ON CONFLICT (tenant_id, user_id, kind, hour, team_id, channel_account_id, lead_source, bucket) DO UPDATE SET count = {table}.count + excluded.count"));
-                    bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.text.clone())), sql)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-            }
-            for (table, rows) in [("facts", &folded.facts), ("daily_facts", &daily.facts)] {
-                let facts: Vec<_> = rows.iter().collect();
-                for chunk in facts.chunks(ROWS) {
-                    let mut sql = Sql::default();
-                    sql.push(&format!("INSERT INTO {table} (tenant_id, metric, user_id, hour, conversation_id, team_id, channel_account_id, lead_source) VALUES "));
-                    values(&mut sql, chunk, |sql, (tenant, metric, hour, conversation, key)| {
-                        sql.text(tenant)
-                            .push(", ")
-                            .text(metric)
-                            .push(", ")
-                            .text(&key.user_id)
-                            .push(", ")
-                            .int(*hour)
-                            .push(", ")
-                            .text(conversation)
-                            .push(", ")
-                            .text(&key.team_id)
-                            .push(", ")
-                            .text(&key.channel_account_id)
-                            .push(", ")
-                            .text(&key.lead_source);
-                    });
-                    sql.push(" ON CONFLICT DO NOTHING");
-                    bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.text.clone())), sql)
-                        .execute(&mut *tx)
-                        .await?;
-                }
+            for sql in folded.aggregate_statements() {
+                bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql.text.clone())), sql)
+                    .execute(&mut *tx)
+                    .await?;
             }
             let waits: Vec<_> = folded.new_waits.iter().collect();
             for chunk in waits.chunks(ROWS) {
