@@ -415,3 +415,21 @@ pub async fn assignment_config(
         ..Default::default()
     }
 }
+
+/// A durable subscription named `durable` to every `event_type` event on `bus`, for a test to
+/// read what the services published (unacknowledged deliveries come back after 30 s).
+pub async fn subscribe_events(
+    bus: &dyn giao_bus::EventBus,
+    durable: &str,
+    event_type: &str,
+) -> giao_bus::DeliveryStream {
+    bus.subscribe(giao_bus::ConsumerSpec {
+        durable_name: durable.into(),
+        filter_subjects: vec![giao_bus::envelope::subject_filter(event_type)],
+        ack_wait: Duration::from_secs(30),
+        max_deliver: None,
+        inactive_threshold: None,
+    })
+    .await
+    .expect("subscribes")
+}

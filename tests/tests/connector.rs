@@ -230,16 +230,12 @@ async fn accounts(backend: BackendKind) {
 
     // Each transition was published as AccountStatusChanged: created connected, then disabled.
     let bus = giao_bus::connect(&backend.bus).await.expect("bus");
-    let mut stream = bus
-        .subscribe(giao_bus::ConsumerSpec {
-            durable_name: "test-account-status".into(),
-            filter_subjects: vec![giao_bus::envelope::subject_filter("account_status_changed")],
-            ack_wait: Duration::from_secs(30),
-            max_deliver: None,
-            inactive_threshold: None,
-        })
-        .await
-        .expect("subscribes");
+    let mut stream = giao_tests::subscribe_events(
+        bus.as_ref(),
+        "test-account-status",
+        "account_status_changed",
+    )
+    .await;
     let mut transitions = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while transitions.len() < 2 && tokio::time::Instant::now() < deadline {
@@ -1479,16 +1475,8 @@ async fn oa_media_profiles_and_rate_limits(backend: BackendKind) {
         connector.metrics_addr.expect("HTTP listener")
     );
     let bus = giao_bus::connect(&backend.bus).await.expect("bus");
-    let mut follows = bus
-        .subscribe(giao_bus::ConsumerSpec {
-            durable_name: "test-follows".into(),
-            filter_subjects: vec![giao_bus::envelope::subject_filter("follow_changed")],
-            ack_wait: Duration::from_secs(30),
-            max_deliver: None,
-            inactive_threshold: None,
-        })
-        .await
-        .expect("subscribes");
+    let mut follows =
+        giao_tests::subscribe_events(bus.as_ref(), "test-follows", "follow_changed").await;
 
     // A new customer writes: their contact carries their Zalo name, fetched once.
     sim.set_profile(
@@ -2662,16 +2650,9 @@ async fn oa_pacing_holds_across_replicas(backend: BackendKind) {
     let account = connect_oa(&r1, &sim).await;
 
     let bus = giao_bus::connect(&backend.bus).await.expect("bus");
-    let mut deliveries = bus
-        .subscribe(giao_bus::ConsumerSpec {
-            durable_name: "test-pacing-deliveries".into(),
-            filter_subjects: vec![giao_bus::envelope::subject_filter("delivery_updated")],
-            ack_wait: Duration::from_secs(30),
-            max_deliver: None,
-            inactive_threshold: None,
-        })
-        .await
-        .expect("subscribes");
+    let mut deliveries =
+        giao_tests::subscribe_events(bus.as_ref(), "test-pacing-deliveries", "delivery_updated")
+            .await;
     let publisher = giao_bus::envelope::EventPublisher::new(bus.clone(), "test");
     let texts: Vec<String> = (0..REPLIES).map(|n| format!("Tin nhắn số {n}")).collect();
     for (n, text) in texts.iter().enumerate() {

@@ -135,16 +135,12 @@ async fn status_published(
     status: AccountStatus,
 ) -> giao_proto::events::AccountStatusChanged {
     let bus = giao_bus::connect(&backend.bus).await.expect("bus");
-    let mut stream = bus
-        .subscribe(giao_bus::ConsumerSpec {
-            durable_name: format!("test-personal-status-{}", uuid::Uuid::new_v4().simple()),
-            filter_subjects: vec![giao_bus::envelope::subject_filter("account_status_changed")],
-            ack_wait: Duration::from_secs(30),
-            max_deliver: None,
-            inactive_threshold: None,
-        })
-        .await
-        .expect("subscribes");
+    let mut stream = giao_tests::subscribe_events(
+        bus.as_ref(),
+        &format!("test-personal-status-{}", uuid::Uuid::new_v4().simple()),
+        "account_status_changed",
+    )
+    .await;
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut seen = Vec::new();
     while tokio::time::Instant::now() < deadline {
