@@ -544,7 +544,8 @@ pub async fn count_moves_from(
 }
 
 /// Appends each change unless the same move (conversation, from, to, reason) is already
-/// recorded: a resumed handover re-records the batch it was in when it died.
+/// recorded: a resumed handover re-records the batch it was in when it died, and the event
+/// consumer and the drain may apply one routing decision at the same moment.
 pub async fn record_changes_once(
     database: &Database,
     tenant_id: &str,
@@ -558,8 +559,24 @@ pub async fn record_changes_once(
                  AND previous_owner IS NOT DISTINCT FROM $5 AND reason = $7)";
     match database {
         Database::Postgres(pool) => {
-            let mut connection = pool.acquire().await?;
-            record_changes_once_pg(&mut connection, tenant_id, changes).await?;
+            // The duplicate check reads before it writes, so two callers recording the same
+            // move at once would both see nothing: a per-conversation lock (held to commit)
+            // makes the second wait and then see the first's row.
+            let mut tx = pool.begin().await?;
+            let mut conversations: Vec<&str> = changes
+                .iter()
+                .map(|change| change.conversation_id.as_str())
+                .collect();
+            conversations.sort_unstable();
+            conversations.dedup();
+            for conversation_id in conversations {
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7105))")
+                    .bind(format!("history:{tenant_id}:{conversation_id}"))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            record_changes_once_pg(&mut tx, tenant_id, changes).await?;
+            tx.commit().await?;
         }
         Database::Sqlite(pool) => {
             let sql = sql.replace('$', "?").replace("IS NOT DISTINCT FROM", "IS");
