@@ -318,22 +318,39 @@ impl Api {
     }
 
     /// Lists the leaver's next page (after `cursor`; the first page when it is empty),
-    /// decides who takes each conversation and records it all before anything moves: the
-    /// history (deduplicated), routing's view of owner and customer, the job's progress.
-    /// A crash after this loses nothing: the resumed job moves the same conversations to
-    /// the same people.
+    /// decides who takes each conversation and records it all before anything moves (see
+    /// [`Self::plan_handover_batch`] and [`Self::record_planned_batch`]).
     async fn prepare_handover_batch(
         &self,
         handover: &Handover<'_>,
         planner: &mut Option<TeamPlanner>,
+        recorded: &mut HashSet<String>,
         cursor: String,
     ) -> Result<HandoverBatch, Status> {
+        let planned = self
+            .plan_handover_batch(handover, planner, recorded, cursor)
+            .await?;
+        self.record_planned_batch(handover, planned).await
+    }
+
+    /// Lists the leaver's next page (after `cursor`; the first page when it is empty) and
+    /// decides who takes each conversation. `recorded` holds the conversations this run
+    /// has planned: one listed again (new activity moved it past the cursor) moves again
+    /// but is not in the history twice.
+    async fn plan_handover_batch(
+        &self,
+        handover: &Handover<'_>,
+        planner: &mut Option<TeamPlanner>,
+        recorded: &mut HashSet<String>,
+        cursor: String,
+    ) -> Result<PlannedBatch, Status> {
         let Handover {
             caller,
             credential,
             leaver,
             reason,
             heirs,
+            ..
         } = *handover;
         let mut timings = Timings::default();
         let step = Instant::now();
@@ -378,8 +395,6 @@ impl Api {
             }
             (None, Heirs::Team(_)) => Vec::new(),
         };
-        timings.add(Step::Plan, step);
-        let step = Instant::now();
         let mut changes = Vec::new();
         let mut loads = Vec::new();
         let groups: Vec<(String, Vec<Conversation>)> = groups
@@ -400,16 +415,47 @@ impl Api {
                 (recipient, moving)
             })
             .collect();
-        store::record_handover_batch(&self.database, &caller.tenant_id, leaver, &changes, &loads)
-            .await?;
-        timings.add(Step::Record, step);
-        Ok(HandoverBatch {
-            groups,
-            listed,
-            moving: changes.len(),
-            next_cursor,
-            timings,
+        changes.retain(|change| recorded.insert(change.conversation_id.clone()));
+        timings.add(Step::Plan, step);
+        Ok(PlannedBatch {
+            batch: HandoverBatch {
+                groups,
+                listed,
+                moving: loads.len(),
+                next_cursor,
+                timings,
+            },
+            changes,
+            loads,
         })
+    }
+
+    /// Records a planned page before anything of it moves: the history, routing's view of
+    /// owner and customer, the job's progress. A crash after this loses nothing: the
+    /// resumed job moves the same conversations to the same people. Pages are disjoint, so
+    /// several may be recorded at once.
+    async fn record_planned_batch(
+        &self,
+        handover: &Handover<'_>,
+        planned: PlannedBatch,
+    ) -> Result<HandoverBatch, Status> {
+        let PlannedBatch {
+            mut batch,
+            changes,
+            loads,
+        } = planned;
+        let step = Instant::now();
+        store::record_handover_batch(
+            &self.database,
+            &handover.caller.tenant_id,
+            handover.leaver,
+            &changes,
+            &loads,
+            handover.fresh,
+        )
+        .await?;
+        batch.timings.add(Step::Record, step);
+        Ok(batch)
     }
 
     /// Moves a recorded handover batch in message-store, customers included; how long it
@@ -717,18 +763,48 @@ impl Api {
             leaver: user_id,
             reason: &reason,
             heirs,
+            // The count commits with the history it counts (see `record_handover_batch`).
+            fresh: job.conversations_moved == 0,
         };
+        let mut recorded = HashSet::new();
+        // Three stages: pages are listed and planned one after another (the cursor and the
+        // team planner are sequential), recorded a few at once, then moved a few at once.
+        let (planned, mut to_record) =
+            tokio::sync::mpsc::channel::<PlannedBatch>(RECORDS_IN_FLIGHT);
         let (ready, mut waiting) = tokio::sync::mpsc::channel::<HandoverBatch>(PREPARED_AHEAD);
         let listing = async {
             let mut cursor = String::new();
             loop {
-                let batch = self
-                    .prepare_handover_batch(&handover, &mut planner, cursor)
+                let page = self
+                    .plan_handover_batch(&handover, &mut planner, &mut recorded, cursor)
                     .await?;
-                cursor = batch.next_cursor.clone();
-                // A closed queue means the moves failed; their error is the answer.
-                if ready.send(batch).await.is_err() || cursor.is_empty() {
+                cursor = page.batch.next_cursor.clone();
+                // A closed queue means a later stage failed; its error is the answer.
+                if planned.send(page).await.is_err() || cursor.is_empty() {
                     break;
+                }
+            }
+            drop(planned);
+            Ok::<_, Status>(())
+        };
+        let recording = async {
+            let mut records = futures::stream::FuturesOrdered::new();
+            let mut planned_all = false;
+            loop {
+                tokio::select! {
+                    Some(done) = records.next(), if !records.is_empty() => {
+                        let batch: HandoverBatch = done?;
+                        if ready.send(batch).await.is_err() {
+                            break;
+                        }
+                    }
+                    received = to_record.recv(), if !planned_all && records.len() < RECORDS_IN_FLIGHT => {
+                        match received {
+                            Some(page) => records.push_back(self.record_planned_batch(&handover, page)),
+                            None => planned_all = true,
+                        }
+                    }
+                    else => break,
                 }
             }
             drop(ready);
@@ -781,12 +857,12 @@ impl Api {
             }
             Ok::<_, Status>(())
         };
-        tokio::try_join!(listing, moving)?;
+        tokio::try_join!(listing, recording, moving)?;
         // When the listing ends, first pages are taken until none is left, so a
         // conversation whose new activity moved it ahead of the cursor is handed over too.
         loop {
             let batch = self
-                .prepare_handover_batch(&handover, &mut planner, String::new())
+                .prepare_handover_batch(&handover, &mut planner, &mut recorded, String::new())
                 .await?;
             timings.absorb(&batch.timings);
             if batch.listed == 0 {
@@ -1058,6 +1134,8 @@ struct Handover<'a> {
     leaver: &'a str,
     reason: &'a str,
     heirs: &'a Heirs,
+    /// No earlier run of this job recorded anything: see `store::record_handover_batch`.
+    fresh: bool,
 }
 
 /// A page of a handover, recorded and ready to move.
@@ -1077,6 +1155,18 @@ const PUBLISH_IN_FLIGHT: usize = 1_024;
 
 /// Pages of a handover moving in message-store at once.
 const MOVES_IN_FLIGHT: usize = 2;
+
+/// Pages of a handover being recorded at once.
+const RECORDS_IN_FLIGHT: usize = 2;
+
+/// A listed page with its decisions, not yet recorded.
+struct PlannedBatch {
+    batch: HandoverBatch,
+    /// The history rows to append (without those this run already recorded).
+    changes: Vec<OwnershipChange>,
+    /// Routing's view of each moving conversation.
+    loads: Vec<Load>,
+}
 
 /// Pages a handover lists and records ahead of its moves (while the export runs): enough
 /// for a book of 200,000, and a bound on what a larger one holds in memory.

@@ -575,7 +575,7 @@ pub async fn record_changes_once(
                     .execute(&mut *tx)
                     .await?;
             }
-            record_changes_once_pg(&mut tx, tenant_id, changes).await?;
+            record_changes_pg(&mut tx, tenant_id, changes, true).await?;
             tx.commit().await?;
         }
         Database::Sqlite(pool) => {
@@ -600,11 +600,13 @@ pub async fn record_changes_once(
     Ok(())
 }
 
-/// [`record_changes_once`] on PostgreSQL on the caller's connection or transaction.
-async fn record_changes_once_pg(
+/// Appends changes on PostgreSQL on the caller's connection or transaction; with
+/// `skip_recorded`, as [`record_changes_once`] does.
+async fn record_changes_pg(
     connection: &mut sqlx::PgConnection,
     tenant_id: &str,
     changes: &[OwnershipChange],
+    skip_recorded: bool,
 ) -> Result<(), Error> {
     // Set-based: one statement per batch, so a 100,000-conversation handover is a few
     // hundred statements, not 100,000.
@@ -624,53 +626,67 @@ async fn record_changes_once_pg(
         reasons.push(change.reason.clone());
         times.push(change.at);
     }
-    sqlx::query(
-        "INSERT INTO ownership_changes \
+    const INSERT: &str = "INSERT INTO ownership_changes \
          (id, tenant_id, conversation_id, owner_user_id, previous_owner, actor, reason, at) \
          SELECT u.id, $1, u.conversation_id, u.owner, u.previous, u.actor, u.reason, u.at \
          FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
                      $8::timestamptz[]) \
-           AS u(id, conversation_id, owner, previous, actor, reason, at) \
-         WHERE NOT EXISTS ( \
+           AS u(id, conversation_id, owner, previous, actor, reason, at)";
+    const UNRECORDED: &str = " WHERE NOT EXISTS ( \
            SELECT 1 FROM ownership_changes o WHERE o.tenant_id = $1 \
-           AND o.conversation_id = u.conversation_id \
+           AND o.conversation_id = ANY($3) AND o.conversation_id = u.conversation_id \
            AND o.owner_user_id IS NOT DISTINCT FROM u.owner \
-           AND o.previous_owner IS NOT DISTINCT FROM u.previous AND o.reason = u.reason)",
-    )
-    // Planned with the batch at hand: a cached generic plan can degrade as the history
-    // of a large handover grows.
-    .persistent(false)
-    .bind(tenant_id)
-    .bind(ids)
-    .bind(conversations)
-    .bind(owners)
-    .bind(previous)
-    .bind(actors)
-    .bind(reasons)
-    .bind(times)
-    .execute(&mut *connection)
-    .await?;
+           AND o.previous_owner IS NOT DISTINCT FROM u.previous AND o.reason = u.reason) \
+         ON CONFLICT (id) DO NOTHING";
+    let sql = if skip_recorded {
+        format!("{INSERT}{UNRECORDED}")
+    } else {
+        format!("{INSERT} ON CONFLICT (id) DO NOTHING")
+    };
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        // Planned with the batch at hand: a cached generic plan can degrade as the history
+        // of a large handover grows. `= ANY($3)` bounds the history read to the batch's
+        // conversations (the planner cannot see into UNNEST and would hash all of it).
+        .persistent(false)
+        .bind(tenant_id)
+        .bind(ids)
+        .bind(conversations)
+        .bind(owners)
+        .bind(previous)
+        .bind(actors)
+        .bind(reasons)
+        .bind(times)
+        .execute(&mut *connection)
+        .await?;
     Ok(())
 }
 
 /// Records a handover batch before it moves: the history (deduplicated), routing's view of
 /// owner and customer, and the job's progress, in one transaction on PostgreSQL (one commit
 /// per batch).
+///
+/// `fresh` says no earlier run of this job recorded anything (its count was zero when this
+/// run took the job's lock). The count commits with the history, so on PostgreSQL a fresh
+/// run has no earlier rows to skip and appends without reading the history back: that read
+/// was a third of a 100,000-conversation handover, and the planner, blind to the rows the
+/// handover itself is adding, chose to scan the tenant's whole history for it. The caller
+/// keeps a repeat within its own run out of `changes`.
 pub async fn record_handover_batch(
     database: &Database,
     tenant_id: &str,
     leaver: &str,
     changes: &[OwnershipChange],
     loads: &[routing::Load],
+    fresh: bool,
 ) -> Result<(), Error> {
-    if changes.is_empty() {
+    if changes.is_empty() && loads.is_empty() {
         return Ok(());
     }
     let recorded = i64::try_from(changes.len()).unwrap_or(i64::MAX);
     match database {
         Database::Postgres(pool) => {
             let mut tx = pool.begin().await?;
-            record_changes_once_pg(&mut tx, tenant_id, changes).await?;
+            record_changes_pg(&mut tx, tenant_id, changes, !fresh).await?;
             routing::record_owners_pg(&mut tx, tenant_id, loads, Utc::now().timestamp_micros())
                 .await?;
             sqlx::query(

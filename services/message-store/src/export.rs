@@ -266,72 +266,148 @@ async fn write_all(
         _ => Vec::new(),
     };
     let mut seen: std::collections::HashSet<Uuid> = contact_ids.iter().copied().collect();
+    // Each next page is read while the current one is written: the export is a chain of
+    // round trips, and overlapping them keeps a handover's wait for it short.
+    let mut conversations = store.list_conversations(&caller.tenant_id, &filter).await?;
     loop {
-        let conversations = store.list_conversations(&caller.tenant_id, &filter).await?;
-        // A page's histories come in one pass, conversation by conversation in id order.
-        let mut page: Vec<&ConversationRecord> = conversations.iter().collect();
-        page.sort_by_key(|conversation| conversation.id);
-        let ids: Vec<Uuid> = page.iter().map(|conversation| conversation.id).collect();
-        let mut messages = store.histories(&caller.tenant_id, &ids).peekable();
-        for conversation in page {
-            writer.line(conversation_line(conversation)).await?;
-            writer.manifest.conversations += 1;
-            if let Some(contact_id) = conversation.contact_id
-                && seen.insert(contact_id)
-            {
-                contact_ids.push(contact_id);
-            }
-            while let Some(next) = std::pin::Pin::new(&mut messages).peek().await {
-                let belongs = match next {
-                    Ok(message) => message.conversation_id == conversation.id,
-                    Err(_) => true,
-                };
-                if !belongs {
-                    break;
-                }
-                let Some(message) = messages.next().await else {
-                    break;
-                };
-                let message = message?;
-                if range.is_none_or(|range| {
-                    message.sent_at >= range.start && message.sent_at < range.end
-                }) {
-                    writer.line(message_line(&message)).await?;
-                    writer.manifest.messages += 1;
-                }
-            }
-        }
-        drop(messages);
-        match conversations.last() {
-            Some(last) if conversations.len() as u32 >= PAGE => {
-                filter.after = Some(Position {
+        let next_filter = match conversations.last() {
+            Some(last) if conversations.len() as u32 >= PAGE => Some(ConversationFilter {
+                after: Some(Position {
                     at: last.last_activity_at,
                     id: last.id,
-                });
+                }),
+                ..filter.clone()
+            }),
+            _ => None,
+        };
+        let next_page = async {
+            match &next_filter {
+                Some(next) => store
+                    .list_conversations(&caller.tenant_id, next)
+                    .await
+                    .map(Some),
+                None => Ok(None),
             }
-            _ => break,
+        };
+        let written = write_conversations(
+            store,
+            &caller.tenant_id,
+            &conversations,
+            range,
+            writer,
+            &mut contact_ids,
+            &mut seen,
+        );
+        let (next_page, written) = tokio::join!(next_page, written);
+        written?;
+        match next_page? {
+            Some(page) => conversations = page,
+            None => break,
         }
     }
-    for chunk in contact_ids.chunks(PAGE as usize) {
-        let contacts = store.contacts(&caller.tenant_id, chunk).await?;
-        let notes = store.notes_of(&caller.tenant_id, chunk).await?;
-        let known: std::collections::HashSet<Uuid> =
-            contacts.iter().map(|contact| contact.id).collect();
-        let mut notes = notes.iter().peekable();
-        for contact in &contacts {
-            writer.line(contact_line(contact)).await?;
-            writer.manifest.contacts += 1;
-            // Notes come grouped by contact in chunk order; those of a contact that no
-            // longer exists are skipped.
-            while notes
-                .next_if(|note| !known.contains(&note.contact_id))
-                .is_some()
-            {}
-            while let Some(note) = notes.next_if(|note| note.contact_id == contact.id) {
-                writer.line(note_line(note)).await?;
-                writer.manifest.notes += 1;
+    let mut chunks = contact_ids.chunks(PAGE as usize);
+    let mut current = match chunks.next() {
+        Some(chunk) => Some(contacts_with_notes(store, &caller.tenant_id, chunk).await?),
+        None => None,
+    };
+    while let Some((contacts, notes)) = current.take() {
+        let next = async {
+            match chunks.next() {
+                Some(chunk) => contacts_with_notes(store, &caller.tenant_id, chunk)
+                    .await
+                    .map(Some),
+                None => Ok(None),
             }
-        }
+        };
+        let (next, written) = tokio::join!(next, write_contacts(&contacts, &notes, writer));
+        written?;
+        current = next?;
     }
     writer.flush().await
+}
+
+/// One page of conversations, each followed by its messages (in `range`); notes the
+/// contacts met for the first time.
+async fn write_conversations(
+    store: &Arc<dyn Store>,
+    tenant_id: &str,
+    conversations: &[ConversationRecord],
+    range: Option<Range>,
+    writer: &mut Writer,
+    contact_ids: &mut Vec<Uuid>,
+    seen: &mut std::collections::HashSet<Uuid>,
+) -> Result<(), Error> {
+    // A page's histories come in one pass, conversation by conversation in id order.
+    let mut page: Vec<&ConversationRecord> = conversations.iter().collect();
+    page.sort_by_key(|conversation| conversation.id);
+    let ids: Vec<Uuid> = page.iter().map(|conversation| conversation.id).collect();
+    let mut messages = store.histories(tenant_id, &ids).peekable();
+    for conversation in page {
+        writer.line(conversation_line(conversation)).await?;
+        writer.manifest.conversations += 1;
+        if let Some(contact_id) = conversation.contact_id
+            && seen.insert(contact_id)
+        {
+            contact_ids.push(contact_id);
+        }
+        while let Some(next) = std::pin::Pin::new(&mut messages).peek().await {
+            let belongs = match next {
+                Ok(message) => message.conversation_id == conversation.id,
+                Err(_) => true,
+            };
+            if !belongs {
+                break;
+            }
+            let Some(message) = messages.next().await else {
+                break;
+            };
+            let message = message?;
+            if range
+                .is_none_or(|range| message.sent_at >= range.start && message.sent_at < range.end)
+            {
+                writer.line(message_line(&message)).await?;
+                writer.manifest.messages += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A chunk of contacts and their notes.
+async fn contacts_with_notes(
+    store: &Arc<dyn Store>,
+    tenant_id: &str,
+    chunk: &[Uuid],
+) -> Result<(Vec<ContactRecord>, Vec<NoteRecord>), Error> {
+    let (contacts, notes) = tokio::join!(
+        store.contacts(tenant_id, chunk),
+        store.notes_of(tenant_id, chunk)
+    );
+    Ok((contacts?, notes?))
+}
+
+/// Contacts, each followed by its notes.
+async fn write_contacts(
+    contacts: &[ContactRecord],
+    notes: &[NoteRecord],
+    writer: &mut Writer,
+) -> Result<(), Error> {
+    let known: std::collections::HashSet<Uuid> =
+        contacts.iter().map(|contact| contact.id).collect();
+    let mut notes = notes.iter().peekable();
+    for contact in contacts {
+        writer.line(contact_line(contact)).await?;
+        writer.manifest.contacts += 1;
+        // Notes come grouped by contact in chunk order; those of a contact that no longer
+        // exists are skipped.
+        while notes
+            .next_if(|note| !known.contains(&note.contact_id))
+            .is_some()
+        {}
+        while let Some(note) = notes.next_if(|note| note.contact_id == contact.id) {
+            writer.line(note_line(note)).await?;
+            writer.manifest.notes += 1;
+        }
+    }
+    Ok(())
 }

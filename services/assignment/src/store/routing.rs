@@ -737,7 +737,10 @@ pub async fn record_owners_pg(
         return Ok(());
     }
     // Each statement is planned with the batch at hand (`persistent(false)`): a cached
-    // generic plan may scan the whole tenant for every batch of a large handover.
+    // generic plan may scan the whole tenant for every batch of a large handover. The joins
+    // on the batch also name its keys as `= ANY(...)`: the planner cannot see into UNNEST,
+    // and without that bound it hashes the whole tenant's table for each batch (quadratic
+    // over a 100,000-conversation handover).
     let column = |f: fn(&Load) -> String| loads.iter().map(f).collect::<Vec<String>>();
     let conversations = column(|l| l.conversation_id.clone());
     let contacts = column(|l| l.contact_id.clone());
@@ -776,7 +779,7 @@ pub async fn record_owners_pg(
     sqlx::query(
         "UPDATE sla_clocks s SET owner_user_id = COALESCE(u.o, ''), team_id = u.t \
          FROM UNNEST($2::text[], $3::text[], $4::text[]) AS u(c, o, t) \
-         WHERE s.tenant_id = $1 AND s.conversation_id = u.c",
+         WHERE s.tenant_id = $1 AND s.conversation_id = ANY($2) AND s.conversation_id = u.c",
     )
     .persistent(false)
     .bind(tenant_id)
@@ -788,7 +791,8 @@ pub async fn record_owners_pg(
     sqlx::query(
         "UPDATE reminders r SET user_id = u.o \
          FROM UNNEST($2::text[], $3::text[]) AS u(c, o) \
-         WHERE r.tenant_id = $1 AND r.conversation_id = u.c AND u.o IS NOT NULL \
+         WHERE r.tenant_id = $1 AND r.conversation_id = ANY($2) AND r.conversation_id = u.c \
+         AND u.o IS NOT NULL \
          AND r.source <> 'manual' AND r.fired_at_us IS NULL",
     )
     .persistent(false)

@@ -201,7 +201,8 @@ impl PostgresStore {
         self.notes_with_versions(rows).await
     }
 
-    /// Every note of several contacts in one query, grouped in the order of `contact_ids`.
+    /// Every note of several contacts in one query, grouped in the order of `contact_ids`
+    /// (bounded by `= ANY` as in `fetch_contacts_by_ids`).
     pub(super) async fn fetch_notes_of(
         &self,
         tenant_id: &str,
@@ -210,7 +211,8 @@ impl PostgresStore {
         let rows: Vec<NoteRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {NOTE_COLUMNS} FROM notes n \
              JOIN UNNEST($2::uuid[]) WITH ORDINALITY AS w(wanted_id, position) ON w.wanted_id = n.contact_id \
-             WHERE n.tenant_id = $1 ORDER BY w.position, n.created_at DESC, n.id DESC"
+             WHERE n.tenant_id = $1 AND n.contact_id = ANY($2) \
+             ORDER BY w.position, n.created_at DESC, n.id DESC"
         )))
         .bind(tenant_id)
         .bind(contact_ids)

@@ -670,12 +670,14 @@ async fn set_contact_owners(
 ) -> Result<u64, Error> {
     // Rows are locked in id order first: a handover moves several batches at once, and
     // two batches sharing customers must not lock them in opposite orders (a deadlock).
+    // The customers are named as `id = ANY(ARRAY(...))`, an index lookup: as a semi-join
+    // the planner hashes the whole tenant's contacts for every batch.
     Ok(sqlx::query(
         "UPDATE contacts SET owner_user_id = $3 WHERE tenant_id = $1 \
          AND owner_user_id IS DISTINCT FROM $3 AND id = ANY(ARRAY( \
            SELECT id FROM contacts WHERE tenant_id = $1 \
-           AND owner_user_id IS DISTINCT FROM $3 AND id IN (SELECT contact_id \
-             FROM conversations WHERE tenant_id = $1 AND id = ANY($2)) \
+           AND owner_user_id IS DISTINCT FROM $3 AND id = ANY(ARRAY(SELECT contact_id \
+             FROM conversations WHERE tenant_id = $1 AND id = ANY($2))) \
            ORDER BY id FOR UPDATE))",
     )
     .persistent(false)
