@@ -900,14 +900,20 @@ impl Api {
                     .await;
             }
         }
-        publishing.finish().await;
         let step = Instant::now();
         // Counted from the history rather than summed per batch, so a batch whose count was
-        // lost to a crash is still in the report.
-        job.conversations_moved =
-            store::count_moves_from(&self.database, tenant, user_id, &reason).await?;
-        job.contacts_moved =
-            store::count_contacts_moved_from(&self.database, tenant, user_id, &reason).await?;
+        // lost to a crash is still in the report; counted while the last events are
+        // acknowledged, as neither needs the other.
+        let ((), conversations_moved, contacts_moved) = tokio::try_join!(
+            async {
+                publishing.finish().await;
+                Ok(())
+            },
+            store::count_moves_from(&self.database, tenant, user_id, &reason),
+            store::count_contacts_moved_from(&self.database, tenant, user_id, &reason),
+        )?;
+        job.conversations_moved = conversations_moved;
+        job.contacts_moved = contacts_moved;
         // Pending reminders and shifts go to the successor; across a team, a reminder goes
         // to whoever now has its conversation (or customer), and shifts and other reminders
         // to the team's deputy. The two moves and their count are not one transaction: a
