@@ -2599,6 +2599,26 @@ async fn unknown_ids_name_their_field(kind: BackendKind) {
         "conversation_ids[1]",
         "SetConversationOwner with one unknown id",
     );
+    assert_not_found(
+        admin
+            .set_conversation_owner(SetConversationOwnerRequest {
+                conversation_ids: vec![unknown.clone(), conversation_id.clone()],
+                owner_user_id: "u-agent".into(),
+                with_contacts: true,
+                ..Default::default()
+            })
+            .await,
+        "conversation_ids[0]",
+        "SetConversationOwner of conversations and customers with one unknown id",
+    );
+    let customer = admin
+        .get_contact(GetContactRequest {
+            contact_id: contact_id.clone(),
+        })
+        .await
+        .expect("contact")
+        .into_inner();
+    assert_eq!(customer.owner_user_id, "", "the customer did not move");
     // Nothing of the refused calls was written.
     let conversation = admin
         .get_conversation(GetConversationRequest {

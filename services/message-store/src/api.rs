@@ -39,7 +39,7 @@ use crate::{
     },
     error::Error,
     ingest::Ingestor,
-    store::{self, Store},
+    store::{self, OwnerSet, Store},
 };
 
 #[derive(Clone)]
@@ -772,32 +772,30 @@ impl MessageStoreService for Api {
             .enumerate()
             .map(|(index, raw)| parse_id(&format!("conversation_ids[{index}]"), raw))
             .collect::<Result<Vec<_>, _>>()?;
-        // Unknown (or other tenants') ids change nothing and are reported, never half-applied.
-        let unknown = self
-            .store
-            .unknown_conversations(&caller.tenant_id, &ids)
-            .await?;
-        if let Some(index) = ids.iter().position(|id| unknown.contains(id)) {
-            return Err(Error::NotFound {
-                field: format!("conversation_ids[{index}]"),
-                id: request.conversation_ids[index].clone(),
-            }
-            .into());
-        }
         let owner = Some(request.owner_user_id.as_str()).filter(|id| !id.is_empty());
         let team = Some(request.team_id.as_str()).filter(|id| !id.is_empty());
-        // The customers follow their conversations when asked (a handover).
-        let (updated, contacts_updated) = if request.with_contacts {
-            self.store
-                .set_owner_with_contacts(&caller.tenant_id, &ids, owner, team)
-                .await?
-        } else {
-            (
-                self.store
-                    .set_owner(&caller.tenant_id, &ids, owner, team)
-                    .await?,
-                0,
-            )
+        // The customers follow their conversations when asked (a handover). Unknown (or
+        // other tenants') ids change nothing and are reported, never half-applied.
+        let (updated, contacts_updated) = match self
+            .store
+            .set_owner_checked(&caller.tenant_id, &ids, owner, team, request.with_contacts)
+            .await?
+        {
+            OwnerSet::Updated {
+                conversations,
+                contacts,
+            } => (conversations, contacts),
+            OwnerSet::Unknown(unknown) => {
+                let index = ids
+                    .iter()
+                    .position(|id| unknown.contains(id))
+                    .unwrap_or_default();
+                return Err(Error::NotFound {
+                    field: format!("conversation_ids[{index}]"),
+                    id: request.conversation_ids[index].clone(),
+                }
+                .into());
+            }
         };
         Ok(Response::new(SetConversationOwnerResponse {
             updated: u32::try_from(updated).unwrap_or(u32::MAX),

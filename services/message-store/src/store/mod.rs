@@ -30,6 +30,15 @@ use crate::{
     error::Error,
 };
 
+/// What [`Store::set_owner_checked`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnerSet {
+    /// How many conversations and customers were updated.
+    Updated { conversations: u64, contacts: u64 },
+    /// These ids are not the tenant's conversations; nothing changed.
+    Unknown(Vec<Uuid>),
+}
+
 pub trait Store: Send + Sync + 'static {
     /// Stores a message idempotently on (tenant, channel account, external message id),
     /// creating its conversation on first sight, in one transaction.
@@ -179,6 +188,41 @@ pub trait Store: Send + Sync + 'static {
         conversation_ids: &'a [Uuid],
         owner_user_id: Option<&'a str>,
     ) -> BoxFuture<'a, Result<u64, Error>>;
+
+    /// Sets the owner (and team) of conversations, with their customers when asked, all or
+    /// nothing: `Unknown` names the ids that are not the tenant's conversations, and then
+    /// nothing changed. The default checks first; a backend may check inside the update.
+    fn set_owner_checked<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        conversation_ids: &'a [Uuid],
+        owner_user_id: Option<&'a str>,
+        team_id: Option<&'a str>,
+        with_contacts: bool,
+    ) -> BoxFuture<'a, Result<OwnerSet, Error>> {
+        Box::pin(async move {
+            let unknown = self
+                .unknown_conversations(tenant_id, conversation_ids)
+                .await?;
+            if !unknown.is_empty() {
+                return Ok(OwnerSet::Unknown(unknown));
+            }
+            let (conversations, contacts) = if with_contacts {
+                self.set_owner_with_contacts(tenant_id, conversation_ids, owner_user_id, team_id)
+                    .await?
+            } else {
+                (
+                    self.set_owner(tenant_id, conversation_ids, owner_user_id, team_id)
+                        .await?,
+                    0,
+                )
+            };
+            Ok(OwnerSet::Updated {
+                conversations,
+                contacts,
+            })
+        })
+    }
 
     /// [`Store::set_owner`] and [`Store::set_contact_owners`] together (one transaction where
     /// the backend can); returns (conversations, contacts) updated.

@@ -3,7 +3,7 @@ use futures::future::BoxFuture;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::Store;
+use super::{OwnerSet, Store};
 use crate::{
     domain::{
         AppendOutcome, ConversationFilter, ConversationRecord, HistoryOrder, HistoryQuery,
@@ -624,6 +624,53 @@ impl Store for PostgresStore {
         Box::pin(async move {
             let mut connection = self.pool.acquire().await?;
             set_contact_owners(&mut connection, tenant_id, conversation_ids, owner_user_id).await
+        })
+    }
+
+    fn set_owner_checked<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        conversation_ids: &'a [Uuid],
+        owner_user_id: Option<&'a str>,
+        team_id: Option<&'a str>,
+        with_contacts: bool,
+    ) -> BoxFuture<'a, Result<OwnerSet, Error>> {
+        Box::pin(async move {
+            // The update answers which ids it found, so the check costs no query of its own
+            // (a handover moves 200 pages this way); an unknown id rolls everything back.
+            let mut tx = self.pool.begin().await?;
+            let found: Vec<Uuid> = sqlx::query_scalar(
+                "UPDATE conversations SET owner_user_id = $3, team_id = $4 \
+                 WHERE tenant_id = $1 AND id = ANY($2) RETURNING id",
+            )
+            .persistent(false)
+            .bind(tenant_id)
+            .bind(conversation_ids)
+            .bind(owner_user_id)
+            .bind(team_id)
+            .fetch_all(&mut *tx)
+            .await?;
+            if found.len() < conversation_ids.len() {
+                tx.rollback().await?;
+                let found: std::collections::HashSet<Uuid> = found.into_iter().collect();
+                return Ok(OwnerSet::Unknown(
+                    conversation_ids
+                        .iter()
+                        .filter(|id| !found.contains(id))
+                        .copied()
+                        .collect(),
+                ));
+            }
+            let contacts = if with_contacts {
+                set_contact_owners(&mut tx, tenant_id, conversation_ids, owner_user_id).await?
+            } else {
+                0
+            };
+            tx.commit().await?;
+            Ok(OwnerSet::Updated {
+                conversations: found.len() as u64,
+                contacts,
+            })
         })
     }
 
