@@ -107,9 +107,17 @@ impl Backend {
 
     /// A fresh, empty database for one service.
     /// Drops this backend's PostgreSQL databases now (for benchmarks that fill them).
+    /// Drops this backend's PostgreSQL databases and its JetStream stream now (benchmarks,
+    /// whose books are large, clean up after themselves).
     pub async fn drop_databases(&mut self) {
         for database in self.postgres.drain(..) {
             giao_testkit::drop_postgres(&database).await;
+        }
+        if self.bus.kind == BusKind::Nats
+            && let Ok(bus) = giao_bus::nats::NatsBus::connect(&self.bus).await
+            && let Err(error) = bus.delete_stream().await
+        {
+            eprintln!("cannot delete the bench's stream {}: {error}", self.bus.stream);
         }
     }
 

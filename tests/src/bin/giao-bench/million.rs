@@ -474,11 +474,8 @@ pub async fn run() -> anyhow::Result<()> {
     );
     store.stop().await?;
     drop(pool_connection);
-    giao_bus::nats::NatsBus::connect(&backend.bus)
-        .await?
-        .delete_stream()
-        .await?;
-    // GIAO_BENCH_KEEP=1 keeps the filled database for a closer look (EXPLAIN and the like).
+    // GIAO_BENCH_KEEP=1 keeps the filled database (and the stream) for a closer look
+    // (EXPLAIN and the like).
     if std::env::var("GIAO_BENCH_KEEP").is_err() {
         backend.drop_databases().await;
     } else {
