@@ -547,15 +547,18 @@ async fn outbound_delivery_and_recall(kind: BackendKind) {
         .message
         .expect("message")
         .conversation_id;
-    admin
+    // An id named twice is one conversation, not an unknown one.
+    let set = admin
         .set_conversation_owner(SetConversationOwnerRequest {
-            conversation_ids: vec![conversation_id.clone()],
+            conversation_ids: vec![conversation_id.clone(), conversation_id.clone()],
             owner_user_id: "u-agent".into(),
             team_id: "team-1".into(),
             ..Default::default()
         })
         .await
-        .expect("owner set");
+        .expect("owner set")
+        .into_inner();
+    assert_eq!(set.updated, 1);
     let mut agent = MessageStoreServiceClient::with_interceptor(
         store.channel().await,
         giao_tests::as_user(TENANT, "u-agent", "agent"),

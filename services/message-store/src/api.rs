@@ -776,9 +776,19 @@ impl MessageStoreService for Api {
         let team = Some(request.team_id.as_str()).filter(|id| !id.is_empty());
         // The customers follow their conversations when asked (a handover). Unknown (or
         // other tenants') ids change nothing and are reported, never half-applied.
+        // An id named twice is one conversation (and counted once).
+        let mut distinct = ids.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
         let (updated, contacts_updated) = match self
             .store
-            .set_owner_checked(&caller.tenant_id, &ids, owner, team, request.with_contacts)
+            .set_owner_checked(
+                &caller.tenant_id,
+                &distinct,
+                owner,
+                team,
+                request.with_contacts,
+            )
             .await?
         {
             OwnerSet::Updated {

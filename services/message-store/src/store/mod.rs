@@ -207,40 +207,20 @@ pub trait Store: Send + Sync + 'static {
             if !unknown.is_empty() {
                 return Ok(OwnerSet::Unknown(unknown));
             }
-            let (conversations, contacts) = if with_contacts {
-                self.set_owner_with_contacts(tenant_id, conversation_ids, owner_user_id, team_id)
+            let conversations = self
+                .set_owner(tenant_id, conversation_ids, owner_user_id, team_id)
+                .await?;
+            // The customers follow their conversations when asked (a handover).
+            let contacts = if with_contacts {
+                self.set_contact_owners(tenant_id, conversation_ids, owner_user_id)
                     .await?
             } else {
-                (
-                    self.set_owner(tenant_id, conversation_ids, owner_user_id, team_id)
-                        .await?,
-                    0,
-                )
+                0
             };
             Ok(OwnerSet::Updated {
                 conversations,
                 contacts,
             })
-        })
-    }
-
-    /// [`Store::set_owner`] and [`Store::set_contact_owners`] together (one transaction where
-    /// the backend can); returns (conversations, contacts) updated.
-    fn set_owner_with_contacts<'a>(
-        &'a self,
-        tenant_id: &'a str,
-        conversation_ids: &'a [Uuid],
-        owner_user_id: Option<&'a str>,
-        team_id: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<(u64, u64), Error>> {
-        Box::pin(async move {
-            let updated = self
-                .set_owner(tenant_id, conversation_ids, owner_user_id, team_id)
-                .await?;
-            let contacts = self
-                .set_contact_owners(tenant_id, conversation_ids, owner_user_id)
-                .await?;
-            Ok((updated, contacts))
         })
     }
 

@@ -650,16 +650,17 @@ impl Store for PostgresStore {
             .bind(team_id)
             .fetch_all(&mut *tx)
             .await?;
-            if found.len() < conversation_ids.len() {
+            // Compared as sets: an id named twice is updated (and answered) once.
+            let updated = found.len() as u64;
+            let found: std::collections::HashSet<Uuid> = found.into_iter().collect();
+            let unknown: Vec<Uuid> = conversation_ids
+                .iter()
+                .filter(|id| !found.contains(id))
+                .copied()
+                .collect();
+            if !unknown.is_empty() {
                 tx.rollback().await?;
-                let found: std::collections::HashSet<Uuid> = found.into_iter().collect();
-                return Ok(OwnerSet::Unknown(
-                    conversation_ids
-                        .iter()
-                        .filter(|id| !found.contains(id))
-                        .copied()
-                        .collect(),
-                ));
+                return Ok(OwnerSet::Unknown(unknown));
             }
             let contacts = if with_contacts {
                 set_contact_owners(&mut tx, tenant_id, conversation_ids, owner_user_id).await?
@@ -668,40 +669,9 @@ impl Store for PostgresStore {
             };
             tx.commit().await?;
             Ok(OwnerSet::Updated {
-                conversations: found.len() as u64,
+                conversations: updated,
                 contacts,
             })
-        })
-    }
-
-    fn set_owner_with_contacts<'a>(
-        &'a self,
-        tenant_id: &'a str,
-        conversation_ids: &'a [Uuid],
-        owner_user_id: Option<&'a str>,
-        team_id: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<(u64, u64), Error>> {
-        Box::pin(async move {
-            // One commit for both: a handover moves a batch and its customers at once.
-            let mut tx = self.pool.begin().await?;
-            let updated = sqlx::query(
-                "UPDATE conversations SET owner_user_id = $3, team_id = $4 \
-                 WHERE tenant_id = $1 AND id = ANY($2)",
-            )
-            // Planned with the ids at hand: a cached generic plan may scan the whole
-            // tenant for every batch of a large handover.
-            .persistent(false)
-            .bind(tenant_id)
-            .bind(conversation_ids)
-            .bind(owner_user_id)
-            .bind(team_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            let contacts =
-                set_contact_owners(&mut tx, tenant_id, conversation_ids, owner_user_id).await?;
-            tx.commit().await?;
-            Ok((updated, contacts))
         })
     }
 
