@@ -162,36 +162,9 @@ pub trait Store: Send + Sync + 'static {
         })
     }
 
-    /// Which of `ids` are not conversations of the tenant. The default asks one by one; a
-    /// backend may answer a whole batch in one query.
-    fn unknown_conversations<'a>(
-        &'a self,
-        tenant_id: &'a str,
-        ids: &'a [Uuid],
-    ) -> BoxFuture<'a, Result<Vec<Uuid>, Error>> {
-        Box::pin(async move {
-            let mut unknown = Vec::new();
-            for id in ids {
-                if self.conversation(tenant_id, *id).await?.is_none() {
-                    unknown.push(*id);
-                }
-            }
-            Ok(unknown)
-        })
-    }
-
-    /// Makes `owner_user_id` the owner of the customers (contacts) of these conversations;
-    /// returns how many contacts changed owner.
-    fn set_contact_owners<'a>(
-        &'a self,
-        tenant_id: &'a str,
-        conversation_ids: &'a [Uuid],
-        owner_user_id: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<u64, Error>>;
-
     /// Sets the owner (and team) of conversations, with their customers when asked, all or
     /// nothing: `Unknown` names the ids that are not the tenant's conversations, and then
-    /// nothing changed. The default checks first; a backend may check inside the update.
+    /// nothing changed. Backends check inside the update, in one transaction.
     fn set_owner_checked<'a>(
         &'a self,
         tenant_id: &'a str,
@@ -199,39 +172,7 @@ pub trait Store: Send + Sync + 'static {
         owner_user_id: Option<&'a str>,
         team_id: Option<&'a str>,
         with_contacts: bool,
-    ) -> BoxFuture<'a, Result<OwnerSet, Error>> {
-        Box::pin(async move {
-            let unknown = self
-                .unknown_conversations(tenant_id, conversation_ids)
-                .await?;
-            if !unknown.is_empty() {
-                return Ok(OwnerSet::Unknown(unknown));
-            }
-            let conversations = self
-                .set_owner(tenant_id, conversation_ids, owner_user_id, team_id)
-                .await?;
-            // The customers follow their conversations when asked (a handover).
-            let contacts = if with_contacts {
-                self.set_contact_owners(tenant_id, conversation_ids, owner_user_id)
-                    .await?
-            } else {
-                0
-            };
-            Ok(OwnerSet::Updated {
-                conversations,
-                contacts,
-            })
-        })
-    }
-
-    /// Sets owner and team of conversations of the tenant; returns how many exist.
-    fn set_owner<'a>(
-        &'a self,
-        tenant_id: &'a str,
-        conversation_ids: &'a [Uuid],
-        owner_user_id: Option<&'a str>,
-        team_id: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<u64, Error>>;
+    ) -> BoxFuture<'a, Result<OwnerSet, Error>>;
 
     /// Sets a conversation's status; answers when its status last changed (now, if this call
     /// changed it), or `None` for an unknown id. Setting the current status changes nothing.

@@ -563,70 +563,6 @@ impl Store for PostgresStore {
         Box::pin(self.fetch_notes_of(tenant_id, contact_ids))
     }
 
-    fn set_owner<'a>(
-        &'a self,
-        tenant_id: &'a str,
-        conversation_ids: &'a [Uuid],
-        owner_user_id: Option<&'a str>,
-        team_id: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<u64, Error>> {
-        Box::pin(async move {
-            // One statement: a bulk reassignment moves all or nothing, and a handover of a
-            // large book is one round trip per batch instead of one per conversation.
-            let updated = sqlx::query(
-                "UPDATE conversations SET owner_user_id = $3, team_id = $4 \
-                 WHERE tenant_id = $1 AND id = ANY($2)",
-            )
-            // Planned with the ids at hand: a cached generic plan may scan the whole
-            // tenant for every batch of a large handover.
-            .persistent(false)
-            .bind(tenant_id)
-            .bind(conversation_ids)
-            .bind(owner_user_id)
-            .bind(team_id)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-            Ok(updated)
-        })
-    }
-
-    fn unknown_conversations<'a>(
-        &'a self,
-        tenant_id: &'a str,
-        ids: &'a [Uuid],
-    ) -> BoxFuture<'a, Result<Vec<Uuid>, Error>> {
-        Box::pin(async move {
-            // One query per batch rather than one per id: a handover checks 500 at a time.
-            let known: Vec<Uuid> = sqlx::query_scalar(
-                "SELECT id FROM conversations WHERE tenant_id = $1 AND id = ANY($2)",
-            )
-            .persistent(false)
-            .bind(tenant_id)
-            .bind(ids)
-            .fetch_all(&self.pool)
-            .await?;
-            let known: std::collections::HashSet<Uuid> = known.into_iter().collect();
-            Ok(ids
-                .iter()
-                .filter(|id| !known.contains(id))
-                .copied()
-                .collect())
-        })
-    }
-
-    fn set_contact_owners<'a>(
-        &'a self,
-        tenant_id: &'a str,
-        conversation_ids: &'a [Uuid],
-        owner_user_id: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<u64, Error>> {
-        Box::pin(async move {
-            let mut connection = self.pool.acquire().await?;
-            set_contact_owners(&mut connection, tenant_id, conversation_ids, owner_user_id).await
-        })
-    }
-
     fn set_owner_checked<'a>(
         &'a self,
         tenant_id: &'a str,
@@ -643,6 +579,8 @@ impl Store for PostgresStore {
                 "UPDATE conversations SET owner_user_id = $3, team_id = $4 \
                  WHERE tenant_id = $1 AND id = ANY($2) RETURNING id",
             )
+            // Planned with the ids at hand: a cached generic plan may scan the whole
+            // tenant for every batch of a large handover.
             .persistent(false)
             .bind(tenant_id)
             .bind(conversation_ids)

@@ -3,7 +3,7 @@ use futures::future::BoxFuture;
 use sqlx::{Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
-use super::Store;
+use super::{OwnerSet, Store};
 use crate::{
     domain::{
         AppendOutcome, ConversationFilter, ConversationRecord, HistoryOrder, HistoryQuery,
@@ -493,19 +493,22 @@ impl Store for SqliteStore {
         })
     }
 
-    fn set_owner<'a>(
+    fn set_owner_checked<'a>(
         &'a self,
         tenant_id: &'a str,
         conversation_ids: &'a [Uuid],
         owner_user_id: Option<&'a str>,
         team_id: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<u64, Error>> {
+        with_contacts: bool,
+    ) -> BoxFuture<'a, Result<OwnerSet, Error>> {
         Box::pin(async move {
-            // One transaction: a bulk reassignment moves all or nothing.
+            // One transaction: a bulk reassignment or a handover page moves all or nothing;
+            // an id the update does not find is unknown, and rolls everything back.
             let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
             let mut updated = 0;
+            let mut unknown = Vec::new();
             for id in conversation_ids {
-                updated += sqlx::query(
+                let found = sqlx::query(
                     "UPDATE conversations SET owner_user_id = ?3, team_id = ?4 WHERE tenant_id = ?1 AND id = ?2",
                 )
                 .bind(tenant_id)
@@ -515,36 +518,36 @@ impl Store for SqliteStore {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+                if found == 0 {
+                    unknown.push(*id);
+                }
+                updated += found;
+            }
+            if !unknown.is_empty() {
+                tx.rollback().await?;
+                return Ok(OwnerSet::Unknown(unknown));
+            }
+            let mut contacts = 0;
+            if with_contacts {
+                for id in conversation_ids {
+                    contacts += sqlx::query(
+                        "UPDATE contacts SET owner_user_id = ?3 WHERE tenant_id = ?1 \
+                         AND owner_user_id IS NOT ?3 AND id = (SELECT contact_id \
+                           FROM conversations WHERE tenant_id = ?1 AND id = ?2)",
+                    )
+                    .bind(tenant_id)
+                    .bind(id)
+                    .bind(owner_user_id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                }
             }
             tx.commit().await?;
-            Ok(updated)
-        })
-    }
-
-    fn set_contact_owners<'a>(
-        &'a self,
-        tenant_id: &'a str,
-        conversation_ids: &'a [Uuid],
-        owner_user_id: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<u64, Error>> {
-        Box::pin(async move {
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-            let mut updated = 0;
-            for id in conversation_ids {
-                updated += sqlx::query(
-                    "UPDATE contacts SET owner_user_id = ?3 WHERE tenant_id = ?1 \
-                     AND owner_user_id IS NOT ?3 AND id = (SELECT contact_id \
-                       FROM conversations WHERE tenant_id = ?1 AND id = ?2)",
-                )
-                .bind(tenant_id)
-                .bind(id)
-                .bind(owner_user_id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            }
-            tx.commit().await?;
-            Ok(updated)
+            Ok(OwnerSet::Updated {
+                conversations: updated,
+                contacts,
+            })
         })
     }
 
