@@ -787,24 +787,15 @@ impl Api {
             drop(planned);
             Ok::<_, Status>(())
         };
+        // Each later stage runs a few pages at once and hands them on in listing order.
         let recording = async {
-            let mut records = futures::stream::FuturesOrdered::new();
-            let mut planned_all = false;
-            loop {
-                tokio::select! {
-                    Some(done) = records.next(), if !records.is_empty() => {
-                        let batch: HandoverBatch = done?;
-                        if ready.send(batch).await.is_err() {
-                            break;
-                        }
-                    }
-                    received = to_record.recv(), if !planned_all && records.len() < RECORDS_IN_FLIGHT => {
-                        match received {
-                            Some(page) => records.push_back(self.record_planned_batch(&handover, page)),
-                            None => planned_all = true,
-                        }
-                    }
-                    else => break,
+            let mut records = futures::stream::poll_fn(|cx| to_record.poll_recv(cx))
+                .map(|page| self.record_planned_batch(&handover, page))
+                .buffered(RECORDS_IN_FLIGHT);
+            while let Some(batch) = records.next().await {
+                // A closed queue means the moves failed; their error is the answer.
+                if ready.send(batch?).await.is_err() {
+                    break;
                 }
             }
             drop(ready);
@@ -833,27 +824,15 @@ impl Api {
             // Pages move a few at a time (disjoint conversations; message-store takes the
             // customers' locks in id order), in listing order, each one's events handed to
             // the publisher once it has moved.
-            let mut moves = futures::stream::FuturesOrdered::new();
-            let mut listed_all = false;
-            loop {
-                tokio::select! {
-                    Some(done) = moves.next(), if !moves.is_empty() => {
-                        let (batch, moved): (HandoverBatch, Duration) = done?;
-                        timings.absorb(&batch.timings);
-                        timings.set_owner += moved;
-                        self.publish_handover_batch(caller, &reason, &batch, &mut publishing)
-                            .await;
-                    }
-                    received = waiting.recv(), if !listed_all && moves.len() < MOVES_IN_FLIGHT => {
-                        match received {
-                            Some(batch) => {
-                                moves.push_back(self.move_listed_batch(credential, &reason, batch));
-                            }
-                            None => listed_all = true,
-                        }
-                    }
-                    else => break,
-                }
+            let mut moves = futures::stream::poll_fn(|cx| waiting.poll_recv(cx))
+                .map(|batch| self.move_listed_batch(credential, &reason, batch))
+                .buffered(MOVES_IN_FLIGHT);
+            while let Some(moved) = moves.next().await {
+                let (batch, moved) = moved?;
+                timings.absorb(&batch.timings);
+                timings.set_owner += moved;
+                self.publish_handover_batch(caller, &reason, &batch, &mut publishing)
+                    .await;
             }
             Ok::<_, Status>(())
         };

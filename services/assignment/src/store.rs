@@ -636,13 +636,9 @@ async fn record_changes_pg(
            SELECT 1 FROM ownership_changes o WHERE o.tenant_id = $1 \
            AND o.conversation_id = ANY($3) AND o.conversation_id = u.conversation_id \
            AND o.owner_user_id IS NOT DISTINCT FROM u.owner \
-           AND o.previous_owner IS NOT DISTINCT FROM u.previous AND o.reason = u.reason) \
-         ON CONFLICT (id) DO NOTHING";
-    let sql = if skip_recorded {
-        format!("{INSERT}{UNRECORDED}")
-    } else {
-        format!("{INSERT} ON CONFLICT (id) DO NOTHING")
-    };
+           AND o.previous_owner IS NOT DISTINCT FROM u.previous AND o.reason = u.reason)";
+    let unrecorded = if skip_recorded { UNRECORDED } else { "" };
+    let sql = format!("{INSERT}{unrecorded} ON CONFLICT (id) DO NOTHING");
     sqlx::query(sqlx::AssertSqlSafe(sql))
         // Planned with the batch at hand: a cached generic plan can degrade as the history
         // of a large handover grows. `= ANY($3)` bounds the history read to the batch's
