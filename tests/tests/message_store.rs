@@ -1452,6 +1452,118 @@ async fn concurrent_batches_create_each_customer_once(kind: BackendKind) {
     store.stop().await.expect("stops");
 }
 
+/// Batches and owner changes racing over the same conversations, each naming them in its own
+/// order: every call succeeds (no deadlock between them), every message is counted once and
+/// every conversation ends with one of the owners it was given.
+async fn batches_and_owner_changes_share_conversations_safely(kind: BackendKind) {
+    let (_backend, store, mut admin) = start(kind).await;
+    const THREADS: usize = 24;
+    const WRITERS: usize = 3;
+    const ROUNDS: usize = 8;
+    // Created one by one in a scrambled order, so that id order, thread order and the
+    // order each writer names them in all differ.
+    let mut ids = vec![String::new(); THREADS];
+    for step in 0..THREADS {
+        let thread = (step * 7 + 5) % THREADS;
+        ids[thread] = admin
+            .append_inbound(inbound(
+                "oa-1",
+                &format!("u-{thread:02}"),
+                &format!("Khách {thread}"),
+                &format!("first-{thread}"),
+                "Chào shop",
+            ))
+            .await
+            .expect("stored")
+            .into_inner()
+            .message
+            .expect("message")
+            .conversation_id;
+    }
+    let mut tasks = Vec::new();
+    for writer in 0..WRITERS {
+        let mut client = message_store_client(&store, TENANT, "admin").await;
+        tasks.push(tokio::spawn(async move {
+            for round in 0..ROUNDS {
+                let messages: Vec<InboundMessage> = (0..THREADS)
+                    .map(|i| {
+                        let thread = (i * 5 + writer * 3 + round) % THREADS;
+                        inbound(
+                            "oa-1",
+                            &format!("u-{thread:02}"),
+                            &format!("Khách {thread}"),
+                            &format!("w{writer}-r{round}-{thread}"),
+                            "Còn hàng không?",
+                        )
+                        .message
+                        .expect("message")
+                    })
+                    .collect();
+                client
+                    .append_inbound_batch(giao_proto::messagestore::AppendInboundBatchRequest {
+                        messages,
+                    })
+                    .await
+                    .map_err(|status| format!("batch w{writer} r{round}: {status}"))?;
+            }
+            Ok::<(), String>(())
+        }));
+    }
+    for mover in 0..2 {
+        let mut client = message_store_client(&store, TENANT, "admin").await;
+        let mut named = ids.clone();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..ROUNDS {
+                named.rotate_left(5);
+                if mover == 1 {
+                    named.reverse();
+                }
+                client
+                    .set_conversation_owner(SetConversationOwnerRequest {
+                        conversation_ids: named.clone(),
+                        owner_user_id: format!("u-agent-{mover}"),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|status| format!("owner change m{mover} r{round}: {status}"))?;
+            }
+            Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await.expect("joins").expect("every call succeeds");
+    }
+
+    let conversations = admin
+        .list_conversations(ListConversationsRequest {
+            page: Some(PageRequest {
+                page_size: 100,
+                cursor: String::new(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("lists conversations")
+        .into_inner()
+        .conversations;
+    assert_eq!(conversations.len(), THREADS);
+    for conversation in &conversations {
+        assert_eq!(
+            conversation.unread_count as usize,
+            1 + WRITERS * ROUNDS,
+            "every message of {} counted once",
+            conversation.title
+        );
+        assert!(
+            ["u-agent-0", "u-agent-1"].contains(&conversation.owner_user_id.as_str()),
+            "{} is owned by {:?}",
+            conversation.title,
+            conversation.owner_user_id
+        );
+    }
+    store.stop().await.expect("stops");
+}
+
 /// An export of many conversations keeps every history under its own conversation line,
 /// oldest first, and every note under its own contact, whatever order the customers wrote in.
 async fn exports_group_histories_and_notes(kind: BackendKind) {
@@ -3651,6 +3763,7 @@ giao_tests::on_both_backends!(
     attachments_follow_message_visibility,
     batches_match_one_by_one_appends,
     concurrent_batches_create_each_customer_once,
+    batches_and_owner_changes_share_conversations_safely,
     exports_group_histories_and_notes,
     conversations_close_and_reopen,
     followers_become_contacts_with_their_lead_source,

@@ -145,7 +145,18 @@ impl PostgresStore {
                 .map(|&(id, _)| id);
             changes[slot].1.fold(message, is_inbound(message), contact);
         }
-        changes.sort_by(|a, b| a.0.cmp(&b.0));
+        // Every multi-row update of conversations locks them in id order (see
+        // `update_conversations`).
+        let mut changes: Vec<(Uuid, ThreadChange)> = changes
+            .into_iter()
+            .map(|(key, change)| {
+                conversation_ids
+                    .get(&key)
+                    .map(|&id| (id, change))
+                    .ok_or_else(|| Error::Inconsistent("conversation of a batch is missing".into()))
+            })
+            .collect::<Result<_, _>>()?;
+        changes.sort_by_key(|&(id, _)| id);
 
         // Messages first, conversation rows last: the row locks that concurrent batches
         // contend for are then held only for the update and the commit, not for the bulk
@@ -157,6 +168,7 @@ impl PostgresStore {
         let mut conversations: HashMap<ThreadKey, ConversationRecord> =
             update_conversations(&mut tx, tenant_id, &changes).await?;
         tx.commit().await?;
+        self.remember_conversations(tenant_id, conversation_ids);
 
         // Answer duplicates with what is stored, as a single append would.
         let duplicates: Vec<usize> = (0..messages.len())
@@ -446,7 +458,16 @@ impl PostgresStore {
         // Known conversations are only read: an INSERT ... ON CONFLICT on an existing row
         // waits for whichever concurrent batch is updating that row to commit, which would
         // queue this whole batch behind it before any of its own work.
-        let mut ids = conversation_ids(tx, tenant_id, &threads).await?;
+        // Conversations this replica saw committed need no lookup at all.
+        let mut ids = self.known_conversations(tenant_id, &threads);
+        let unknown: Vec<ThreadKey> = threads
+            .iter()
+            .filter(|key| !ids.contains_key(*key))
+            .cloned()
+            .collect();
+        if !unknown.is_empty() {
+            ids.extend(conversation_ids(tx, tenant_id, &unknown).await?);
+        }
         let mut firsts: Vec<&NewInbound> = messages
             .iter()
             .filter(|message| {
@@ -601,28 +622,25 @@ fn thread_key(message: &NewInbound) -> ThreadKey {
 async fn update_conversations(
     tx: &mut Transaction<'_, Postgres>,
     tenant_id: &str,
-    changes: &[(ThreadKey, ThreadChange)],
+    changes: &[(Uuid, ThreadChange)],
 ) -> Result<HashMap<ThreadKey, ConversationRecord>, Error> {
     if changes.is_empty() {
         return Ok(HashMap::new());
     }
-    let accounts: Vec<String> = changes.iter().map(|((a, _), _)| a.clone()).collect();
-    let threads: Vec<String> = changes.iter().map(|((_, t), _)| t.clone()).collect();
-    // One statement: the rows are locked in key order first (an UPDATE ... FROM locks in
-    // whatever order its join produces, which could deadlock against a concurrent batch),
-    // then updated by primary key. These row locks are what concurrent batches queue on, so
-    // this is the part of a batch that runs one at a time: one round trip, and no second
-    // lookup (or scan) of the conversations by thread key.
+    let ids: Vec<Uuid> = changes.iter().map(|&(id, _)| id).collect();
+    // The rows are locked in id order first, the order every multi-row update of
+    // conversations takes (an UPDATE ... FROM locks in whatever order its join produces,
+    // which could deadlock against a concurrent batch or a handover). These row locks are
+    // what concurrent batches queue on, so this is the part of a batch that runs one at a
+    // time: one round trip, and the rows found by primary key (the ids came with the
+    // batch's conversation lookup), not again by thread key. The ids are joined, not
+    // matched with `= ANY`: that plans a bitmap scan, which never marks the dead index
+    // entries every non-HOT update leaves behind, so each batch visited all of them again
+    // (a third slower at a million messages).
     let rows = sqlx::query_as::<_, ConversationRow>(sqlx::AssertSqlSafe(format!(
         "WITH locked AS MATERIALIZED ( \
-           SELECT c.id, u.latest_at, u.latest_in, u.latest_out, u.reset, u.added, u.preview, u.contact \
-           FROM UNNEST($2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::timestamptz[], \
-                       $7::bool[], $8::int4[], $9::text[], $10::uuid[]) \
-                AS u(account, thread, latest_at, latest_in, latest_out, reset, added, preview, contact) \
-           JOIN conversations c ON c.tenant_id = $1 AND c.channel_account_id = u.account \
-                               AND c.external_thread_id = u.thread \
-           ORDER BY c.channel_account_id, c.external_thread_id \
-           FOR UPDATE OF c) \
+           SELECT c.id FROM UNNEST($2::uuid[]) AS w(id) JOIN conversations c ON c.id = w.id \
+           WHERE c.tenant_id = $1 ORDER BY c.id FOR NO KEY UPDATE OF c) \
          UPDATE conversations c SET \
            last_activity_at = GREATEST(c.last_activity_at, u.latest_at), \
            last_inbound_at = CASE WHEN u.latest_in IS NULL THEN c.last_inbound_at \
@@ -633,7 +651,10 @@ async fn update_conversations(
            status = CASE WHEN u.latest_in IS NOT NULL AND c.status = 3 THEN 1 ELSE c.status END, \
            last_message_preview = CASE WHEN u.latest_at >= c.last_activity_at THEN u.preview ELSE c.last_message_preview END, \
            contact_id = COALESCE(c.contact_id, u.contact) \
-         FROM locked u \
+         FROM UNNEST($2::uuid[], $3::timestamptz[], $4::timestamptz[], $5::timestamptz[], \
+                     $6::bool[], $7::int4[], $8::text[], $9::uuid[]) \
+              AS u(id, latest_at, latest_in, latest_out, reset, added, preview, contact) \
+         JOIN locked l ON l.id = u.id \
          WHERE c.tenant_id = $1 AND c.id = u.id \
          RETURNING {}",
         CONVERSATION_COLUMNS
@@ -643,14 +664,13 @@ async fn update_conversations(
             .join(", ")
     )))
     .bind(tenant_id)
-    .bind(&accounts)
-    .bind(&threads)
+    .bind(&ids)
     .bind(changes.iter().map(|(_, c)| c.latest_at).collect::<Vec<_>>())
     .bind(changes.iter().map(|(_, c)| c.latest_inbound_at).collect::<Vec<_>>())
     .bind(changes.iter().map(|(_, c)| c.latest_outbound_at).collect::<Vec<_>>())
     .bind(changes.iter().map(|(_, c)| c.reset_unread).collect::<Vec<_>>())
     .bind(changes.iter().map(|(_, c)| c.unread_added).collect::<Vec<_>>())
-    .bind(changes.iter().map(|(_, c)| c.preview.clone()).collect::<Vec<_>>())
+    .bind(changes.iter().map(|(_, c)| c.preview.as_str()).collect::<Vec<_>>())
     .bind(changes.iter().map(|(_, c)| c.contact_id).collect::<Vec<_>>())
     .fetch_all(&mut **tx)
     .await?;

@@ -322,7 +322,11 @@ impl PostgresStore {
             "INSERT INTO contact_tags (tenant_id, contact_id, tag) SELECT tenant_id, $2, tag FROM contact_tags \
              WHERE tenant_id = $1 AND contact_id = $3 ON CONFLICT DO NOTHING",
             "DELETE FROM contact_tags WHERE tenant_id = $1 AND contact_id = $3",
-            "UPDATE conversations SET contact_id = $2 WHERE tenant_id = $1 AND contact_id = $3",
+            // Locked in id order, as every multi-row update of conversations (no deadlock
+            // against an ingest batch or a handover touching the same rows).
+            "UPDATE conversations SET contact_id = $2 WHERE tenant_id = $1 AND id = ANY(ARRAY( \
+               SELECT id FROM conversations WHERE tenant_id = $1 AND contact_id = $3 \
+               ORDER BY id FOR NO KEY UPDATE))",
             "UPDATE notes SET contact_id = $2 WHERE tenant_id = $1 AND contact_id = $3",
             "UPDATE contact_merges SET target_id = $2 WHERE tenant_id = $1 AND target_id = $3",
         ] {

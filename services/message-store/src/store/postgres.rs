@@ -1,3 +1,5 @@
+use std::collections::HashMap;
+
 use chrono::{DateTime, Datelike, Months, NaiveDate, Utc};
 use futures::future::BoxFuture;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -18,15 +20,64 @@ const MONTHS_AHEAD: u32 = 3;
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// Conversation ids by (tenant, channel account, thread), as committed. A conversation
+    /// is never deleted and never changes thread, so an entry can never go stale; it spares
+    /// every batch the lookup of the conversations it already knows (see ADR 0010).
+    conversation_ids: std::sync::Arc<std::sync::Mutex<HashMap<(String, String, String), Uuid>>>,
 }
+
+/// How many conversation ids a replica remembers; past it the memory starts over (about
+/// 15 MB at capacity).
+const CONVERSATION_ID_CAPACITY: usize = 100_000;
 
 impl PostgresStore {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            conversation_ids: Default::default(),
+        }
     }
 
     pub(super) fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The remembered ids of those of `threads` this replica has seen committed.
+    pub(super) fn known_conversations(
+        &self,
+        tenant_id: &str,
+        threads: &[(String, String)],
+    ) -> HashMap<(String, String), Uuid> {
+        let known = self
+            .conversation_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        threads
+            .iter()
+            .filter_map(|(account, thread)| {
+                known
+                    .get(&(tenant_id.to_owned(), account.clone(), thread.clone()))
+                    .map(|&id| ((account.clone(), thread.clone()), id))
+            })
+            .collect()
+    }
+
+    /// Remembers conversation ids once the transaction that read or created them committed.
+    pub(super) fn remember_conversations(
+        &self,
+        tenant_id: &str,
+        ids: impl IntoIterator<Item = ((String, String), Uuid)>,
+    ) {
+        let mut known = self
+            .conversation_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for ((account, thread), id) in ids {
+            if known.len() >= CONVERSATION_ID_CAPACITY {
+                known.clear();
+            }
+            known.insert((tenant_id.to_owned(), account, thread), id);
+        }
     }
 }
 
@@ -574,10 +625,18 @@ impl Store for PostgresStore {
         Box::pin(async move {
             // The update answers which ids it found, so the check costs no query of its own
             // (a handover moves 200 pages this way); an unknown id rolls everything back.
+            // The rows are locked in id order first, as every multi-row update of
+            // conversations: an ingest batch updating some of them at the same moment must
+            // not lock them in another order (a deadlock).
             let mut tx = self.pool.begin().await?;
+            // Found by a join with the ids (index scans), not `= ANY` (a bitmap scan that
+            // leaves the dead index entries of earlier updates unmarked).
             let found: Vec<Uuid> = sqlx::query_scalar(
-                "UPDATE conversations SET owner_user_id = $3, team_id = $4 \
-                 WHERE tenant_id = $1 AND id = ANY($2) RETURNING id",
+                "WITH locked AS MATERIALIZED ( \
+                   SELECT c.id FROM UNNEST($2::uuid[]) AS w(id) JOIN conversations c ON c.id = w.id \
+                   WHERE c.tenant_id = $1 ORDER BY c.id FOR NO KEY UPDATE OF c) \
+                 UPDATE conversations c SET owner_user_id = $3, team_id = $4 \
+                 FROM locked l WHERE c.tenant_id = $1 AND c.id = l.id RETURNING c.id",
             )
             // Planned with the ids at hand: a cached generic plan may scan the whole
             // tenant for every batch of a large handover.

@@ -326,7 +326,12 @@ pub async fn run() -> anyhow::Result<()> {
     let queue = Arc::new(std::sync::Mutex::new(requests.into_iter()));
     let started = Instant::now();
     let mut workers = Vec::new();
-    for _ in 0..IN_FLIGHT {
+    // Concurrent batches; GIAO_BENCH_IN_FLIGHT=1 measures one batch's uncontended cost.
+    let in_flight: usize = std::env::var("GIAO_BENCH_IN_FLIGHT")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(IN_FLIGHT);
+    for _ in 0..in_flight {
         let mut client = message_store_client(&store, TENANT, "admin").await;
         let queue = queue.clone();
         workers.push(tokio::spawn(async move {
