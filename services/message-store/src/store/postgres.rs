@@ -23,8 +23,11 @@ pub struct PostgresStore {
     /// Conversation ids by (tenant, channel account, thread), as committed. A conversation
     /// is never deleted and never changes thread, so an entry can never go stale; it spares
     /// every batch the lookup of the conversations it already knows (see ADR 0010).
-    conversation_ids: std::sync::Arc<std::sync::Mutex<HashMap<(String, String, String), Uuid>>>,
+    conversation_ids: std::sync::Arc<std::sync::Mutex<KnownConversations>>,
 }
+
+/// Conversation ids by (tenant, channel account, external thread).
+type KnownConversations = HashMap<(String, String, String), Uuid>;
 
 /// How many conversation ids a replica remembers; past it the memory starts over (about
 /// 15 MB at capacity).
