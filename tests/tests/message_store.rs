@@ -1421,18 +1421,7 @@ async fn concurrent_batches_create_each_customer_once(kind: BackendKind) {
         .map(|contact| contact.customer_code.as_str())
         .collect();
     assert_eq!(codes.len(), CUSTOMERS, "codes are distinct");
-    let conversations = admin
-        .list_conversations(ListConversationsRequest {
-            page: Some(PageRequest {
-                page_size: 100,
-                cursor: String::new(),
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("lists conversations")
-        .into_inner()
-        .conversations;
+    let conversations = first_conversations(&mut admin).await;
     assert_eq!(conversations.len(), CUSTOMERS);
     let linked: std::collections::HashSet<&str> = conversations
         .iter()
@@ -1534,18 +1523,7 @@ async fn batches_and_owner_changes_share_conversations_safely(kind: BackendKind)
         task.await.expect("joins").expect("every call succeeds");
     }
 
-    let conversations = admin
-        .list_conversations(ListConversationsRequest {
-            page: Some(PageRequest {
-                page_size: 100,
-                cursor: String::new(),
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("lists conversations")
-        .into_inner()
-        .conversations;
+    let conversations = first_conversations(&mut admin).await;
     assert_eq!(conversations.len(), THREADS);
     for conversation in &conversations {
         assert_eq!(
@@ -2015,6 +1993,24 @@ async fn export_lines(
         .map(|line| serde_json::from_slice(line).expect("JSON line"))
         .collect();
     Ok((lines, manifest.expect("a manifest ends the export")))
+}
+
+/// The first hundred conversations the caller sees, newest activity first.
+async fn first_conversations(
+    client: &mut MessageStoreServiceClient<Authed>,
+) -> Vec<giao_proto::messagestore::Conversation> {
+    client
+        .list_conversations(ListConversationsRequest {
+            page: Some(PageRequest {
+                page_size: 100,
+                cursor: String::new(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("lists conversations")
+        .into_inner()
+        .conversations
 }
 
 async fn contact_of(
