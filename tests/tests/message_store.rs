@@ -3660,6 +3660,102 @@ async fn stored_recalls_are_announced_once(kind: BackendKind) {
     store.stop().await.expect("stops");
 }
 
+/// A replica remembers conversation ids. When a conversation it remembers is gone (only a
+/// database restored under a running replica does that), a batch still stores every
+/// message, in a conversation it finds or creates again, and nothing points at the old id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_batches_survive_a_remembered_conversation_that_is_gone() {
+    use giao_proto::messagestore::AppendInboundBatchRequest;
+    let mut backend = Backend::new(BackendKind::Postgres).await;
+    let config = message_store_config(&mut backend).await;
+    let url = config.database.url.clone();
+    let store = start_message_store(config).await;
+    let mut admin = message_store_client(&store, TENANT, "admin").await;
+    let batch = |id: &str| AppendInboundBatchRequest {
+        messages: ["u-1", "u-2"]
+            .iter()
+            .map(|customer| {
+                inbound(
+                    "oa-1",
+                    customer,
+                    "Khách",
+                    &format!("{id}-{customer}"),
+                    "Alo shop",
+                )
+                .message
+                .expect("message")
+            })
+            .collect(),
+    };
+    let first = admin
+        .append_inbound_batch(batch("m1"))
+        .await
+        .expect("stored")
+        .into_inner()
+        .results;
+    let gone = first[0]
+        .message
+        .as_ref()
+        .expect("message")
+        .conversation_id
+        .clone();
+
+    // The state of a backup taken before u-1 ever wrote.
+    let pool = sqlx::PgPool::connect(&url).await.expect("database");
+    for statement in [
+        "DELETE FROM messages WHERE conversation_id = $1::uuid",
+        "DELETE FROM conversations WHERE id = $1::uuid",
+    ] {
+        sqlx::query(statement)
+            .bind(&gone)
+            .execute(&pool)
+            .await
+            .expect("deleted");
+    }
+
+    let second = admin
+        .append_inbound_batch(batch("m2"))
+        .await
+        .expect("stored although a remembered conversation is gone")
+        .into_inner()
+        .results;
+    assert!(second.iter().all(|result| result.created));
+    let again = second[0]
+        .message
+        .as_ref()
+        .expect("message")
+        .conversation_id
+        .clone();
+    assert_ne!(again, gone, "u-1 has a conversation again, a new one");
+    assert!(second[0].conversation_created);
+    let orphans: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM messages m WHERE NOT EXISTS \
+           (SELECT 1 FROM conversations c WHERE c.id = m.conversation_id)",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("counted");
+    assert_eq!(
+        orphans, 0,
+        "no message points at a conversation that is gone"
+    );
+    let history = admin
+        .get_history(GetHistoryRequest {
+            conversation_id: again,
+            page: Some(PageRequest {
+                page_size: 10,
+                cursor: String::new(),
+            }),
+            direction: 0,
+        })
+        .await
+        .expect("history")
+        .into_inner()
+        .messages;
+    assert_eq!(history.len(), 1);
+    store.stop().await.expect("stops");
+}
+
 /// PostgreSQL keeps messages in monthly partitions created ahead of time; a message from a
 /// month without one (far in the past) is still stored, in the default partition, and read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

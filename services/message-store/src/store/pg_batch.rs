@@ -67,8 +67,30 @@ impl PostgresStore {
         messages: &[NewInbound],
         now: DateTime<Utc>,
     ) -> Result<Vec<AppendOutcome>, Error> {
+        if let Some(outcomes) = self.append_batch_once(messages, now, true).await? {
+            return Ok(outcomes);
+        }
+        // A remembered id named a conversation that is gone, which only a database restored
+        // under a running replica can cause: forget them all and look everything up.
+        tracing::warn!(
+            "a remembered conversation id was not found; looking conversations up again"
+        );
+        self.forget_conversations();
+        self.append_batch_once(messages, now, false)
+            .await?
+            .ok_or_else(|| Error::Inconsistent("a conversation of the batch is missing".into()))
+    }
+
+    /// One attempt; `None` (nothing written) when a conversation the batch was going to
+    /// update is not there.
+    async fn append_batch_once(
+        &self,
+        messages: &[NewInbound],
+        now: DateTime<Utc>,
+        remembered: bool,
+    ) -> Result<Option<Vec<AppendOutcome>>, Error> {
         let Some(first) = messages.first() else {
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         };
         let tenant_id = first.tenant_id.as_str();
         if messages
@@ -97,7 +119,7 @@ impl PostgresStore {
 
         let contacts = self.resolve_contacts(&mut tx, messages, now).await?;
         let (created_threads, conversation_ids) = self
-            .ensure_conversations(&mut tx, messages, now, &contacts)
+            .ensure_conversations(&mut tx, messages, now, &contacts, remembered)
             .await?;
 
         // Claim the dedupe keys; the ones that already existed are not new.
@@ -167,6 +189,10 @@ impl PostgresStore {
         }
         let mut conversations: HashMap<ThreadKey, ConversationRecord> =
             update_conversations(&mut tx, tenant_id, &changes).await?;
+        if conversations.len() != changes.len() {
+            // Dropping the transaction rolls the messages back.
+            return Ok(None);
+        }
         tx.commit().await?;
         self.remember_conversations(tenant_id, conversation_ids);
 
@@ -246,7 +272,7 @@ impl PostgresStore {
             };
             outcomes.push(outcome);
         }
-        Ok(outcomes)
+        Ok(Some(outcomes))
     }
 
     /// Contacts of every customer in the batch: one lookup for the known ones, then the
@@ -447,6 +473,7 @@ impl PostgresStore {
         messages: &[NewInbound],
         now: DateTime<Utc>,
         contacts: &HashMap<(String, String), (Uuid, bool)>,
+        remembered: bool,
     ) -> Result<(HashSet<ThreadKey>, HashMap<ThreadKey, Uuid>), Error> {
         let tenant_id = messages[0].tenant_id.as_str();
         let mut seen = HashSet::new();
@@ -459,7 +486,11 @@ impl PostgresStore {
         // waits for whichever concurrent batch is updating that row to commit, which would
         // queue this whole batch behind it before any of its own work.
         // Conversations this replica saw committed need no lookup at all.
-        let mut ids = self.known_conversations(tenant_id, &threads);
+        let mut ids = if remembered {
+            self.known_conversations(tenant_id, &threads)
+        } else {
+            HashMap::new()
+        };
         let unknown: Vec<ThreadKey> = threads
             .iter()
             .filter(|key| !ids.contains_key(*key))

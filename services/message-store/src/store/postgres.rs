@@ -65,6 +65,14 @@ impl PostgresStore {
             .collect()
     }
 
+    /// Forgets every remembered conversation id.
+    pub(super) fn forget_conversations(&self) {
+        self.conversation_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     /// Remembers conversation ids once the transaction that read or created them committed.
     pub(super) fn remember_conversations(
         &self,
