@@ -21,16 +21,18 @@ const MONTHS_AHEAD: u32 = 3;
 pub struct PostgresStore {
     pool: PgPool,
     /// Conversation ids by (tenant, channel account, thread), as committed. A conversation
-    /// is never deleted and never changes thread, so an entry can never go stale; it spares
-    /// every batch the lookup of the conversations it already knows (see ADR 0010).
+    /// is never deleted and never changes thread, so an entry goes stale only if the
+    /// database is restored under a running replica (a batch then notices and forgets them
+    /// all); it spares every batch the lookup of the conversations it already knows (see
+    /// ADR 0010).
     conversation_ids: std::sync::Arc<std::sync::Mutex<KnownConversations>>,
 }
 
 /// Conversation ids by (tenant, channel account, external thread).
 type KnownConversations = HashMap<(String, String, String), Uuid>;
 
-/// How many conversation ids a replica remembers; past it the memory starts over (about
-/// 15 MB at capacity).
+/// How many conversation ids a replica remembers; past it the memory starts over (some
+/// 20 MB at capacity, with ids and thread keys of a few dozen characters).
 const CONVERSATION_ID_CAPACITY: usize = 100_000;
 
 impl PostgresStore {
