@@ -68,43 +68,12 @@ impl std::fmt::Debug for Backend {
     }
 }
 
-/// Deletes test streams (`T` and up to 16 hex digits, as [`Backend::new`] names them) created
-/// more than two hours ago: tests leave their stream behind as they leave their database,
-/// and the same machine runs the suite again and again.
-async fn sweep_streams(url: &str) {
-    use futures::StreamExt;
-    let Ok(client) = async_nats::connect(url).await else {
-        return;
-    };
-    let jetstream = async_nats::jetstream::new(client);
-    let cutoff = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|now| now.as_secs() as i64 - 2 * 3600)
-        .unwrap_or(0);
-    let mut old = Vec::new();
-    let mut streams = jetstream.streams();
-    while let Some(Ok(info)) = streams.next().await {
-        let name = &info.config.name;
-        let ours = (2..=17).contains(&name.len())
-            && name.starts_with('T')
-            && name[1..].bytes().all(|b| b.is_ascii_hexdigit());
-        if ours && info.created.unix_timestamp() < cutoff {
-            old.push(name.clone());
-        }
-    }
-    for name in old {
-        let _ = jetstream.delete_stream(&name).await;
-    }
-}
-
 impl Backend {
     pub async fn new(kind: BackendKind) -> Self {
         if kind == BackendKind::Postgres {
             // Once per test process (each nextest test is one).
             static SWEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
-            SWEPT
-                .get_or_init(|| async { sweep_streams(&giao_testkit::nats_url()).await })
-                .await;
+            SWEPT.get_or_init(giao_testkit::sweep_streams).await;
         }
         let name = giao_testkit::unique_name("t");
         let (bus, dir) = match kind {

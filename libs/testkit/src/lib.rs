@@ -3,7 +3,7 @@
 //! skips.
 //!
 //! Layout: fresh databases ([`fresh_postgres`], [`fresh_sqlite`]), unique bus names
-//! ([`unique_name`]), [`FaultProxy`] to cut and restore a dependency under a running service,
+//! ([`unique_name`]) and [`sweep_streams`] for the streams tests leave, [`FaultProxy`] to cut and restore a dependency under a running service,
 //! and [`wait_until`] instead of sleeps.
 
 use std::{
@@ -113,6 +113,37 @@ async fn sweep(admin: &mut PgConnection) {
             .await
         {
             tracing::debug!(%name, %error, "cannot drop an old test database");
+        }
+    }
+}
+
+/// Deletes test streams created more than [`SWEEP_AFTER`] ago: tests leave their JetStream
+/// stream behind as they leave their database, and the same machine runs the suite again
+/// and again. Test streams are named `T` and the hex digits of [`unique_name`] (a backend's
+/// name, upper-cased); nothing else is touched. Best effort: a NATS that does not answer is
+/// left to the test that needs it to report.
+pub async fn sweep_streams() {
+    use futures::StreamExt;
+    let Ok(client) = async_nats::connect(nats_url()).await else {
+        return;
+    };
+    let jetstream = async_nats::jetstream::new(client);
+    let cutoff = unix_secs().saturating_sub(SWEEP_AFTER.as_secs());
+    let mut old = Vec::new();
+    let mut streams = jetstream.streams();
+    while let Some(Ok(info)) = streams.next().await {
+        let name = &info.config.name;
+        let ours = (2..=17).contains(&name.len())
+            && name.starts_with('T')
+            && name[1..].bytes().all(|b| b.is_ascii_hexdigit());
+        let created = u64::try_from(info.created.unix_timestamp()).unwrap_or(u64::MAX);
+        if ours && created < cutoff {
+            old.push(name.clone());
+        }
+    }
+    for name in old {
+        if let Err(error) = jetstream.delete_stream(&name).await {
+            tracing::debug!(%name, %error, "cannot delete an old test stream");
         }
     }
 }
