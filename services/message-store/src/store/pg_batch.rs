@@ -13,8 +13,8 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::postgres::{
-    CONVERSATION_COLUMNS, ConversationRow, MESSAGE_INSERT_COLUMNS, MessageRow, PostgresStore,
-    delivered_status, message_columns, small,
+    CONVERSATION_COLUMNS, ConversationRow, LOCK_CONVERSATIONS, MESSAGE_INSERT_COLUMNS, MessageRow,
+    PostgresStore, delivered_status, message_columns, small,
 };
 use crate::{
     domain::{AppendOutcome, ConversationRecord, StoredMessage, contact, inbound::NewInbound},
@@ -659,19 +659,13 @@ async fn update_conversations(
         return Ok(HashMap::new());
     }
     let ids: Vec<Uuid> = changes.iter().map(|&(id, _)| id).collect();
-    // The rows are locked in id order first, the order every multi-row update of
-    // conversations takes (an UPDATE ... FROM locks in whatever order its join produces,
-    // which could deadlock against a concurrent batch or a handover). These row locks are
-    // what concurrent batches queue on, so this is the part of a batch that runs one at a
-    // time: one round trip, and the rows found by primary key (the ids came with the
-    // batch's conversation lookup), not again by thread key. The ids are joined, not
-    // matched with `= ANY`: that plans a bitmap scan, which never marks the dead index
-    // entries every non-HOT update leaves behind, so each batch visited all of them again
-    // (a third slower at a million messages).
+    // The rows are locked in id order first (`LOCK_CONVERSATIONS`; an UPDATE ... FROM
+    // locks in whatever order its join produces). These row locks are what concurrent
+    // batches queue on, so this is the part of a batch that runs one at a time: one round
+    // trip, and the rows found by primary key (the ids came with the batch's conversation
+    // lookup), not again by thread key.
     let rows = sqlx::query_as::<_, ConversationRow>(sqlx::AssertSqlSafe(format!(
-        "WITH locked AS MATERIALIZED ( \
-           SELECT c.id FROM UNNEST($2::uuid[]) AS w(id) JOIN conversations c ON c.id = w.id \
-           WHERE c.tenant_id = $1 ORDER BY c.id FOR NO KEY UPDATE OF c) \
+        "{LOCK_CONVERSATIONS} \
          UPDATE conversations c SET \
            last_activity_at = GREATEST(c.last_activity_at, u.latest_at), \
            last_inbound_at = CASE WHEN u.latest_in IS NULL THEN c.last_inbound_at \

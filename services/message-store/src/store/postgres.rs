@@ -28,6 +28,16 @@ pub struct PostgresStore {
     conversation_ids: std::sync::Arc<std::sync::Mutex<KnownConversations>>,
 }
 
+/// The head of every statement that updates several conversations: a CTE `locked` that
+/// locks the tenant's (`$1`) conversations named in `$2` (`uuid[]`) in id order. Concurrent
+/// batches, owner changes and merges then never lock shared rows in opposite orders (a
+/// deadlock). The ids are joined rather than matched with `= ANY`, which plans a bitmap
+/// scan that never marks the dead index entries non-HOT updates leave behind, so every
+/// later statement would visit them again.
+pub(super) const LOCK_CONVERSATIONS: &str = "WITH locked AS MATERIALIZED ( \
+    SELECT c.id FROM UNNEST($2::uuid[]) AS w(id) JOIN conversations c ON c.id = w.id \
+    WHERE c.tenant_id = $1 ORDER BY c.id FOR NO KEY UPDATE OF c) ";
+
 /// Conversation ids by (tenant, channel account, external thread).
 type KnownConversations = HashMap<(String, String, String), Uuid>;
 
@@ -638,19 +648,13 @@ impl Store for PostgresStore {
         Box::pin(async move {
             // The update answers which ids it found, so the check costs no query of its own
             // (a handover moves 200 pages this way); an unknown id rolls everything back.
-            // The rows are locked in id order first, as every multi-row update of
-            // conversations: an ingest batch updating some of them at the same moment must
-            // not lock them in another order (a deadlock).
+            // The rows are locked in id order first (see `LOCK_CONVERSATIONS`).
             let mut tx = self.pool.begin().await?;
-            // Found by a join with the ids (index scans), not `= ANY` (a bitmap scan that
-            // leaves the dead index entries of earlier updates unmarked).
-            let found: Vec<Uuid> = sqlx::query_scalar(
-                "WITH locked AS MATERIALIZED ( \
-                   SELECT c.id FROM UNNEST($2::uuid[]) AS w(id) JOIN conversations c ON c.id = w.id \
-                   WHERE c.tenant_id = $1 ORDER BY c.id FOR NO KEY UPDATE OF c) \
+            let found: Vec<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "{LOCK_CONVERSATIONS} \
                  UPDATE conversations c SET owner_user_id = $3, team_id = $4 \
-                 FROM locked l WHERE c.tenant_id = $1 AND c.id = l.id RETURNING c.id",
-            )
+                 FROM locked l WHERE c.tenant_id = $1 AND c.id = l.id RETURNING c.id"
+            )))
             // Planned with the ids at hand: a cached generic plan may scan the whole
             // tenant for every batch of a large handover.
             .persistent(false)
