@@ -2742,6 +2742,140 @@ async fn oa_pacing_holds_across_replicas(backend: BackendKind) {
     stop_sim.cancel();
 }
 
+/// A delivery that finds its message `sending` tells a live send from a dead one by the age
+/// of the claim: a fresh claim belongs to another delivery still waiting for Zalo (this one
+/// came because the ack wait ran out under it), which settles the message itself; a stale
+/// claim's holder died mid-call, so the message is reported failed and never sent twice.
+async fn oa_sending_claims_by_age(backend: BackendKind) {
+    use futures::StreamExt;
+    use giao_connector::zalo::outbound::Ledger;
+    use giao_proto::{
+        common::{DeliveryStatus, MessageContent},
+        events::{OutboundRequested, envelope::Payload},
+    };
+
+    let mut backend = Backend::new(backend).await;
+    let (sim, stop_sim) = start_oa_sim().await;
+    let config = oa_connector_config(connector_config(&mut backend).await, &sim);
+    let connector = start_connector_with_http(config.clone()).await;
+    let account = connect_oa(&connector, &sim).await;
+
+    let bus = giao_bus::connect(&backend.bus).await.expect("bus");
+    let mut deliveries =
+        giao_tests::subscribe_events(bus.as_ref(), "test-claim-deliveries", "delivery_updated")
+            .await;
+    let publisher = giao_bus::envelope::EventPublisher::new(bus.clone(), "test");
+    let database = Database::connect(&config.database).await.expect("connects");
+    let ledger = Ledger::new(database.clone(), publisher.clone());
+    let request = |id: &str| OutboundRequested {
+        message_id: id.into(),
+        conversation_id: "conv-claim".into(),
+        channel_account_id: account.clone(),
+        external_thread_id: "zu-claim".into(),
+        content: Some(MessageContent {
+            r#type: ContentType::Text as i32,
+            text: format!("Tin nhắn {id}"),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    // Both claimed as a replica does just before its call; the dead holder's a minute ago.
+    for id in ["claim-live", "claim-dead"] {
+        ledger
+            .record(TENANT, &request(id), None)
+            .await
+            .expect("recorded");
+        assert!(ledger.claim_sending(TENANT, id).await.expect("claims"));
+    }
+    let aged = "UPDATE outbound_messages SET updated_at = updated_at - 60000000 \
+                WHERE message_id = 'claim-dead'";
+    match &database {
+        Database::Postgres(pool) => sqlx::query(aged).execute(pool).await.map(|_| ()),
+        Database::Sqlite(pool) => sqlx::query(aged).execute(pool).await.map(|_| ()),
+    }
+    .expect("ages the claim");
+    for id in ["claim-live", "claim-dead"] {
+        publisher
+            .publish(
+                TENANT,
+                format!("outbound-requested-{id}"),
+                Payload::OutboundRequested(request(id)),
+            )
+            .await
+            .expect("publishes the reply");
+    }
+
+    // Outcomes as the sender's side sees them, until `done` holds.
+    #[derive(Debug)]
+    struct Settled {
+        id: String,
+        status: i32,
+        reason: String,
+        external_id: String,
+    }
+    let mut outcomes: Vec<Settled> = Vec::new();
+    let mut watch =
+        async |outcomes: &mut Vec<Settled>, done: &dyn Fn(&[Settled]) -> bool, within: Duration| {
+            let deadline = tokio::time::Instant::now() + within;
+            while !done(outcomes) && tokio::time::Instant::now() < deadline {
+                let Ok(Some(Ok(delivery))) =
+                    tokio::time::timeout(Duration::from_millis(200), deliveries.next()).await
+                else {
+                    continue;
+                };
+                let (envelope, _) = giao_bus::envelope::decode(&delivery).expect("decodes");
+                if let Some(Payload::DeliveryUpdated(update)) = envelope.payload
+                    && update.channel_account_id == account
+                {
+                    outcomes.push(Settled {
+                        id: update.message_id,
+                        status: update.status,
+                        reason: update.failure_reason,
+                        external_id: update.external_message_id,
+                    });
+                }
+                delivery.ack().await.expect("acks");
+            }
+        };
+    let dead_failed = |outcomes: &[Settled]| outcomes.iter().any(|o| o.id == "claim-dead");
+    watch(&mut outcomes, &dead_failed, Duration::from_secs(30)).await;
+    let dead: Vec<_> = outcomes.iter().filter(|o| o.id == "claim-dead").collect();
+    assert_eq!(dead.len(), 1, "{outcomes:?}");
+    assert_eq!(
+        dead[0].status,
+        DeliveryStatus::Failed as i32,
+        "{outcomes:?}"
+    );
+    assert!(
+        dead[0].reason.contains("outcome is unknown"),
+        "{outcomes:?}"
+    );
+
+    // The live claim is left alone through several redeliveries...
+    let never = |_: &[Settled]| false;
+    watch(&mut outcomes, &never, Duration::from_secs(3)).await;
+    assert!(
+        !outcomes.iter().any(|o| o.id == "claim-live"),
+        "a live send was settled by another delivery: {outcomes:?}"
+    );
+    // ...until its holder records Zalo's answer; the next delivery reports that.
+    ledger
+        .finish(TENANT, "claim-live", "sent", "zalo-claim-1", "", "")
+        .await
+        .expect("settles");
+    let live_settled = |outcomes: &[Settled]| outcomes.iter().any(|o| o.id == "claim-live");
+    watch(&mut outcomes, &live_settled, Duration::from_secs(30)).await;
+    let live: Vec<_> = outcomes.iter().filter(|o| o.id == "claim-live").collect();
+    assert_eq!(live.len(), 1, "{outcomes:?}");
+    assert_eq!(live[0].status, DeliveryStatus::Sent as i32, "{outcomes:?}");
+    assert_eq!(live[0].external_id, "zalo-claim-1");
+    // Neither went to Zalo from this replica.
+    assert!(sim.sent().is_empty(), "{:?}", sim.sent().len());
+
+    connector.stop().await.expect("connector stops");
+    stop_sim.cancel();
+}
+
 giao_tests::on_both_backends!(
     accounts,
     webhook_inbound,
@@ -2753,5 +2887,6 @@ giao_tests::on_both_backends!(
     credential_keys_rotate,
     old_replica_retries_rows_under_a_new_key,
     oa_errors_and_reconnect,
-    oa_pacing_holds_across_replicas
+    oa_pacing_holds_across_replicas,
+    oa_sending_claims_by_age
 );

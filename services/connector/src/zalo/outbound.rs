@@ -115,6 +115,10 @@ const REFRESH_CLAIM_TTL: Duration = Duration::from_secs(300);
 /// The longest a replica waits for another's refresh before retrying later.
 const MAX_REFRESH_WAIT: Duration = Duration::from_secs(5);
 
+/// What a live send needs after Zalo answered (or its call timed out) to record the
+/// outcome: a database write, with room for a busy database and clock skew between replicas.
+const SENDING_SETTLE_US: i64 = 15_000_000;
+
 fn now_micros() -> i64 {
     Utc::now().timestamp_micros()
 }
@@ -670,6 +674,15 @@ impl OaRuntime {
                 return Ok(HandlerOutcome::Done);
             }
             "failed" => return self.republish_failed(tenant, request, &record).await,
+            "sending" if now_micros() - record.updated_at < self.sending_grace_us() => {
+                // Another delivery claimed it moments ago and may still be waiting for
+                // Zalo's answer (this one came because the ack wait ran out meanwhile): it
+                // settles the message itself, or, if it died, a later look finds the claim
+                // stale.
+                return Ok(HandlerOutcome::Retry(
+                    "another delivery of the message is sending it".into(),
+                ));
+            }
             "sending" => {
                 // A previous attempt may have reached Zalo: never risk a second copy.
                 let reason = "not sent again: an earlier attempt's outcome is unknown";
@@ -869,6 +882,14 @@ impl OaRuntime {
                 }
             }
         }
+    }
+
+    /// How long a `sending` claim may belong to a live send: the call's own timeout plus
+    /// time to record its answer. Older, its holder died mid-call.
+    fn sending_grace_us(&self) -> i64 {
+        let timeout_us =
+            i64::try_from(self.config.request_timeout_ms.saturating_mul(1_000)).unwrap_or(i64::MAX);
+        timeout_us.saturating_add(SENDING_SETTLE_US)
     }
 
     fn window(&self) -> Duration {
@@ -1116,9 +1137,9 @@ impl Ledger {
         let insert = "INSERT INTO outbound_messages (tenant_id, message_id, channel_account_id, \
                       state, updated_at, request, created_at) \
                       VALUES ($1, $2, $3, 'pending', $4, $5, $4) ON CONFLICT DO NOTHING";
-        let select = "SELECT state, external_message_id, failure_code, failure_reason \
+        let select = "SELECT state, external_message_id, failure_code, failure_reason, updated_at \
                       FROM outbound_messages WHERE tenant_id = $1 AND message_id = $2";
-        let row: (String, String, String, String) = match &self.database {
+        let row: (String, String, String, String, i64) = match &self.database {
             Database::Postgres(pool) => {
                 sqlx::query(insert)
                     .bind(tenant)
@@ -1150,12 +1171,13 @@ impl Ledger {
                     .await?
             }
         };
-        let (state, external_message_id, failure_code, failure_reason) = row;
+        let (state, external_message_id, failure_code, failure_reason, updated_at) = row;
         Ok(OutboundRecord {
             state,
             external_message_id,
             failure_code,
             failure_reason,
+            updated_at,
         })
     }
 
@@ -1248,6 +1270,8 @@ pub struct OutboundRecord {
     pub external_message_id: String,
     pub failure_code: String,
     pub failure_reason: String,
+    /// When the state was last written (microseconds since the epoch, the writer's clock).
+    pub updated_at: i64,
 }
 
 #[cfg(test)]
