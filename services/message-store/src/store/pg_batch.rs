@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::postgres::{
     CONVERSATION_COLUMNS, ConversationRow, LOCK_CONVERSATIONS, MESSAGE_INSERT_COLUMNS, MessageRow,
-    PostgresStore, delivered_status, message_columns, small,
+    PostgresStore, conversation_columns, delivered_status, message_columns, small,
 };
 use crate::{
     domain::{AppendOutcome, ConversationRecord, StoredMessage, contact, inbound::NewInbound},
@@ -22,6 +22,16 @@ use crate::{
 };
 
 type ThreadKey = (String, String);
+
+/// Contacts of (channel account `$2`, external user `$3`) pairs of tenant `$1`. Batch
+/// lookups here go key by key (a lateral subquery with LIMIT, which the planner can neither
+/// flatten nor turn into a hash join): a batch names at most MAX_BATCH keys, and on tables
+/// without statistics a join was planned as a scan of the whole tenant per batch.
+const CONTACTS_BY_IDENTITY: &str = "SELECT w.account, w.user_id, i.contact_id \
+     FROM UNNEST($2::text[], $3::text[]) AS w(account, user_id) \
+     CROSS JOIN LATERAL (SELECT contact_id FROM contact_identities \
+         WHERE tenant_id = $1 AND channel_account_id = w.account \
+           AND external_user_id = w.user_id LIMIT 1) AS i";
 
 /// What the batch's new messages do to one conversation, folded in batch order.
 #[derive(Default)]
@@ -298,31 +308,25 @@ impl PostgresStore {
         }
         let tenant_id = &messages[0].tenant_id;
         let mut found: HashMap<(String, String), (Uuid, bool)> =
-            sqlx::query_as::<_, (String, String, Uuid)>(
-                "SELECT i.channel_account_id, i.external_user_id, i.contact_id \
-                 FROM contact_identities i \
-                 JOIN UNNEST($2::text[], $3::text[]) AS w(account, user_id) \
-                   ON i.channel_account_id = w.account AND i.external_user_id = w.user_id \
-                 WHERE i.tenant_id = $1",
-            )
-            .bind(tenant_id)
-            .bind(
-                wanted
-                    .iter()
-                    .map(|(_, (a, _))| a.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                wanted
-                    .iter()
-                    .map(|(_, (_, u))| u.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .fetch_all(&mut **tx)
-            .await?
-            .into_iter()
-            .map(|(account, user, id)| ((account, user), (id, false)))
-            .collect();
+            sqlx::query_as::<_, (String, String, Uuid)>(CONTACTS_BY_IDENTITY)
+                .bind(tenant_id)
+                .bind(
+                    wanted
+                        .iter()
+                        .map(|(_, (a, _))| a.clone())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    wanted
+                        .iter()
+                        .map(|(_, (_, u))| u.clone())
+                        .collect::<Vec<_>>(),
+                )
+                .fetch_all(&mut **tx)
+                .await?
+                .into_iter()
+                .map(|(account, user, id)| ((account, user), (id, false)))
+                .collect();
         // New customers in key order, so concurrent batches wait on each other in one order.
         let mut unknown: Vec<(usize, (String, String))> = wanted
             .into_iter()
@@ -442,18 +446,12 @@ impl PostgresStore {
         }
         if !lost.is_empty() {
             // Another batch created these customers while this one waited on their identities.
-            let winners = sqlx::query_as::<_, (String, String, Uuid)>(
-                "SELECT i.channel_account_id, i.external_user_id, i.contact_id \
-                 FROM contact_identities i \
-                 JOIN UNNEST($2::text[], $3::text[]) AS w(account, user_id) \
-                   ON i.channel_account_id = w.account AND i.external_user_id = w.user_id \
-                 WHERE i.tenant_id = $1",
-            )
-            .bind(tenant_id)
-            .bind(lost.iter().map(|(a, _)| a.as_str()).collect::<Vec<_>>())
-            .bind(lost.iter().map(|(_, u)| u.as_str()).collect::<Vec<_>>())
-            .fetch_all(&mut **tx)
-            .await?;
+            let winners = sqlx::query_as::<_, (String, String, Uuid)>(CONTACTS_BY_IDENTITY)
+                .bind(tenant_id)
+                .bind(lost.iter().map(|(a, _)| a.as_str()).collect::<Vec<_>>())
+                .bind(lost.iter().map(|(_, u)| u.as_str()).collect::<Vec<_>>())
+                .fetch_all(&mut **tx)
+                .await?;
             if winners.len() != lost.len() {
                 // An identity is never deleted; a miss here is a broken invariant.
                 return Err(Error::Database(sqlx::Error::RowNotFound));
@@ -582,12 +580,13 @@ impl PostgresStore {
             return Ok(HashMap::new());
         }
         let rows = sqlx::query_as::<_, MessageRow>(sqlx::AssertSqlSafe(format!(
-            "SELECT {} FROM message_keys k \
-             JOIN UNNEST($2::text[], $3::text[]) AS w(account, external_id) \
-               ON k.channel_account_id = w.account AND k.external_message_id = w.external_id \
-             JOIN messages m ON m.id = k.message_id AND m.sent_at = k.sent_at \
-             WHERE k.tenant_id = $1",
-            message_columns("m")
+            "SELECT {columns} FROM UNNEST($2::text[], $3::text[]) AS w(account, external_id) \
+             CROSS JOIN LATERAL (SELECT k.message_id, k.sent_at FROM message_keys k \
+                 WHERE k.tenant_id = $1 AND k.channel_account_id = w.account \
+                   AND k.external_message_id = w.external_id LIMIT 1) AS k \
+             CROSS JOIN LATERAL (SELECT {columns} FROM messages m \
+                 WHERE m.id = k.message_id AND m.sent_at = k.sent_at LIMIT 1) AS m",
+            columns = message_columns("m")
         )))
         .bind(tenant_id)
         .bind(
@@ -628,9 +627,11 @@ impl PostgresStore {
             return Ok(Vec::new());
         }
         let rows = sqlx::query_as::<_, ConversationRow>(sqlx::AssertSqlSafe(format!(
-            "SELECT {CONVERSATION_COLUMNS} FROM conversations \
-             WHERE tenant_id = $1 AND (channel_account_id, external_thread_id) IN \
-                   (SELECT * FROM UNNEST($2::text[], $3::text[]))"
+            "SELECT {columns} FROM UNNEST($2::text[], $3::text[]) AS w(account, thread) \
+             CROSS JOIN LATERAL (SELECT {CONVERSATION_COLUMNS} FROM conversations \
+                 WHERE tenant_id = $1 AND channel_account_id = w.account \
+                   AND external_thread_id = w.thread LIMIT 1) AS c",
+            columns = conversation_columns("c")
         )))
         .bind(tenant_id)
         .bind(threads.iter().map(|(a, _)| a.clone()).collect::<Vec<_>>())
@@ -663,7 +664,9 @@ async fn update_conversations(
     // locks in whatever order its join produces). These row locks are what concurrent
     // batches queue on, so this is the part of a batch that runs one at a time: one round
     // trip, and the rows found by primary key (the ids came with the batch's conversation
-    // lookup), not again by thread key.
+    // lookup), not again by thread key. The count is a one-time gate that runs the whole
+    // `locked` CTE before the first row is updated, without joining it (a join with the CTE
+    // was planned as a nested loop rescanning it once per row).
     let rows = sqlx::query_as::<_, ConversationRow>(sqlx::AssertSqlSafe(format!(
         "{LOCK_CONVERSATIONS} \
          UPDATE conversations c SET \
@@ -679,14 +682,9 @@ async fn update_conversations(
          FROM UNNEST($2::uuid[], $3::timestamptz[], $4::timestamptz[], $5::timestamptz[], \
                      $6::bool[], $7::int4[], $8::text[], $9::uuid[]) \
               AS u(id, latest_at, latest_in, latest_out, reset, added, preview, contact) \
-         JOIN locked l ON l.id = u.id \
-         WHERE c.tenant_id = $1 AND c.id = u.id \
+         WHERE c.tenant_id = $1 AND c.id = u.id AND (SELECT count(*) FROM locked) >= 0 \
          RETURNING {}",
-        CONVERSATION_COLUMNS
-            .split(',')
-            .map(|column| format!("c.{}", column.trim()))
-            .collect::<Vec<_>>()
-            .join(", ")
+        conversation_columns("c")
     )))
     .bind(tenant_id)
     .bind(&ids)
@@ -721,9 +719,10 @@ async fn conversation_ids(
     threads: &[ThreadKey],
 ) -> Result<HashMap<ThreadKey, Uuid>, Error> {
     let rows = sqlx::query_as::<_, (String, String, Uuid)>(
-        "SELECT channel_account_id, external_thread_id, id FROM conversations \
-         WHERE tenant_id = $1 AND (channel_account_id, external_thread_id) IN \
-               (SELECT * FROM UNNEST($2::text[], $3::text[]))",
+        "SELECT w.account, w.thread, c.id FROM UNNEST($2::text[], $3::text[]) AS w(account, thread) \
+         CROSS JOIN LATERAL (SELECT id FROM conversations \
+             WHERE tenant_id = $1 AND channel_account_id = w.account \
+               AND external_thread_id = w.thread LIMIT 1) AS c",
     )
     .bind(tenant_id)
     .bind(threads.iter().map(|(a, _)| a.clone()).collect::<Vec<_>>())

@@ -31,12 +31,14 @@ pub struct PostgresStore {
 /// The head of every statement that updates several conversations: a CTE `locked` that
 /// locks the tenant's (`$1`) conversations named in `$2` (`uuid[]`) in id order. Concurrent
 /// batches, owner changes and merges then never lock shared rows in opposite orders (a
-/// deadlock). The ids are joined rather than matched with `= ANY`, which plans a bitmap
-/// scan that never marks the dead index entries non-HOT updates leave behind, so every
-/// later statement would visit them again.
+/// deadlock). Each id is looked up on its own by primary key (a lateral subquery, which the
+/// planner can neither flatten nor reorder), in the order of the sorted ids: a join leaves
+/// the plan to statistics, and on a table never analyzed it scanned every conversation of
+/// the tenant, and every dead index entry that non-HOT updates leave behind, once per batch.
 pub(super) const LOCK_CONVERSATIONS: &str = "WITH locked AS MATERIALIZED ( \
-    SELECT c.id FROM UNNEST($2::uuid[]) AS w(id) JOIN conversations c ON c.id = w.id \
-    WHERE c.tenant_id = $1 ORDER BY c.id FOR NO KEY UPDATE OF c) ";
+    SELECT x.id FROM (SELECT DISTINCT id FROM UNNEST($2::uuid[]) AS u(id) ORDER BY id) AS w \
+    CROSS JOIN LATERAL (SELECT c.id FROM conversations c WHERE c.id = w.id AND c.tenant_id = $1 \
+                        FOR NO KEY UPDATE) AS x) ";
 
 /// Conversation ids by (tenant, channel account, external thread).
 type KnownConversations = HashMap<(String, String, String), Uuid>;
@@ -106,7 +108,16 @@ impl PostgresStore {
 
 /// The message columns qualified with a table alias, for joins.
 pub(super) fn message_columns(alias: &str) -> String {
-    MESSAGE_COLUMNS
+    qualified(alias, MESSAGE_COLUMNS)
+}
+
+/// The conversation columns qualified with a table alias.
+pub(super) fn conversation_columns(alias: &str) -> String {
+    qualified(alias, CONVERSATION_COLUMNS)
+}
+
+fn qualified(alias: &str, columns: &str) -> String {
+    columns
         .split(',')
         .map(|column| format!("{alias}.{}", column.trim()))
         .collect::<Vec<_>>()
