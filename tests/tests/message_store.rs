@@ -1205,6 +1205,10 @@ async fn batches_match_one_by_one_appends(kind: BackendKind) {
         .message
         .expect("message");
         message.sent_at = Some(at(index));
+        if index % 5 == 4 {
+            // A reply quoting the customer's message before it.
+            message.quote_external_id = format!("m{}", index - 4);
+        }
         if index % 7 == 3 {
             // The owner answered on the phone: resets unread, counts as outbound.
             message.direction = giao_proto::common::Direction::Outbound as i32;
@@ -1333,9 +1337,19 @@ async fn batches_match_one_by_one_appends(kind: BackendKind) {
                 .expect("history")
                 .into_inner()
                 .messages;
-            let texts: Vec<String> = history
+            let text = |message: &giao_proto::messagestore::Message| {
+                message.content.as_ref().expect("content").text.clone()
+            };
+            // Each text with the text it quotes (ids differ between the two tenants).
+            let texts: Vec<(String, Option<String>)> = history
                 .iter()
-                .map(|message| message.content.as_ref().expect("content").text.clone())
+                .map(|message| {
+                    let quoted = history
+                        .iter()
+                        .find(|other| other.message_id == message.quote_message_id)
+                        .map(text);
+                    (text(message), quoted)
+                })
                 .collect();
             let contact = client
                 .get_contact(GetContactRequest {
@@ -1353,6 +1367,12 @@ async fn batches_match_one_by_one_appends(kind: BackendKind) {
             ));
         }
     }
+    let quoting = expected
+        .iter()
+        .flat_map(|(_, texts, ..)| texts)
+        .filter(|(_, quoted)| quoted.is_some())
+        .count();
+    assert_eq!(quoting, 8, "replies that quote: {expected:?}");
     assert_eq!(actual, expected);
     store.stop().await.expect("stops");
 }
