@@ -482,6 +482,16 @@ pub(crate) fn assemble_notes(
         .collect()
 }
 
+/// `columns` (a comma-separated list) qualified with a table alias, for joins; used by
+/// both backends' stores.
+fn qualified(alias: &str, columns: &str) -> String {
+    columns
+        .split(',')
+        .map(|column| format!("{alias}.{}", column.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The keys of a stored pipeline.
 pub(crate) fn stage_keys(json: &str) -> Vec<String> {
     pipeline_from_json(json)

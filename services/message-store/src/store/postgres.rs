@@ -108,20 +108,12 @@ impl PostgresStore {
 
 /// The message columns qualified with a table alias, for joins.
 pub(super) fn message_columns(alias: &str) -> String {
-    qualified(alias, MESSAGE_COLUMNS)
+    super::qualified(alias, MESSAGE_COLUMNS)
 }
 
 /// The conversation columns qualified with a table alias.
 pub(super) fn conversation_columns(alias: &str) -> String {
-    qualified(alias, CONVERSATION_COLUMNS)
-}
-
-fn qualified(alias: &str, columns: &str) -> String {
-    columns
-        .split(',')
-        .map(|column| format!("{alias}.{}", column.trim()))
-        .collect::<Vec<_>>()
-        .join(", ")
+    super::qualified(alias, CONVERSATION_COLUMNS)
 }
 
 #[derive(sqlx::FromRow)]

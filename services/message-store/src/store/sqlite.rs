@@ -151,11 +151,7 @@ const MESSAGE_INSERT_COLUMNS: &str = "id, tenant_id, conversation_id, channel_ac
 
 /// The message columns qualified with a table alias, for joins.
 pub(super) fn message_columns(alias: &str) -> String {
-    MESSAGE_COLUMNS
-        .split(',')
-        .map(|column| format!("{alias}.{}", column.trim()))
-        .collect::<Vec<_>>()
-        .join(", ")
+    super::qualified(alias, MESSAGE_COLUMNS)
 }
 
 impl SqliteStore {
