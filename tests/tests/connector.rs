@@ -965,6 +965,28 @@ impl Drop for ReplicaProcess {
     }
 }
 
+/// Waits up to `wait` for one delivery on `deliveries`, acks it, and returns it when it is a
+/// DeliveryUpdated of `account`.
+async fn account_delivery_update(
+    deliveries: &mut giao_bus::DeliveryStream,
+    account: &str,
+    wait: Duration,
+) -> Option<giao_proto::events::DeliveryUpdated> {
+    use futures::StreamExt;
+    use giao_proto::events::envelope::Payload;
+    let Ok(Some(Ok(delivery))) = tokio::time::timeout(wait, deliveries.next()).await else {
+        return None;
+    };
+    let (envelope, _) = giao_bus::envelope::decode(&delivery).expect("decodes");
+    delivery.ack().await.expect("acks");
+    match envelope.payload {
+        Some(Payload::DeliveryUpdated(update)) if update.channel_account_id == account => {
+            Some(update)
+        }
+        _ => None,
+    }
+}
+
 /// Connects an OA through the simulator's OAuth v4 flow (PKCE); returns the account id.
 async fn connect_oa(connector: &Running, sim: &giao_connector::zalo::sim::OaSimulator) -> String {
     use giao_proto::connector::{BeginOaConnectRequest, CompleteOaConnectRequest};
@@ -2624,7 +2646,6 @@ async fn oa_errors_and_reconnect(backend: BackendKind) {
 /// replies: the account's send rate (30 a minute, bursts of 3) holds for both together,
 /// as Zalo sees the sends, and every reply goes out exactly once.
 async fn oa_pacing_holds_across_replicas(backend: BackendKind) {
-    use futures::StreamExt;
     use giao_proto::{
         common::{DeliveryStatus, MessageContent},
         events::{OutboundRequested, envelope::Payload},
@@ -2685,14 +2706,8 @@ async fn oa_pacing_holds_across_replicas(backend: BackendKind) {
             tokio::time::Instant::now() < deadline,
             "sent so far: {sent:?}"
         );
-        let Ok(Some(Ok(delivery))) =
-            tokio::time::timeout(Duration::from_millis(500), deliveries.next()).await
-        else {
-            continue;
-        };
-        let (envelope, _) = giao_bus::envelope::decode(&delivery).expect("decodes");
-        if let Some(Payload::DeliveryUpdated(update)) = envelope.payload
-            && update.channel_account_id == account
+        if let Some(update) =
+            account_delivery_update(&mut deliveries, &account, Duration::from_millis(500)).await
         {
             assert_eq!(
                 update.status,
@@ -2703,7 +2718,6 @@ async fn oa_pacing_holds_across_replicas(backend: BackendKind) {
             );
             sent.insert(update.message_id);
         }
-        delivery.ack().await.expect("acks");
     }
 
     // Zalo got each reply once.
@@ -2747,7 +2761,6 @@ async fn oa_pacing_holds_across_replicas(backend: BackendKind) {
 /// came because the ack wait ran out under it), which settles the message itself; a stale
 /// claim's holder died mid-call, so the message is reported failed and never sent twice.
 async fn oa_sending_claims_by_age(backend: BackendKind) {
-    use futures::StreamExt;
     use giao_connector::zalo::outbound::Ledger;
     use giao_proto::{
         common::{DeliveryStatus, MessageContent},
@@ -2814,29 +2827,23 @@ async fn oa_sending_claims_by_age(backend: BackendKind) {
         external_id: String,
     }
     let mut outcomes: Vec<Settled> = Vec::new();
-    let mut watch =
-        async |outcomes: &mut Vec<Settled>, done: &dyn Fn(&[Settled]) -> bool, within: Duration| {
-            let deadline = tokio::time::Instant::now() + within;
-            while !done(outcomes) && tokio::time::Instant::now() < deadline {
-                let Ok(Some(Ok(delivery))) =
-                    tokio::time::timeout(Duration::from_millis(200), deliveries.next()).await
-                else {
-                    continue;
-                };
-                let (envelope, _) = giao_bus::envelope::decode(&delivery).expect("decodes");
-                if let Some(Payload::DeliveryUpdated(update)) = envelope.payload
-                    && update.channel_account_id == account
-                {
-                    outcomes.push(Settled {
-                        id: update.message_id,
-                        status: update.status,
-                        reason: update.failure_reason,
-                        external_id: update.external_message_id,
-                    });
-                }
-                delivery.ack().await.expect("acks");
+    let mut watch = async |outcomes: &mut Vec<Settled>,
+                           done: &dyn Fn(&[Settled]) -> bool,
+                           within: Duration| {
+        let deadline = tokio::time::Instant::now() + within;
+        while !done(outcomes) && tokio::time::Instant::now() < deadline {
+            if let Some(update) =
+                account_delivery_update(&mut deliveries, &account, Duration::from_millis(200)).await
+            {
+                outcomes.push(Settled {
+                    id: update.message_id,
+                    status: update.status,
+                    reason: update.failure_reason,
+                    external_id: update.external_message_id,
+                });
             }
-        };
+        }
+    };
     let dead_failed = |outcomes: &[Settled]| outcomes.iter().any(|o| o.id == "claim-dead");
     watch(&mut outcomes, &dead_failed, Duration::from_secs(30)).await;
     let dead: Vec<_> = outcomes.iter().filter(|o| o.id == "claim-dead").collect();
