@@ -16,6 +16,7 @@
 
 mod assignment;
 mod connector;
+mod cpu;
 mod million;
 mod reporting;
 
