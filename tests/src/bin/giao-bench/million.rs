@@ -4,7 +4,8 @@
 //!   stored, deduped and announced on JetStream) vs a raw `COPY` of the same message rows into
 //!   the same schema in a second database;
 //! - GetHistory(50) over gRPC vs the bare indexed SELECT of the same page;
-//! - Search (customer names, places, products, order codes; diacritics-free queries) p95.
+//! - Search (customer names, places, products, order codes; diacritics-free queries) p95;
+//! - beside the ingest rate, the CPU time per batch of each process taking part ([`cpu`]).
 //!
 //! The corpus is generated deterministically from each message's index, so every run stores
 //! the same rows. `GIAO_BENCH_MESSAGES` scales it down for a quick look.
