@@ -12,7 +12,6 @@ const TICKS_PER_SECOND: f64 = 100.0;
 /// The parts a scenario's CPU time is split into, in report order.
 const PARTS: [&str; 4] = ["postgres", "nats-server", "bench", "other"];
 
-#[derive(Clone, Default)]
 pub struct Snapshot {
     /// user + system ticks by process id, with the part each process belongs to.
     processes: HashMap<u32, (&'static str, u64)>,
