@@ -456,10 +456,6 @@ impl MessageStoreService for Api {
             .visible_conversation(&caller, "conversation_id", &request.conversation_id)
             .await?;
         let page = request.page.unwrap_or_default();
-        if page.cursor.is_empty() && conversation.owner_user_id.as_deref() != Some(&caller.user_id)
-        {
-            self.audit_opened(&caller, &conversation).await;
-        }
         let query = HistoryQuery {
             order: match pb::HistoryDirection::try_from(request.direction) {
                 Ok(pb::HistoryDirection::Forward) => HistoryOrder::OldestFirst,
@@ -475,17 +471,35 @@ impl MessageStoreService for Api {
             after: parse_cursor(&page.cursor)?,
             limit: domain::page_size(page.page_size),
         };
-        let messages = self
-            .store
-            .history(&caller.tenant_id, conversation.id, &query)
-            .await?;
+        // A non-owner's first page is audited while the page is read (reactions and edits
+        // side by side): both finish before the answer, so the record is as durable as
+        // before, and the wait for its acknowledgement overlaps the reads instead of adding
+        // to them. A request with a bad direction or cursor is refused before any audit.
+        let audit = async {
+            if page.cursor.is_empty()
+                && conversation.owner_user_id.as_deref() != Some(&caller.user_id)
+            {
+                self.audit_opened(&caller, &conversation).await;
+            }
+        };
+        let read = async {
+            let messages = self
+                .store
+                .history(&caller.tenant_id, conversation.id, &query)
+                .await?;
+            let ids: Vec<Uuid> = messages.iter().map(|m| m.id).collect();
+            let (reactions, versions) = tokio::try_join!(
+                self.store.reactions(&caller.tenant_id, &ids),
+                self.store.message_versions(&caller.tenant_id, &ids)
+            )?;
+            Ok::<_, Error>((messages, reactions, versions))
+        };
+        let ((), read) = tokio::join!(audit, read);
+        let (messages, reactions, versions) = read?;
         let next_cursor = next_cursor(&messages, query.limit, |m| Position {
             at: m.sent_at,
             id: m.id,
         });
-        let ids: Vec<Uuid> = messages.iter().map(|m| m.id).collect();
-        let reactions = self.store.reactions(&caller.tenant_id, &ids).await?;
-        let versions = self.store.message_versions(&caller.tenant_id, &ids).await?;
         let mut quoted = Vec::new();
         for message in &messages {
             if let Some(external_id) = &message.quote_external_id {
