@@ -492,6 +492,19 @@ fn qualified(alias: &str, columns: &str) -> String {
         .join(", ")
 }
 
+/// How many columns a comma-separated list names (at compile time, for binary COPY rows).
+const fn column_count(columns: &str) -> i16 {
+    let bytes = columns.as_bytes();
+    let (mut count, mut at) = (1, 0);
+    while at < bytes.len() {
+        if bytes[at] == b',' {
+            count += 1;
+        }
+        at += 1;
+    }
+    count
+}
+
 /// The keys of a stored pipeline.
 pub(crate) fn stage_keys(json: &str) -> Vec<String> {
     pipeline_from_json(json)

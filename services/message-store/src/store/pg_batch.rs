@@ -313,13 +313,13 @@ impl PostgresStore {
                 .bind(
                     wanted
                         .iter()
-                        .map(|(_, (a, _))| a.clone())
+                        .map(|(_, (a, _))| a.as_str())
                         .collect::<Vec<_>>(),
                 )
                 .bind(
                     wanted
                         .iter()
-                        .map(|(_, (_, u))| u.clone())
+                        .map(|(_, (_, u))| u.as_str())
                         .collect::<Vec<_>>(),
                 )
                 .fetch_all(&mut **tx)
@@ -842,8 +842,8 @@ fn micros(at: DateTime<Utc>) -> DateTime<Utc> {
     chrono::DurationRound::duration_trunc(at, chrono::Duration::microseconds(1)).unwrap_or(at)
 }
 
-/// How many columns `MESSAGE_INSERT_COLUMNS` names.
-const MESSAGE_INSERT_FIELDS: i16 = 17;
+/// How many columns `MESSAGE_INSERT_COLUMNS` names: the field count of every COPY row.
+const MESSAGE_INSERT_FIELDS: i16 = super::column_count(MESSAGE_INSERT_COLUMNS);
 
 /// Rows in PostgreSQL's binary COPY format: a signature and two zero words, then per row
 /// its field count and each field as a length-prefixed value in the type's binary form
