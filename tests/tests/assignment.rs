@@ -435,6 +435,7 @@ giao_tests::on_both_backends!(
     timers_fire_when_their_log_cannot_be_written,
     every_move_publishes_conversation_assigned,
     a_returning_customer_skips_an_owner_off_shift_or_gone,
+    customers_captured_in_a_batch_start_their_clocks,
 );
 
 use routing::{
@@ -444,7 +445,8 @@ use routing::{
     a_shift_change_follows_the_tenants_policy,
     an_sla_breach_fires_once_with_two_scheduler_replicas,
     an_unanswered_customer_goes_to_another_agent_once,
-    bad_sla_policies_are_refused_and_store_nothing, every_move_publishes_conversation_assigned,
+    bad_sla_policies_are_refused_and_store_nothing,
+    customers_captured_in_a_batch_start_their_clocks, every_move_publishes_conversation_assigned,
     overlapping_shifts_of_one_person_are_refused,
     reminders_fall_due_and_follow_ups_remind_the_owner,
     round_robin_least_open_and_rules_route_new_conversations,
@@ -1380,6 +1382,26 @@ mod routing {
         format!("dev.{TENANT}.{user}.{role}")
     }
 
+    /// A customer asking the price on `thread` of oa-1.
+    fn question(customer: &str, thread: &str, id: &str) -> InboundMessage {
+        InboundMessage {
+            channel_account_id: "oa-1".into(),
+            external_message_id: id.into(),
+            external_thread_id: thread.into(),
+            customer: Some(ChannelUser {
+                external_user_id: customer.into(),
+                display_name: format!("Khách {customer}"),
+                ..Default::default()
+            }),
+            content: Some(MessageContent {
+                r#type: ContentType::Text as i32,
+                text: "cho em hỏi giá".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
     impl Floor {
         async fn start(kind: BackendKind) -> Self {
             let mut backend = Backend::new(kind).await;
@@ -1524,22 +1546,7 @@ mod routing {
             let mut store = self.store_admin().await;
             let message = store
                 .append_inbound(AppendInboundRequest {
-                    message: Some(InboundMessage {
-                        channel_account_id: "oa-1".into(),
-                        external_message_id: format!("m-{thread}"),
-                        external_thread_id: thread.into(),
-                        customer: Some(ChannelUser {
-                            external_user_id: customer.into(),
-                            display_name: format!("Khách {customer}"),
-                            ..Default::default()
-                        }),
-                        content: Some(MessageContent {
-                            r#type: ContentType::Text as i32,
-                            text: "cho em hỏi giá".into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
+                    message: Some(question(customer, thread, &format!("m-{thread}"))),
                 })
                 .await
                 .expect("appends")
@@ -2164,6 +2171,89 @@ mod routing {
         .await
         .expect("claims");
         assert_eq!(leftover.len(), 20, "claimed rows stay leased");
+    }
+
+    /// Messages captured in a batch reach the clocks as single appends do: every customer
+    /// who wrote is waiting, due by the policy, and one the owner answered on the phone in
+    /// the same batch is not.
+    pub(super) async fn customers_captured_in_a_batch_start_their_clocks(kind: BackendKind) {
+        use giao_proto::common::{Direction, SenderKind};
+        let floor = Floor::start(kind).await;
+        sla(
+            &floor,
+            SlaPolicy {
+                first_response_secs: 3_600,
+                ..Default::default()
+            },
+        )
+        .await;
+        let now = chrono::Utc::now().timestamp();
+        let message = |customer: &str, id: &str, ago_secs: i64, owner_typed: bool| {
+            let (direction, sender_kind) = if owner_typed {
+                (Direction::Outbound, SenderKind::AccountOwner)
+            } else {
+                (Direction::Inbound, SenderKind::Customer)
+            };
+            InboundMessage {
+                sent_at: Some(prost_types::Timestamp {
+                    seconds: now - ago_secs,
+                    nanos: 0,
+                }),
+                direction: direction as i32,
+                sender_kind: sender_kind as i32,
+                ..question(customer, customer, id)
+            }
+        };
+        let results = floor
+            .store_admin()
+            .await
+            .append_inbound_batch(giao_proto::messagestore::AppendInboundBatchRequest {
+                messages: vec![
+                    message("u1", "b1", 300, false),
+                    message("u2", "b2", 240, false),
+                    message("u1", "b3", 180, true),
+                    message("u3", "b4", 120, false),
+                ],
+            })
+            .await
+            .expect("batch stored")
+            .into_inner()
+            .results;
+        let conversation = |index: usize| {
+            results[index]
+                .message
+                .as_ref()
+                .expect("message")
+                .conversation_id
+                .clone()
+        };
+        let expected = vec![conversation(1), conversation(3)];
+        let listed = eventually("the batch's customers are waiting", || {
+            let floor = &floor;
+            let expected = expected.clone();
+            async move {
+                let listed = floor
+                    .admin()
+                    .await
+                    .list_unattended(ListUnattendedRequest::default())
+                    .await
+                    .expect("lists")
+                    .into_inner()
+                    .conversations;
+                let ids: Vec<String> = listed.iter().map(|c| c.conversation_id.clone()).collect();
+                (ids == expected).then_some(listed)
+            }
+        })
+        .await;
+        for (entry, ago) in listed.iter().zip([240, 120]) {
+            let waiting = entry.waiting_since.expect("waiting since");
+            assert_eq!(waiting.seconds, now - ago, "{entry:?}");
+            assert_eq!(
+                entry.sla_due_at.expect("due").seconds - waiting.seconds,
+                3_600
+            );
+            assert_eq!(entry.sla_state, SlaState::Ok as i32);
+        }
     }
 
     pub(super) async fn unattended_lists_longest_wait_first_within_visibility(kind: BackendKind) {

@@ -3680,6 +3680,182 @@ async fn stored_recalls_are_announced_once(kind: BackendKind) {
     store.stop().await.expect("stops");
 }
 
+/// A batch announces its messages on the message_stored subject as entries of
+/// `MessagesStored` events: each message once, in the batch's order, each entry the very
+/// announcement a single append makes (same event id, same content); a batch of long texts
+/// is split so no bus message nears the payload limit; a retried batch announces nothing new.
+async fn batches_announce_each_stored_message_once(kind: BackendKind) {
+    use giao_bus::envelope::{events_of, message_stored_event_id};
+    use giao_proto::{events::envelope::Payload, messagestore::AppendInboundBatchRequest};
+    use prost::Message as _;
+    let (backend, store, mut admin) = start(kind).await;
+    let (collected, stop) = collect_events(&backend, "test-stored", "message_stored");
+    let message = |customer: &str, id: &str, text: &str| {
+        inbound("oa-1", customer, "Khách", id, text)
+            .message
+            .expect("message")
+    };
+    let single = admin
+        .append_inbound(AppendInboundRequest {
+            message: Some(message("u-0", "m-single", "Chào shop")),
+        })
+        .await
+        .expect("stored")
+        .into_inner()
+        .message
+        .expect("message");
+    // 30 texts at the size limit (8,000 characters, 3 bytes each in UTF-8): about 720 KB of
+    // entries, more than one bus message should carry.
+    let long = "ệ".repeat(8_000);
+    let mut batch: Vec<InboundMessage> = (0..30)
+        .map(|i| message(&format!("u-{}", i % 3), &format!("b-{i}"), &long))
+        .collect();
+    batch.push(batch[4].clone());
+    batch.push(message("u-0", "m-single", "Chào shop"));
+    let append = |messages: Vec<InboundMessage>| {
+        let mut admin = admin.clone();
+        async move {
+            admin
+                .append_inbound_batch(AppendInboundBatchRequest { messages })
+                .await
+                .expect("batch stored")
+                .into_inner()
+                .results
+        }
+    };
+    let results = append(batch.clone()).await;
+    let ids = |results: &[giao_proto::messagestore::AppendInboundResponse]| -> Vec<String> {
+        results
+            .iter()
+            .map(|result| result.message.as_ref().expect("message").message_id.clone())
+            .collect()
+    };
+    assert_eq!(
+        ids(&append(batch).await),
+        ids(&results),
+        "a retry answers the same"
+    );
+    // The consumer reads in order: once the marker's batch arrives, everything before did.
+    let marker = append(vec![message("u-9", "m-marker", "hết")]).await;
+    let marker_id = marker[0]
+        .message
+        .as_ref()
+        .expect("marker")
+        .message_id
+        .clone();
+    giao_testkit::wait_until(
+        std::time::Duration::from_secs(20),
+        "the marker announced",
+        || {
+            let seen = collected.lock().expect("lock").iter().any(|envelope| {
+                events_of(envelope.clone()).iter().any(|event| {
+                    matches!(&event.payload, Some(Payload::MessageStored(stored)) if stored.message_id == marker_id)
+                })
+            });
+            async move { seen }
+        },
+    )
+    .await;
+    stop.cancel();
+    let envelopes = collected.lock().expect("lock").clone();
+
+    // What the batch stored, each message once in the batch's order.
+    let mut expected: Vec<giao_proto::messagestore::Message> = Vec::new();
+    for result in &results {
+        let stored = result.message.clone().expect("message");
+        if !expected
+            .iter()
+            .any(|seen| seen.message_id == stored.message_id)
+        {
+            expected.push(stored);
+        }
+    }
+    assert_eq!(expected.len(), 31, "30 new messages and m-single");
+    let batches: Vec<&giao_proto::events::Envelope> = envelopes
+        .iter()
+        .filter(|envelope| matches!(envelope.payload, Some(Payload::MessagesStored(_))))
+        .collect();
+    assert_eq!(
+        batches.len(),
+        3,
+        "the long batch in two parts, then the marker's"
+    );
+    for envelope in &batches {
+        assert!(
+            envelope.encoded_len() < 600 * 1024,
+            "a bus message of {} bytes",
+            envelope.encoded_len()
+        );
+        assert_eq!(envelope.producer, "message-store");
+    }
+    let entries: Vec<giao_proto::events::Envelope> = batches
+        .iter()
+        .take(2)
+        .flat_map(|envelope| events_of((*envelope).clone()))
+        .collect();
+    // (event id, message id, conversation id, text); texts compared by digest, so that a
+    // failure prints what differs rather than 30 long texts.
+    let digest = |text: &str| {
+        use sha2::Digest as _;
+        format!(
+            "{} chars, sha256 {}",
+            text.chars().count(),
+            hex::encode(sha2::Sha256::digest(text.as_bytes()))
+        )
+    };
+    let announced: Vec<(String, String, String, String)> = entries
+        .iter()
+        .filter_map(|event| match &event.payload {
+            Some(Payload::MessageStored(stored)) => Some((
+                event.event_id.clone(),
+                stored.message_id.clone(),
+                stored.conversation_id.clone(),
+                digest(&stored.text),
+            )),
+            _ => None,
+        })
+        .collect();
+    let wanted: Vec<(String, String, String, String)> = expected
+        .iter()
+        .map(|stored| {
+            (
+                message_stored_event_id(&stored.message_id),
+                stored.message_id.clone(),
+                stored.conversation_id.clone(),
+                digest(
+                    stored
+                        .content
+                        .as_ref()
+                        .map_or("", |content| content.text.as_str()),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(announced, wanted);
+    assert!(
+        entries.iter().all(|event| matches!(&event.payload,
+            Some(Payload::MessageStored(stored)) if !stored.contact_id.is_empty()
+                && stored.direction == giao_proto::common::Direction::Inbound as i32)),
+        "each entry names its contact and direction"
+    );
+    // m-single's entry is its single announcement again: consumers dedupe it on the id.
+    let alone: Vec<&giao_proto::events::Envelope> = envelopes
+        .iter()
+        .filter(|envelope| matches!(envelope.payload, Some(Payload::MessageStored(_))))
+        .collect();
+    assert_eq!(alone.len(), 1, "only the single append announces alone");
+    let again = entries
+        .iter()
+        .find(|event| event.event_id == alone[0].event_id)
+        .expect("m-single in the batch");
+    assert_eq!(again.payload, alone[0].payload);
+    assert_eq!(
+        alone[0].event_id,
+        message_stored_event_id(&single.message_id)
+    );
+    store.stop().await.expect("stops");
+}
+
 /// A replica remembers conversation ids. When a conversation it remembers is gone (only a
 /// database restored under a running replica does that), a batch still stores every
 /// message, in a conversation it finds or creates again, and nothing points at the old id.
@@ -3886,4 +4062,5 @@ giao_tests::on_both_backends!(
     care_pipeline_is_the_tenants_own,
     search_finds_notes_and_pages,
     stored_recalls_are_announced_once,
+    batches_announce_each_stored_message_once,
 );

@@ -1719,6 +1719,101 @@ async fn message_store_traffic_reaches_the_scorecard(kind: BackendKind) {
     assert_eq!(waiting, vec![conversation_id]);
 }
 
+/// `MessagesStored` batches on the bus fold exactly like their entries applied one by one,
+/// and entries that come again change nothing: one announced alone, and batches retried
+/// under another bus id and split another way. The day's runs of MessageStored (up to
+/// three at a time) travel as batches, in stream order with the other events.
+async fn stored_batches_fold_like_single_events(kind: BackendKind) {
+    use giao_bus::envelope::message_stored_event_id;
+    let mut suite = Suite::start(kind).await;
+    // The day's events under the ids message-store gives them.
+    let events: Vec<(String, i64, Payload)> = day()
+        .into_iter()
+        .map(|(id, at, payload)| match &payload {
+            Payload::MessageStored(stored) => {
+                (message_stored_event_id(&stored.message_id), at, payload)
+            }
+            _ => (id.to_string(), at, payload),
+        })
+        .collect();
+    let mut sent: Vec<events::MessagesStored> = Vec::new();
+    let mut run = events::MessagesStored::default();
+    for (index, (id, at, payload)) in events.iter().enumerate() {
+        if let Payload::MessageStored(stored) = payload {
+            run.messages.push(stored.clone());
+        }
+        let next_is_stored = matches!(
+            events.get(index + 1),
+            Some((_, _, Payload::MessageStored(_)))
+        );
+        if !run.messages.is_empty() && (run.messages.len() == 3 || !next_is_stored) {
+            let batch = std::mem::take(&mut run);
+            let id = format!("batch-{}", sent.len());
+            suite
+                .publish(&id, *at, Payload::MessagesStored(batch.clone()))
+                .await;
+            sent.push(batch);
+        }
+        if !matches!(payload, Payload::MessageStored(_)) {
+            suite.publish(id, *at, payload.clone()).await;
+        }
+    }
+    assert!(sent.len() >= 3, "{} batches", sent.len());
+    // Everything again: the first two batches as one, then one entry on its own.
+    let again = events::MessagesStored {
+        messages: sent[..2]
+            .iter()
+            .flat_map(|batch| batch.messages.clone())
+            .collect(),
+    };
+    let at = local(5, 23, 0);
+    suite
+        .publish("batch-0-1-retried", at, Payload::MessagesStored(again))
+        .await;
+    let entry = sent[2].messages[0].clone();
+    suite
+        .publish(
+            &message_stored_event_id(&entry.message_id),
+            at,
+            Payload::MessageStored(entry),
+        )
+        .await;
+    suite.settle().await;
+
+    let settings = suite.config.settings().expect("settings");
+    let database = giao_storage::Database::connect(&suite.backend.database().await)
+        .await
+        .expect("fresh database");
+    database
+        .migrate(&giao_reporting::MIGRATIONS)
+        .await
+        .expect("migrated");
+    let one_by_one = giao_reporting::store::Store::new(database);
+    for (id, at, payload) in events {
+        one_by_one
+            .apply(&envelope(TENANT, &id, at, payload), &settings.apply)
+            .await
+            .expect("applied");
+    }
+    let live = giao_reporting::store::Store::new(
+        giao_storage::Database::connect(&suite.config.database)
+            .await
+            .expect("live database"),
+    );
+    let tenant_rows = |lines: Vec<String>| -> Vec<String> {
+        lines
+            .into_iter()
+            .filter(|line| line.split('|').nth(1) == Some(TENANT))
+            .collect()
+    };
+    let expected = tenant_rows(one_by_one.snapshot().await.expect("snapshot"));
+    assert!(expected.len() > 50, "{} aggregate rows", expected.len());
+    assert_eq!(
+        tenant_rows(live.snapshot().await.expect("snapshot")),
+        expected
+    );
+}
+
 /// The batch fold (bulk loads, catch-up) gives exactly the rows of applying the same events
 /// one by one, and a second pass changes nothing.
 async fn batch_fold_matches_one_by_one(kind: BackendKind) {
@@ -2519,6 +2614,7 @@ async fn care_quality_patterns_are_per_tenant(kind: BackendKind) {
 
 on_both_backends!(
     batch_fold_matches_one_by_one,
+    stored_batches_fold_like_single_events,
     message_store_traffic_reaches_the_scorecard,
     each_definition_on_a_hand_built_day,
     exports_csv_per_agent_and_per_conversation,

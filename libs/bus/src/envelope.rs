@@ -33,6 +33,39 @@ pub fn event_type(payload: &Payload) -> &'static str {
         Payload::ReactionAdded(_) => "reaction_added",
         Payload::MessageEdited(_) => "message_edited",
         Payload::AuditRequested(_) => "audit_requested",
+        // A batch of MessageStored travels on their subject, so every consumer of
+        // message_stored receives batches with no new filter (several filters on one
+        // consumer need NATS 2.10, and a durable consumer keeps the filter it was made with).
+        Payload::MessagesStored(_) => "message_stored",
+    }
+}
+
+/// The event id of a stored message's `MessageStored`, whether it travels alone or as an
+/// entry of a `MessagesStored` batch: consumers dedupe on it either way.
+pub fn message_stored_event_id(message_id: &str) -> String {
+    format!("message-stored-{message_id}")
+}
+
+/// The events an envelope carries, in order: the envelope itself, or for a `MessagesStored`
+/// batch one `MessageStored` envelope per entry, with the entry's own event id and the
+/// batch's tenant, time, trace context and producer. A consumer handles what this returns
+/// exactly as it handles single events, so a batch and the same messages published one by
+/// one change its state alike.
+pub fn events_of(mut envelope: Envelope) -> Vec<Envelope> {
+    match envelope.payload.take() {
+        Some(Payload::MessagesStored(batch)) => batch
+            .messages
+            .into_iter()
+            .map(|stored| Envelope {
+                event_id: message_stored_event_id(&stored.message_id),
+                payload: Some(Payload::MessageStored(stored)),
+                ..envelope.clone()
+            })
+            .collect(),
+        payload => {
+            envelope.payload = payload;
+            vec![envelope]
+        }
     }
 }
 
@@ -126,4 +159,86 @@ pub fn decode(delivery: &Delivery) -> Result<(Envelope, tracing::Span), prost::D
     }
     telemetry::set_remote_parent(&span, telemetry::extract_from_map(&carrier));
     Ok((envelope, span))
+}
+
+#[cfg(test)]
+mod tests {
+    use giao_proto::events::{MessageStored, MessagesStored};
+
+    use super::*;
+
+    fn stored(id: &str) -> MessageStored {
+        MessageStored {
+            message_id: id.into(),
+            conversation_id: format!("conv-{id}"),
+            text: format!("text of {id}"),
+            ..Default::default()
+        }
+    }
+
+    fn envelope(event_id: &str, payload: Payload) -> Envelope {
+        Envelope {
+            event_id: event_id.into(),
+            tenant_id: "acme".into(),
+            occurred_at: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 5,
+            }),
+            traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+            tracestate: "giao=1".into(),
+            producer: "message-store".into(),
+            payload: Some(payload),
+        }
+    }
+
+    #[test]
+    fn a_batch_yields_each_entry_as_the_single_event_it_stands_for() {
+        let batch = envelope(
+            "messages-stored-abc",
+            Payload::MessagesStored(MessagesStored {
+                messages: vec![stored("m1"), stored("m2"), stored("m3")],
+            }),
+        );
+        assert_eq!(
+            event_type(batch.payload.as_ref().expect("payload")),
+            "message_stored",
+            "a batch travels where its entries would"
+        );
+        let events = events_of(batch.clone());
+        let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "message-stored-m1",
+                "message-stored-m2",
+                "message-stored-m3"
+            ]
+        );
+        for (event, id) in events.iter().zip(["m1", "m2", "m3"]) {
+            assert_eq!(
+                event,
+                &Envelope {
+                    event_id: message_stored_event_id(id),
+                    payload: Some(Payload::MessageStored(stored(id))),
+                    ..batch.clone()
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn any_other_event_is_itself() {
+        let single = envelope("message-stored-m1", Payload::MessageStored(stored("m1")));
+        assert_eq!(events_of(single.clone()), vec![single]);
+        let empty = envelope(
+            "messages-stored-none",
+            Payload::MessagesStored(MessagesStored::default()),
+        );
+        assert!(
+            events_of(empty).is_empty(),
+            "an empty batch carries nothing"
+        );
+        let bare = Envelope::default();
+        assert_eq!(events_of(bare.clone()), vec![bare]);
+    }
 }

@@ -452,8 +452,8 @@ impl Timers {
         }
     }
 
-    /// Consumes MessageStored (clocks, follow-up pushes) and ContactUpdated (follow-ups)
-    /// until `shutdown`.
+    /// Consumes MessageStored, alone or in `MessagesStored` batches (clocks, follow-up
+    /// pushes), and ContactUpdated (follow-ups) until `shutdown`.
     pub async fn consume(
         self,
         bus: Arc<dyn EventBus>,
@@ -506,13 +506,17 @@ impl Timers {
                 let Ok((envelope, _span)) = decoded else {
                     return HandlerOutcome::Poison("undecodable event".into());
                 };
-                let Some(Payload::MessageStored(stored)) = envelope.payload else {
-                    return HandlerOutcome::Poison("not a message_stored event".into());
-                };
-                match timers.message_stored(&envelope.tenant_id, &stored).await {
-                    Ok(()) => HandlerOutcome::Done,
-                    Err(error) => HandlerOutcome::Retry(error.to_string()),
+                // A batch's entries in order; a failure redelivers the whole batch, and the
+                // entries already applied find their clocks in the state they lead to.
+                for event in envelope::events_of(envelope) {
+                    let Some(Payload::MessageStored(stored)) = event.payload else {
+                        return HandlerOutcome::Poison("not a message_stored event".into());
+                    };
+                    if let Err(error) = timers.message_stored(&event.tenant_id, &stored).await {
+                        return HandlerOutcome::Retry(error.to_string());
+                    }
                 }
+                HandlerOutcome::Done
             }
         });
         let (contacts, messages) = tokio::join!(contacts, messages);

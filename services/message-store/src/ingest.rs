@@ -58,8 +58,9 @@ impl Ingestor {
     }
 
     /// Stores a batch in one transaction, then announces it: first every conversation and
-    /// contact it opened, then every message, each phase published concurrently (the bus
-    /// dedupes on the deterministic event ids, so a retried batch announces nothing twice).
+    /// contact it opened, published concurrently, then its messages as `MessagesStored`
+    /// batches (the bus dedupes on the deterministic event ids, so a retried batch announces
+    /// nothing twice, and consumers dedupe each entry on its own id).
     pub async fn store_batch(&self, messages: &[NewInbound]) -> Result<Vec<AppendOutcome>, Error> {
         // A whole batch (at most MAX_BATCH) in flight at once; JetStream pipelines the acks.
         const IN_FLIGHT: usize = crate::domain::MAX_BATCH;
@@ -79,12 +80,11 @@ impl Ingestor {
                 .collect();
             futures::future::try_join_all(opened).await?;
         }
-        for chunk in pairs.chunks(IN_FLIGHT) {
-            let stored: Vec<_> = chunk
-                .iter()
-                .map(|&(message, outcome)| self.announce_stored(message, outcome))
-                .collect();
-            futures::future::try_join_all(stored).await?;
+        // One after the other: the parts of a split batch reach the stream in batch order.
+        for (tenant_id, event_id, batch) in stored_batches(&pairs, MAX_BATCH_EVENT_BYTES) {
+            self.publisher
+                .publish(tenant_id, event_id, Payload::MessagesStored(batch))
+                .await?;
         }
         Ok(outcomes)
     }
@@ -145,37 +145,107 @@ impl Ingestor {
         message: &NewInbound,
         outcome: &AppendOutcome,
     ) -> Result<(), Error> {
-        let stored = &outcome.message;
         self.publisher
             .publish(
                 &message.tenant_id,
-                format!("message-stored-{}", stored.id),
-                Payload::MessageStored(events::MessageStored {
-                    message_id: stored.id.to_string(),
-                    conversation_id: stored.conversation_id.to_string(),
-                    contact_id: outcome
-                        .contact_id
-                        .map(|id| id.to_string())
-                        .unwrap_or_default(),
-                    channel_account_id: stored.channel_account_id.clone(),
-                    direction: stored.direction,
-                    sender_kind: stored.sender_kind,
-                    sender_user_id: stored.sender_user_id.clone().unwrap_or_default(),
-                    sent_at: Some(timestamp(stored.sent_at)),
-                    owner_user_id: outcome
-                        .conversation
-                        .owner_user_id
-                        .clone()
-                        .unwrap_or_default(),
-                    team_id: outcome.conversation.team_id.clone().unwrap_or_default(),
-                    content_type: stored.content_type,
-                    text: stored.text.clone(),
-                    ..Default::default()
-                }),
+                envelope::message_stored_event_id(&outcome.message.id.to_string()),
+                Payload::MessageStored(stored_event(outcome)),
             )
             .await?;
         Ok(())
     }
+}
+
+/// Entries of one `MessagesStored` bus message stay under this many encoded bytes: NATS
+/// refuses a message over its `max_payload` (1 MiB unless configured), and 500 texts at the
+/// size limit would come to several MiB, so such a batch is split.
+const MAX_BATCH_EVENT_BYTES: usize = 512 * 1024;
+
+/// What a single append announces about one stored message.
+fn stored_event(outcome: &AppendOutcome) -> events::MessageStored {
+    let stored = &outcome.message;
+    events::MessageStored {
+        message_id: stored.id.to_string(),
+        conversation_id: stored.conversation_id.to_string(),
+        contact_id: outcome
+            .contact_id
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+        channel_account_id: stored.channel_account_id.clone(),
+        direction: stored.direction,
+        sender_kind: stored.sender_kind,
+        sender_user_id: stored.sender_user_id.clone().unwrap_or_default(),
+        sent_at: Some(timestamp(stored.sent_at)),
+        owner_user_id: outcome
+            .conversation
+            .owner_user_id
+            .clone()
+            .unwrap_or_default(),
+        team_id: outcome.conversation.team_id.clone().unwrap_or_default(),
+        content_type: stored.content_type,
+        text: stored.text.clone(),
+        ..Default::default()
+    }
+}
+
+/// A stored batch's `MessagesStored` events: per tenant, in the batch's order, each message
+/// once (a repeat inside the batch answers with the same stored message), split so no event's
+/// entries pass `max_bytes`. Each event's id is a digest of its message ids, so a retried
+/// batch publishes the same ids and the bus stores them once.
+fn stored_batches<'a>(
+    pairs: &[(&'a NewInbound, &AppendOutcome)],
+    max_bytes: usize,
+) -> Vec<(&'a str, String, events::MessagesStored)> {
+    use prost::Message as _;
+    use sha2::Digest as _;
+
+    let mut seen = std::collections::HashSet::new();
+    let mut per_tenant: Vec<(&str, Vec<events::MessageStored>)> = Vec::new();
+    for &(message, outcome) in pairs {
+        if !seen.insert((message.tenant_id.as_str(), outcome.message.id)) {
+            continue;
+        }
+        let entry = stored_event(outcome);
+        match per_tenant
+            .iter_mut()
+            .find(|(tenant, _)| *tenant == message.tenant_id)
+        {
+            Some((_, entries)) => entries.push(entry),
+            None => per_tenant.push((&message.tenant_id, vec![entry])),
+        }
+    }
+    let mut batches = Vec::new();
+    for (tenant, entries) in per_tenant {
+        let mut current: Vec<events::MessageStored> = Vec::new();
+        let mut bytes = 0;
+        let mut close = |current: Vec<events::MessageStored>| {
+            let mut digest = sha2::Sha256::new();
+            for entry in &current {
+                digest.update(entry.message_id.as_bytes());
+                digest.update(b"\n");
+            }
+            let digest = hex::encode(digest.finalize());
+            batches.push((
+                tenant,
+                format!("messages-stored-{}", &digest[..32]),
+                events::MessagesStored { messages: current },
+            ));
+        };
+        for entry in entries {
+            // The repeated field's tag and length prefix come on top of the entry itself.
+            let size = entry.encoded_len() + 8;
+            if !current.is_empty() && bytes + size > max_bytes {
+                close(std::mem::take(&mut current));
+                bytes = 0;
+            }
+            bytes += size;
+            current.push(entry);
+        }
+        if !current.is_empty() {
+            close(current);
+        }
+    }
+    batches
 }
 
 impl Ingestor {

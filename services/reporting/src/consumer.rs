@@ -36,29 +36,53 @@ fn spec(durable_name: &str, ack_wait: Duration, inactive: Option<Duration>) -> C
     }
 }
 
-/// Handles one decoded delivery.
+/// Handles one decoded delivery: its outcome, and how many events it carried that change
+/// the aggregates (a `MessagesStored` batch carries one per entry, folded in one
+/// transaction; an entry applied before, alone or in another batch, changes nothing).
 pub async fn handle(
     store: &Store,
     settings: &ApplySettings,
     decoded: Result<(Envelope, tracing::Span), prost::DecodeError>,
-) -> HandlerOutcome {
+) -> (HandlerOutcome, usize) {
     let (envelope, span) = match decoded {
         Ok(decoded) => decoded,
-        Err(error) => return HandlerOutcome::Poison(format!("undecodable event: {error}")),
+        Err(error) => {
+            return (
+                HandlerOutcome::Poison(format!("undecodable event: {error}")),
+                0,
+            );
+        }
     };
-    let Some(payload) = envelope.payload.as_ref() else {
-        return HandlerOutcome::Done;
+    let events: Vec<Envelope> = envelope::events_of(envelope)
+        .into_iter()
+        .filter(|event| event.payload.as_ref().is_some_and(is_relevant))
+        .collect();
+    if events
+        .iter()
+        .any(|event| event.event_id.is_empty() || event.tenant_id.is_empty())
+    {
+        return (
+            HandlerOutcome::Poison("event without id or tenant".into()),
+            0,
+        );
+    }
+    let applied = match events.as_slice() {
+        [] => return (HandlerOutcome::Done, 0),
+        [event] => store
+            .apply(event, settings)
+            .instrument(span)
+            .await
+            .map(drop),
+        many => store
+            .apply_batch(many, settings)
+            .instrument(span)
+            .await
+            .map(drop),
     };
-    if !is_relevant(payload) {
-        return HandlerOutcome::Done;
-    }
-    if envelope.event_id.is_empty() || envelope.tenant_id.is_empty() {
-        return HandlerOutcome::Poison("event without id or tenant".into());
-    }
-    match store.apply(&envelope, settings).instrument(span).await {
-        Ok(_) => HandlerOutcome::Done,
-        Err(error @ Error::Database(_)) => HandlerOutcome::Retry(error.to_string()),
-        Err(error) => HandlerOutcome::Poison(error.to_string()),
+    match applied {
+        Ok(()) => (HandlerOutcome::Done, events.len()),
+        Err(error @ Error::Database(_)) => (HandlerOutcome::Retry(error.to_string()), 0),
+        Err(error) => (HandlerOutcome::Poison(error.to_string()), 0),
     }
 }
 
@@ -78,7 +102,7 @@ pub async fn consume(
             let store = store.clone();
             let settings = settings.clone();
             let decoded = envelope::decode(delivery);
-            async move { handle(&store, &settings, decoded).await }
+            async move { handle(&store, &settings, decoded).await.0 }
         },
     )
     .await?;
@@ -86,7 +110,7 @@ pub async fn consume(
 }
 
 /// Replays the whole bus stream into `store` through a fresh consumer and returns once no
-/// event has arrived for `idle`: the number of events applied.
+/// event has arrived for `idle`: the number of events folded (each entry of a batch counts).
 pub async fn rebuild(
     bus: Arc<dyn EventBus>,
     store: Store,
@@ -128,10 +152,8 @@ pub async fn rebuild(
             let last = last.clone();
             let decoded = envelope::decode(delivery);
             async move {
-                let outcome = handle(&store, &settings, decoded).await;
-                if outcome == HandlerOutcome::Done {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                }
+                let (outcome, events) = handle(&store, &settings, decoded).await;
+                counter.fetch_add(events as u64, Ordering::Relaxed);
                 if let Ok(mut at) = last.lock() {
                     *at = tokio::time::Instant::now();
                 }
