@@ -975,6 +975,23 @@ async fn edits_keep_versions_and_quotes_resolve(kind: BackendKind) {
         message.quote_external_id = "m1".into();
     }
     admin.append_inbound(reply).await.expect("stored");
+    // More quotes on the page: of the reply, of m1 again, of a message never captured.
+    let mut quoting = Vec::new();
+    for (id, quoted) in [("m3", "m2"), ("m4", "m1"), ("m5", "m-never-captured")] {
+        let mut message = inbound("oa-1", "u-1", "An", id, "Dạ");
+        if let Some(message) = message.message.as_mut() {
+            message.quote_external_id = quoted.into();
+        }
+        quoting.push(
+            admin
+                .append_inbound(message)
+                .await
+                .expect("stored")
+                .into_inner()
+                .message
+                .expect("message"),
+        );
+    }
     let bus = giao_bus::connect(&backend.bus).await.expect("bus");
     let publisher = EventPublisher::new(bus, "connector");
     let edit = |external_id: &str, text: &str| {
@@ -1039,6 +1056,38 @@ async fn edits_keep_versions_and_quotes_resolve(kind: BackendKind) {
     );
     assert_eq!(history[1].quote_message_id, original.message_id);
     assert_eq!(history[1].versions.len(), 1);
+    let quotes: Vec<(&str, &str, &str)> = history
+        .iter()
+        .map(|message| {
+            (
+                message.external_message_id.as_str(),
+                message.quote_external_id.as_str(),
+                message.quote_message_id.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        quotes,
+        [
+            ("m1", "", ""),
+            ("m2", "m1", original.message_id.as_str()),
+            ("m3", "m2", history[1].message_id.as_str()),
+            ("m4", "m1", original.message_id.as_str()),
+            ("m5", "m-never-captured", ""),
+        ],
+        "each quote resolved to the message it names, unknown ones left unresolved"
+    );
+    assert_eq!(
+        quoting
+            .iter()
+            .map(|m| m.message_id.as_str())
+            .collect::<Vec<_>>(),
+        [
+            history[2].message_id.as_str(),
+            history[3].message_id.as_str(),
+            history[4].message_id.as_str()
+        ]
+    );
     // Search sees the new texts.
     let hits = admin
         .search(SearchRequest {

@@ -452,9 +452,7 @@ impl MessageStoreService for Api {
         let caller = principal(&request)?;
         caller.require(Permission::MESSAGES_READ)?;
         let request = request.into_inner();
-        let conversation = self
-            .visible_conversation(&caller, "conversation_id", &request.conversation_id)
-            .await?;
+        let conversation_id = parse_id("conversation_id", &request.conversation_id)?;
         let page = request.page.unwrap_or_default();
         let query = HistoryQuery {
             order: match pb::HistoryDirection::try_from(request.direction) {
@@ -471,10 +469,19 @@ impl MessageStoreService for Api {
             after: parse_cursor(&page.cursor)?,
             limit: domain::page_size(page.page_size),
         };
-        // A non-owner's first page is audited while the page is read (reactions and edits
-        // side by side): both finish before the answer, so the record is as durable as
-        // before, and the wait for its acknowledgement overlaps the reads instead of adding
-        // to them. A request with a bad direction or cursor is refused before any audit.
+        // The page is read while the conversation is checked, one wait instead of two: the
+        // read is bound to the caller's tenant, and its rows are dropped unread when the
+        // conversation is not visible (NotFound, exactly as before).
+        let (conversation, messages) = tokio::join!(
+            self.visible_conversation(&caller, "conversation_id", &request.conversation_id),
+            self.store
+                .history(&caller.tenant_id, conversation_id, &query)
+        );
+        let conversation = conversation?;
+        let messages = messages?;
+        // A non-owner's first page is audited while reactions, edits and quotes are read:
+        // both finish before the answer, so the record is as durable as before, and the wait
+        // for its acknowledgement overlaps the reads instead of adding to them.
         let audit = async {
             if page.cursor.is_empty()
                 && conversation.owner_user_id.as_deref() != Some(&caller.user_id)
@@ -482,40 +489,30 @@ impl MessageStoreService for Api {
                 self.audit_opened(&caller, &conversation).await;
             }
         };
-        let read = async {
-            let messages = self
-                .store
-                .history(&caller.tenant_id, conversation.id, &query)
-                .await?;
-            let ids: Vec<Uuid> = messages.iter().map(|m| m.id).collect();
-            let (reactions, versions) = tokio::try_join!(
+        let ids: Vec<Uuid> = messages.iter().map(|m| m.id).collect();
+        // Every quote of the page in one lookup.
+        let mut quotes: Vec<(String, String)> = messages
+            .iter()
+            .filter_map(|message| {
+                let external_id = message.quote_external_id.as_ref()?;
+                Some((message.channel_account_id.clone(), external_id.clone()))
+            })
+            .collect();
+        quotes.sort();
+        quotes.dedup();
+        let annotations = async {
+            tokio::try_join!(
                 self.store.reactions(&caller.tenant_id, &ids),
-                self.store.message_versions(&caller.tenant_id, &ids)
-            )?;
-            Ok::<_, Error>((messages, reactions, versions))
+                self.store.message_versions(&caller.tenant_id, &ids),
+                self.store.quoted_messages(&caller.tenant_id, &quotes)
+            )
         };
-        let ((), read) = tokio::join!(audit, read);
-        let (messages, reactions, versions) = read?;
+        let ((), annotations) = tokio::join!(audit, annotations);
+        let (reactions, versions, quoted) = annotations?;
         let next_cursor = next_cursor(&messages, query.limit, |m| Position {
             at: m.sent_at,
             id: m.id,
         });
-        let mut quoted = Vec::new();
-        for message in &messages {
-            if let Some(external_id) = &message.quote_external_id {
-                let reference = MessageRef::External {
-                    channel_account_id: message.channel_account_id.clone(),
-                    external_message_id: external_id.clone(),
-                };
-                if let Some(quote) = self
-                    .store
-                    .find_message(&caller.tenant_id, &reference)
-                    .await?
-                {
-                    quoted.push((message.id, quote.id));
-                }
-            }
-        }
         Ok(Response::new(GetHistoryResponse {
             messages: messages
                 .into_iter()
@@ -533,9 +530,11 @@ impl MessageStoreService for Api {
                             replaced_at: Some(timestamp(*replaced_at)),
                         })
                         .collect();
-                    if let Some((_, quote_id)) =
-                        quoted.iter().find(|(message_id, _)| *message_id == id)
-                    {
+                    if let Some((.., quote_id)) = quoted.iter().find(|(account, external_id, _)| {
+                        !proto.quote_external_id.is_empty()
+                            && *account == proto.channel_account_id
+                            && *external_id == proto.quote_external_id
+                    }) {
                         proto.quote_message_id = quote_id.to_string();
                     }
                     proto

@@ -259,6 +259,14 @@ pub trait Store: Send + Sync + 'static {
         reference: &'a MessageRef,
     ) -> BoxFuture<'a, Result<Option<StoredMessage>, Error>>;
 
+    /// Ids of the stored messages named by (channel account, external id), in one lookup
+    /// for a whole page's quotes; a reference to a message not stored (yet) is left out.
+    fn quoted_messages<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        references: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<Vec<QuotedRow>, Error>>;
+
     /// Applies a delivery report if the message is still in `expected` (so concurrent
     /// reports cannot move it backwards); true when applied.
     fn update_delivery<'a>(
@@ -444,6 +452,8 @@ pub(crate) fn assemble(bases: Vec<ContactBase>, parts: ContactParts) -> Vec<Cont
 
 /// An earlier content of a message: (message id, encoded content, replaced at).
 pub(crate) type VersionRow = (Uuid, Vec<u8>, DateTime<Utc>);
+/// A quote found: (channel account, external id, message id).
+pub(crate) type QuotedRow = (String, String, Uuid);
 
 /// A note row before its versions are attached.
 pub(crate) struct NoteBase {
@@ -651,6 +661,17 @@ macro_rules! contact_store_methods {
             Result<Option<crate::domain::StoredMessage>, crate::error::Error>,
         > {
             Box::pin(self.fetch_message(tenant_id, reference))
+        }
+
+        fn quoted_messages<'a>(
+            &'a self,
+            tenant_id: &'a str,
+            references: &'a [(String, String)],
+        ) -> futures::future::BoxFuture<
+            'a,
+            Result<Vec<crate::store::QuotedRow>, crate::error::Error>,
+        > {
+            Box::pin(self.fetch_quoted(tenant_id, references))
         }
 
         fn update_delivery<'a>(

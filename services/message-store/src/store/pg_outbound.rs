@@ -127,6 +127,29 @@ impl PostgresStore {
         }
     }
 
+    pub(super) async fn fetch_quoted(
+        &self,
+        tenant_id: &str,
+        references: &[(String, String)],
+    ) -> Result<Vec<super::QuotedRow>, Error> {
+        if references.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (accounts, external_ids): (Vec<&str>, Vec<&str>) = references
+            .iter()
+            .map(|(account, external_id)| (account.as_str(), external_id.as_str()))
+            .unzip();
+        // Key by key, as the batch lookups go (see `CONTACTS_BY_IDENTITY`).
+        Ok(sqlx::query_as(
+            "SELECT w.account, w.external_id, k.message_id              FROM UNNEST($2::text[], $3::text[]) AS w(account, external_id)              CROSS JOIN LATERAL (SELECT message_id FROM message_keys                  WHERE tenant_id = $1 AND channel_account_id = w.account                    AND external_message_id = w.external_id LIMIT 1) AS k",
+        )
+        .bind(tenant_id)
+        .bind(accounts)
+        .bind(external_ids)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
     pub(super) async fn apply_delivery(
         &self,
         tenant_id: &str,

@@ -114,6 +114,31 @@ impl SqliteStore {
         row.map(TryInto::try_into).transpose()
     }
 
+    pub(super) async fn fetch_quoted(
+        &self,
+        tenant_id: &str,
+        references: &[(String, String)],
+    ) -> Result<Vec<super::QuotedRow>, Error> {
+        // One indexed lookup per quote: the embedded database answers in-process, so a
+        // round trip costs little here.
+        let mut found = Vec::new();
+        for (account, external_id) in references {
+            let id: Option<Uuid> = sqlx::query_scalar(
+                "SELECT id FROM messages WHERE tenant_id = ?1 AND channel_account_id = ?2 \
+                 AND external_message_id = ?3",
+            )
+            .bind(tenant_id)
+            .bind(account)
+            .bind(external_id)
+            .fetch_optional(self.pool())
+            .await?;
+            if let Some(id) = id {
+                found.push((account.clone(), external_id.clone(), id));
+            }
+        }
+        Ok(found)
+    }
+
     pub(super) async fn apply_delivery(
         &self,
         tenant_id: &str,
