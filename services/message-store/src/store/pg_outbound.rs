@@ -141,7 +141,11 @@ impl PostgresStore {
             .unzip();
         // Key by key, as the batch lookups go (see `CONTACTS_BY_IDENTITY`).
         Ok(sqlx::query_as(
-            "SELECT w.account, w.external_id, k.message_id              FROM UNNEST($2::text[], $3::text[]) AS w(account, external_id)              CROSS JOIN LATERAL (SELECT message_id FROM message_keys                  WHERE tenant_id = $1 AND channel_account_id = w.account                    AND external_message_id = w.external_id LIMIT 1) AS k",
+            "SELECT w.account, w.external_id, k.message_id \
+             FROM UNNEST($2::text[], $3::text[]) AS w(account, external_id) \
+             CROSS JOIN LATERAL (SELECT message_id FROM message_keys \
+                 WHERE tenant_id = $1 AND channel_account_id = w.account \
+                   AND external_message_id = w.external_id LIMIT 1) AS k",
         )
         .bind(tenant_id)
         .bind(accounts)
