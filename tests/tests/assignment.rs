@@ -75,24 +75,34 @@ impl Suite {
     }
 }
 
-fn inbound_from(customer: &str) -> AppendInboundRequest {
-    AppendInboundRequest {
-        message: Some(InboundMessage {
-            channel_account_id: "oa-1".into(),
-            external_message_id: format!("m-{customer}"),
-            external_thread_id: customer.into(),
-            customer: Some(ChannelUser {
-                external_user_id: customer.into(),
-                display_name: format!("Khách {customer}"),
-                ..Default::default()
-            }),
-            content: Some(MessageContent {
-                r#type: ContentType::Text as i32,
-                text: format!("xin chào từ {customer}"),
-                ..Default::default()
-            }),
+/// A customer's text on `thread` of oa-1.
+fn customer_text(customer: &str, thread: &str, id: &str, text: &str) -> InboundMessage {
+    InboundMessage {
+        channel_account_id: "oa-1".into(),
+        external_message_id: id.into(),
+        external_thread_id: thread.into(),
+        customer: Some(ChannelUser {
+            external_user_id: customer.into(),
+            display_name: format!("Khách {customer}"),
             ..Default::default()
         }),
+        content: Some(MessageContent {
+            r#type: ContentType::Text as i32,
+            text: text.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn inbound_from(customer: &str) -> AppendInboundRequest {
+    AppendInboundRequest {
+        message: Some(customer_text(
+            customer,
+            customer,
+            &format!("m-{customer}"),
+            &format!("xin chào từ {customer}"),
+        )),
     }
 }
 
@@ -1340,7 +1350,7 @@ mod offboarding {
 mod routing {
     use std::time::Duration;
 
-    use super::{Seen, assignments, collect, eventually, put_shift};
+    use super::{Seen, assignments, collect, customer_text, eventually, put_shift};
 
     use giao_proto::{
         assignment::{
@@ -1366,6 +1376,8 @@ mod routing {
     use tonic::Code;
 
     const PASSWORD: &str = "a long enough password";
+    /// What the floor's customers ask.
+    const QUESTION: &str = "cho em hỏi giá";
     const TENANT: &str = "acme";
 
     /// auth (roster, the service key), message-store and assignment routing with that key.
@@ -1380,26 +1392,6 @@ mod routing {
 
     fn dev(user: &str, role: &str) -> String {
         format!("dev.{TENANT}.{user}.{role}")
-    }
-
-    /// A customer asking the price on `thread` of oa-1.
-    fn question(customer: &str, thread: &str, id: &str) -> InboundMessage {
-        InboundMessage {
-            channel_account_id: "oa-1".into(),
-            external_message_id: id.into(),
-            external_thread_id: thread.into(),
-            customer: Some(ChannelUser {
-                external_user_id: customer.into(),
-                display_name: format!("Khách {customer}"),
-                ..Default::default()
-            }),
-            content: Some(MessageContent {
-                r#type: ContentType::Text as i32,
-                text: "cho em hỏi giá".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
     }
 
     impl Floor {
@@ -1546,7 +1538,12 @@ mod routing {
             let mut store = self.store_admin().await;
             let message = store
                 .append_inbound(AppendInboundRequest {
-                    message: Some(question(customer, thread, &format!("m-{thread}"))),
+                    message: Some(customer_text(
+                        customer,
+                        thread,
+                        &format!("m-{thread}"),
+                        QUESTION,
+                    )),
                 })
                 .await
                 .expect("appends")
@@ -2201,7 +2198,7 @@ mod routing {
                 }),
                 direction: direction as i32,
                 sender_kind: sender_kind as i32,
-                ..question(customer, customer, id)
+                ..customer_text(customer, customer, id, QUESTION)
             }
         };
         let results = floor
